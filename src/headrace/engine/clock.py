@@ -1,0 +1,52 @@
+"""Clocks: the engine's only source of time, so tests can replace it.
+
+`SystemClock` is the real one. `ManualClock` never waits: `sleep` moves its
+time forward and records how long was asked, so retry delays and backoff
+are tested exactly and instantly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that advances only when slept on (or by `advance`). Thread-safe."""
+
+    def __init__(self, start: datetime.datetime | None = None):
+        self._start = start or datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+        self._elapsed = 0.0
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self._elapsed
+
+    def now(self) -> datetime.datetime:
+        return self._start + datetime.timedelta(seconds=self._elapsed)
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._elapsed += max(seconds, 0.0)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._elapsed += seconds
+
+
+SYSTEM_CLOCK = SystemClock()

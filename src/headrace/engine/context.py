@@ -1,0 +1,114 @@
+"""Run context: who is running now, kept in contextvars.
+
+Two variables: the flow run (set once per run) and the task run (set by
+the task-run pipeline around each call). `context` is the read-only view
+users import: `from headrace import context`. Reading a name outside a
+run raises `ContextError` saying so; `context.get(name, default)` never
+raises.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+from headrace.errors import ContextError
+
+
+class FlowRunContext:
+    __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters")
+
+    def __init__(self, flow_run_id: str, flow_run_name: str, flow_name: str, parameters: dict):
+        self.flow_run_id = flow_run_id
+        self.flow_run_name = flow_run_name
+        self.flow_name = flow_name
+        self.parameters = parameters
+
+
+class TaskRunContext:
+    __slots__ = (
+        "task_name",
+        "task_run_name",
+        "map_index",
+        "task_run_count",
+        "task_loop_count",
+        "task_loop_result",
+        "task_tags",
+    )
+
+    def __init__(self, task_name: str, task_run_name: str, map_index: int | None, tags):
+        self.task_name = task_name
+        self.task_run_name = task_run_name
+        self.map_index = map_index
+        self.task_run_count = 1
+        self.task_loop_count = 1
+        self.task_loop_result = None
+        self.task_tags = tags
+
+
+flow_run_var: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
+    "headrace_flow_run", default=None
+)
+task_run_var: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
+    "headrace_task_run", default=None
+)
+
+_FLOW_FIELDS = frozenset(FlowRunContext.__slots__)
+_TASK_FIELDS = frozenset(TaskRunContext.__slots__)
+
+
+class RunContext:
+    """Read-only view of the current run: `context.task_name`, `context.parameters`, ..."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in _TASK_FIELDS:
+            return getattr(task_run_var.get(), name, default)
+        if name in _FLOW_FIELDS:
+            return getattr(flow_run_var.get(), name, default)
+        return default
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in _TASK_FIELDS:
+            ctx = task_run_var.get()
+            if ctx is None:
+                raise ContextError(
+                    f"context.{name} is set only inside a task run; no task is running here. "
+                    f"Use context.get({name!r}, default) to read it without raising."
+                )
+            return getattr(ctx, name)
+        if name in _FLOW_FIELDS:
+            ctx = flow_run_var.get()
+            if ctx is None:
+                raise ContextError(
+                    f"context.{name} is set only inside a flow run; no flow is running here. "
+                    f"Use context.get({name!r}, default) to read it without raising."
+                )
+            return getattr(ctx, name)
+        raise AttributeError(
+            f"context has no field {name!r}; its fields are: "
+            + ", ".join(sorted(_FLOW_FIELDS | _TASK_FIELDS))
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("context is read-only")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for var, fields in ((flow_run_var, _FLOW_FIELDS), (task_run_var, _TASK_FIELDS)):
+            ctx = var.get()
+            if ctx is not None:
+                out.update({f: getattr(ctx, f) for f in fields})
+        return out
+
+    def __repr__(self) -> str:
+        fields = self.to_dict()
+        if not fields:
+            return "<context: empty (no flow or task is running)>"
+        return "<context " + " ".join(f"{k}={v!r}" for k, v in sorted(fields.items())) + ">"
+
+
+context = RunContext()

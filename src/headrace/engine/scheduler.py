@@ -1,0 +1,558 @@
+"""The scheduler: runs a graph flow as an event-driven ready-set loop.
+
+Units of work
+-------------
+A *unit* is `(node, index)`: a whole node (`index` None) or child `index`
+of a mapped node. Each node has a `NodeRun` holding its run state:
+
+    waiting      prerequisites not yet met. A plain node waits for each
+                 distinct upstream node to finish. A mapped node waits to
+                 *expand*: for each whole upstream to finish and for each
+                 element-wise upstream (a mapped node feeding it child by
+                 child) to expand.
+    state        the final State, once finished.
+    children     child states of an expanded mapped node (None = not done).
+    child_wait   per child, element-wise upstream children not yet done.
+    holds        per result (one, or one per child), consumers not yet
+                 started; at zero the result is released unless kept.
+
+Events
+------
+`finish(unit, state)` records a state and wakes dependents:
+    - a whole node finishing wakes its whole-mode dependents;
+    - a mapped node expanding wakes its element-wise dependents;
+    - child i finishing wakes child i of element-wise dependents, and the
+      last child finishing finishes the node with a `Mapped` state.
+A mapped node whose element-wise upstream finished without expanding
+(it failed as a whole) is decided as a whole too.
+
+Ready policy
+------------
+Ready units sit on a stack: the newest ready unit runs first, and a
+mapped node's children are pushed so child 0 pops first. With
+`executor.max_in_flight` bounding submitted units, child i's next step in
+a chain of maps runs before new first steps start: depth-first, so
+intermediate results are released early and memory stays flat.
+
+Throttle: a unit whose tag is at its cap waits in that tag's queue and is
+pushed back when a unit holding the tag finishes. A unit with several
+capped tags takes a slot of each.
+
+Results are released once their last consumer has started, except for
+terminal tasks and `return_tasks`. States are never released. States
+reused from `task_states` are never changed.
+
+No polling and no sleeps: with a non-inline executor the loop blocks on a
+queue fed by future callbacks.
+"""
+
+from __future__ import annotations
+
+import queue
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from headrace.edges import flatten_once
+from headrace.engine.clock import SYSTEM_CLOCK
+from headrace.engine.context import FlowRunContext
+from headrace.engine.task_run import TaskSpec, decide_before_run, run_task
+from headrace.errors import MappingError, ParameterError, ResultReleasedError
+from headrace.states import (
+    Completed,
+    Crashed,
+    Failed,
+    FlowState,
+    MappedState,
+    NotRun,
+    State,
+    StateType,
+    _Released,
+)
+from headrace.tasks import check_lengths, check_mappable
+
+WHOLE, ELEMENT = 0, 1
+
+
+class NodeRun:
+    """The run state of one node (see the module docstring)."""
+
+    __slots__ = (
+        "node",
+        "name",
+        "spec",
+        "mapped",
+        "keep",
+        "start",
+        "ups",
+        "downs",
+        "waiting",
+        "state",
+        "reused",
+        "children",
+        "child_wait",
+        "remaining",
+        "started",
+        "holds",
+        "sequences",
+        "unexpandable",
+    )
+
+    def __init__(self, node):
+        self.node = node
+        self.name = node.name
+        self.spec = None
+        self.mapped = node.mapped
+        self.keep = False
+        self.start = False
+        self.ups: list[tuple[NodeRun, int]] = []  # distinct upstream runs and their mode
+        self.downs: list[tuple[NodeRun, int]] = []
+        self.waiting = 0
+        self.state: State | None = None
+        self.reused = False
+        self.children: list | None = None
+        self.child_wait: list[int] | None = None
+        self.remaining = 0
+        self.started = 0
+        self.holds: Any = 0
+        self.sequences: dict | None = None
+        self.unexpandable: NodeRun | None = None
+
+    def __repr__(self) -> str:
+        return f"<NodeRun {self.name}>"
+
+
+def _value_of(state: State, name: str) -> Any:
+    """The value a downstream receives from a finished upstream state."""
+    if isinstance(state, MappedState):
+        return [_value_of(s, name) for s in state.map_states]
+    if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+        return state.exception
+    value = state._value
+    if value.__class__ is _Released:
+        raise ResultReleasedError(value.task_name)
+    return value
+
+
+class FlowRunner:
+    """One run of one flow. Create, then call `run()` once."""
+
+    def __init__(
+        self,
+        flow,
+        parameters: dict[str, Any],
+        executor,
+        throttle: dict[str, int],
+        task_states: dict,
+        start_tasks: list,
+        return_tasks: list,
+        clock,
+    ):
+        self.flow = flow
+        self.executor = executor
+        self.clock = clock
+        self.throttle = throttle
+        self.in_use = dict.fromkeys(throttle, 0)
+        self.throttled: dict[str, deque] = {tag: deque() for tag in throttle}
+        self.ready: list[tuple[NodeRun, int | None]] = []
+        self.running = 0
+        self.unfinished = 0
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.flow_ctx = FlowRunContext(
+            flow_run_id=str(uuid.uuid4()),
+            flow_run_name=flow.name,
+            flow_name=flow.name,
+            parameters=parameters,
+        )
+        self.runs: dict[Any, NodeRun] = {t: NodeRun(t) for t in flow.sorted_tasks()}
+        self._link(parameters, task_states, start_tasks, return_tasks)
+
+    # -- setting up ---------------------------------------------------------
+    def _link(self, parameters, task_states, start_tasks, return_tasks) -> None:
+        from headrace.parameters import Parameter
+
+        flow = self.flow
+        keep = set(flow.terminal_tasks()) | set(return_tasks)
+        for node, nr in self.runs.items():
+            nr.keep = node in keep
+            modes: dict[NodeRun, int] = {}
+            for e in flow._in[node]:
+                up = self.runs[e.upstream]
+                element = node.mapped and e.mapped and not e.flat and e.upstream.mapped
+                mode = ELEMENT if element else WHOLE
+                modes[up] = min(modes.get(up, mode), mode)
+            nr.ups = list(modes.items())
+            for up, mode in nr.ups:
+                up.downs.append((nr, mode))
+        for nr in self.runs.values():
+            nr.holds = len(nr.downs)
+            if not nr.mapped:
+                nr.spec = TaskSpec(nr.node)
+
+        starts = [t for t in start_tasks if not isinstance(t, Parameter)]
+        runnable = self._downstream_closure(starts) if start_tasks else None
+        self.unfinished = len(self.runs)
+        for node, nr in self.runs.items():
+            nr.waiting = len(nr.ups)
+            nr.start = node in starts
+        for node, nr in self.runs.items():
+            if isinstance(node, Parameter):
+                self.finish(nr, None, Completed("Parameter resolved.", parameters[node.name]))
+                continue
+            given = task_states.get(node)
+            if given is not None and given.is_finished():
+                nr.reused = True
+                if isinstance(given, MappedState):
+                    nr.children = list(given.map_states)
+                self.finish(nr, None, given)
+            elif runnable is not None and node not in runnable:
+                self.finish(nr, None, NotRun("Not run: it is above the run's start_tasks."))
+        for nr in self.runs.values():
+            if nr.state is None and not nr.ups:  # the rest wake as their upstreams finish
+                self._wake(nr)
+
+    def _downstream_closure(self, starts: Iterable) -> set:
+        seen = set(starts)
+        stack = list(seen)
+        while stack:
+            for e in self.flow._out[stack.pop()]:
+                if e.downstream not in seen:
+                    seen.add(e.downstream)
+                    stack.append(e.downstream)
+        return seen
+
+    # -- the loop -------------------------------------------------------------
+    def run(self) -> FlowState:
+        executor = self.executor
+        inline = executor.inline
+        limit = max(1, executor.max_in_flight)
+        ready = self.ready
+        while self.unfinished:
+            while ready and self.running < limit:
+                nr, index = ready.pop()
+                if nr.state is not None:  # decided as a whole meanwhile
+                    continue
+                if self.throttle and not self._take_slots(nr, index):
+                    continue
+                spec, arguments = self._prepare(nr, index)
+                if spec is None:
+                    continue
+                run_name = nr.name if index is None else f"{nr.name}[{index}]"
+                if inline:
+                    state = run_task(spec, arguments, run_name, index, self.flow_ctx, self.clock)
+                    self._done(nr, index, state)
+                else:
+                    self.running += 1
+                    future = executor.submit(
+                        run_task, spec, arguments, run_name, index, self.flow_ctx, self.clock
+                    )
+                    future.add_done_callback(
+                        lambda f, nr=nr, index=index: self.events.put((nr, index, f))
+                    )
+            if not self.unfinished:
+                break
+            if self.running == 0:
+                stuck = [nr.name for nr in self.runs.values() if nr.state is None]
+                raise RuntimeError(f"scheduler stalled with unfinished tasks: {stuck[:10]}")
+            nr, index, future = self.events.get()
+            self.running -= 1
+            try:
+                state = future.result()
+            except Exception as exc:  # the executor, not the task, failed
+                state = Crashed(f"The executor failed to run the task: {exc!r}", exception=exc)
+            self._done(nr, index, state)
+        return self._flow_state()
+
+    def _done(self, nr: NodeRun, index: int | None, state: State) -> None:
+        if self.throttle:
+            self._free_slots(nr)
+        self._run_hooks(nr, state)
+        self.finish(nr, index, state)
+
+    # -- preparing a unit ------------------------------------------------------
+    def _prepare(self, nr: NodeRun, index: int | None):
+        """Decide without running, or return (spec, arguments) to run."""
+        upstream = [
+            (up.name, up.children[index] if mode == ELEMENT else up.state) for up, mode in nr.ups
+        ]
+        decided = decide_before_run(nr.node, upstream, check_trigger=not nr.start)
+        arguments = None
+        if decided is None:
+            try:
+                arguments = self._arguments(nr, index)
+            except ResultReleasedError as exc:
+                decided = Failed(str(exc), exception=exc)
+        self._started(nr, index)
+        if decided is not None:
+            if self.throttle:
+                self._free_slots(nr)
+            self._run_hooks(nr, decided)
+            self.finish(nr, index, decided)
+            return None, None
+        return nr.spec, arguments
+
+    def _arguments(self, nr: NodeRun, index: int | None) -> dict[str, Any]:
+        node = nr.node
+        arguments = dict(node.constants)
+        if index is not None:
+            for key, seq in nr.sequences.items():
+                arguments[key] = seq[index]
+        for e in self.flow._in[node]:
+            if e.key is None or (index is not None and e.key in nr.sequences):
+                continue
+            up = self.runs[e.upstream]
+            if index is not None and e.mapped and not e.flat and e.upstream.mapped:
+                arguments[e.key] = _value_of(up.children[index], up.name)
+            else:
+                value = _value_of(up.state, up.name)
+                arguments[e.key] = flatten_once(value, up.name) if e.flat else value
+        return arguments
+
+    # -- expansion of mapped nodes ------------------------------------------------
+    def _wake(self, nr: NodeRun) -> None:
+        """All prerequisites met: a plain node is ready; a mapped node expands."""
+        if not nr.mapped:
+            self.ready.append((nr, None))
+            return
+        upstream = [(up.name, up.state) for up, mode in nr.ups if up.state is not None]
+        failure = None
+        if nr.unexpandable is not None:
+            failure = decide_before_run(nr.node, upstream, check_trigger=not nr.start)
+            if failure is None:
+                failure = Failed(
+                    f"Cannot map over {nr.unexpandable.name!r}: it finished as "
+                    f"{nr.unexpandable.state.name} without mapped results."
+                )
+        else:
+            try:
+                sequences, length = self._sequences(nr)
+            except (MappingError, ResultReleasedError) as exc:
+                failure = decide_before_run(nr.node, upstream, check_trigger=not nr.start)
+                failure = failure or Failed(str(exc), exception=exc)
+        if failure is not None:
+            self._started(nr, None)
+            self._run_hooks(nr, failure)
+            self.finish(nr, None, failure)
+            return
+        nr.sequences = sequences
+        nr.spec = TaskSpec(nr.node)
+        nr.children = [None] * length
+        nr.remaining = length
+        nr.holds = [len(nr.downs)] * length
+        elements = [up for up, mode in nr.ups if mode == ELEMENT]
+        nr.child_wait = [sum(1 for up in elements if up.children[i] is None) for i in range(length)]
+        for down, mode in nr.downs:
+            if mode == ELEMENT:
+                self._prerequisite_met(down)
+        if length == 0:
+            self._started(nr, None)
+            self.finish(nr, None, MappedState([]))
+            return
+        self.ready.extend((nr, i) for i in range(length - 1, -1, -1) if nr.child_wait[i] == 0)
+
+    def _sequences(self, nr: NodeRun) -> tuple[dict, int]:
+        """The mapped inputs of `nr` as indexable sequences, and their common length."""
+        node = nr.node
+        lengths: dict[str | None, Any] = {k: node.constants[k] for k in node.mapped_constants}
+        sequences = dict(lengths)
+        for e in self.flow._in[node]:
+            if not e.mapped:
+                continue
+            up = self.runs[e.upstream]
+            if e.upstream.mapped and not e.flat:
+                lengths[e.key or f"upstream {up.name!r}"] = up.children
+                continue
+            value = _value_of(up.state, up.name)
+            if e.flat:
+                value = flatten_once(value, up.name)
+            seq = check_mappable(value, e.key, node.name)
+            if e.key is not None:
+                sequences[e.key] = seq
+            lengths[e.key or f"upstream {up.name!r}"] = seq
+        return sequences, check_lengths(lengths, node.name)
+
+    def _prerequisite_met(self, nr: NodeRun) -> None:
+        nr.waiting -= 1
+        if nr.waiting == 0 and nr.state is None:
+            self._wake(nr)
+
+    # -- finishing -----------------------------------------------------------------
+    def finish(self, nr: NodeRun, index: int | None, state: State) -> None:
+        if index is None:
+            nr.state = state
+            self.unfinished -= 1
+            expanded = nr.children is not None
+            for down, mode in nr.downs:
+                if mode == WHOLE or (nr.reused and expanded):
+                    # A reused Mapped state brings its expansion and its children at once.
+                    self._prerequisite_met(down)
+                elif not expanded:
+                    # An element-wise upstream that will never expand: decide as a whole.
+                    down.unexpandable = down.unexpandable or nr
+                    self._prerequisite_met(down)
+            return
+        nr.children[index] = state
+        for down, mode in nr.downs:
+            if mode == ELEMENT and down.child_wait is not None and down.state is None:
+                down.child_wait[index] -= 1
+                if down.child_wait[index] == 0:
+                    self.ready.append((down, index))
+        nr.remaining -= 1
+        if nr.remaining == 0:
+            nr.state = MappedState(nr.children)
+            self.unfinished -= 1
+            for down, mode in nr.downs:
+                if mode == WHOLE:
+                    self._prerequisite_met(down)
+
+    def _started(self, nr: NodeRun, index: int | None) -> None:
+        """`nr` (or its child) has taken its inputs: drop holds on upstream results."""
+        if index is not None:
+            nr.started += 1
+        whole_started = index is None or nr.started == len(nr.children)
+        for up, mode in nr.ups:
+            if up.reused or up.state is not None and up.state.name == "NotRun":
+                continue
+            if mode == ELEMENT and index is not None:
+                self._release(up, index)
+            elif whole_started:
+                if up.children is None:
+                    self._release(up, None)
+                else:
+                    for i in range(len(up.children)):
+                        self._release(up, i)
+
+    def _release(self, up: NodeRun, index: int | None) -> None:
+        if index is None:
+            up.holds -= 1
+            if up.holds == 0 and not up.keep and up.state is not None:
+                _drop(up.state, up.name)
+        else:
+            up.holds[index] -= 1
+            child = up.children[index]
+            if up.holds[index] == 0 and not up.keep and child is not None:
+                _drop(child, f"{up.name}[{index}]")
+
+    # -- throttling ------------------------------------------------------------------
+    def _take_slots(self, nr: NodeRun, index: int | None) -> bool:
+        tags = [t for t in nr.node.tags if t in self.throttle]
+        for tag in tags:
+            if self.in_use[tag] >= self.throttle[tag]:
+                self.throttled[tag].append((nr, index))
+                return False
+        for tag in tags:
+            self.in_use[tag] += 1
+        return True
+
+    def _free_slots(self, nr: NodeRun) -> None:
+        for tag in nr.node.tags:
+            if tag in self.throttle:
+                self.in_use[tag] -= 1
+                waiting = self.throttled[tag]
+                if waiting:
+                    self.ready.append(waiting.popleft())
+
+    # -- hooks and the flow's state -----------------------------------------------------
+    def _run_hooks(self, nr: NodeRun, state: State) -> None:
+        node = nr.node
+        hooks = node.on_failure if state.is_failed() else ()
+        if state.type is StateType.COMPLETED and state.name != "Skipped":
+            hooks = node.on_completion
+        for hook in hooks:
+            try:
+                hook(node, state)
+            except Exception:
+                import logging
+
+                logging.getLogger("headrace").exception(
+                    "A %s hook of task %r raised; the task's state is unchanged",
+                    "on_failure" if state.is_failed() else "on_completion",
+                    node.name,
+                )
+
+    def _flow_state(self) -> FlowState:
+        task_states = {node: nr.state for node, nr in self.runs.items()}
+        terminal = self.flow.terminal_tasks()
+        failed = [t.name for t in terminal if task_states[t].is_failed()]
+        if failed:
+            message = f"Some reference tasks failed: {', '.join(repr(n) for n in failed)}."
+            return FlowState(StateType.FAILED, message, task_states, name="Failed")
+        return FlowState(
+            StateType.COMPLETED, "All reference tasks succeeded.", task_states, name="Completed"
+        )
+
+
+def _drop(state: State, name: str) -> None:
+    if isinstance(state, MappedState):
+        return
+    if state._value is not None:
+        state._value = _Released(name)
+
+
+def check_parameters(flow, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """Every parameter's value, or a ParameterError naming what is unknown or missing."""
+    given = dict(parameters or {})
+    declared = {p.name: p for p in flow.parameters()}
+    unknown = sorted(set(given) - set(declared))
+    missing = sorted(n for n, p in declared.items() if p.required and n not in given)
+    problems = []
+    if unknown:
+        problems.append(f"unknown parameter(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        problems.append(f"missing required parameter(s) {', '.join(map(repr, missing))}")
+    if problems:
+        known = ", ".join(repr(n) for n in declared) or "none"
+        raise ParameterError(
+            f"Flow {flow.name!r} cannot run: {'; '.join(problems)}. Its parameters are: {known}."
+        )
+    return {n: given.get(n, p.default) for n, p in declared.items()}
+
+
+def run_flow(
+    flow,
+    parameters=None,
+    executor=None,
+    throttle=None,
+    task_states=None,
+    start_tasks=None,
+    return_tasks=None,
+    clock=None,
+) -> FlowState:
+    """Run a graph flow (see `Flow.run` for the keywords) and return its FlowState."""
+    from headrace.executors import LocalExecutor
+
+    values = check_parameters(flow, parameters)
+    throttle = dict(throttle or {})
+    for tag, cap in throttle.items():
+        if not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"throttle[{tag!r}] must be an int >= 1, got {cap!r}")
+    start_tasks = list(start_tasks or ())
+    return_tasks = list(return_tasks or ())
+    for what, tasks in (("start_tasks", start_tasks), ("return_tasks", return_tasks)):
+        for t in tasks:
+            if t not in flow:
+                raise ValueError(
+                    f"{what} names {t!r}, which is not a task of flow {flow.name!r}; "
+                    "use the tasks returned by calls inside `with Flow(...)`."
+                )
+    executor = executor or LocalExecutor()
+    executor.validate(flow)
+    runner = FlowRunner(
+        flow,
+        values,
+        executor,
+        throttle,
+        dict(task_states or {}),
+        start_tasks,
+        return_tasks,
+        clock or SYSTEM_CLOCK,
+    )
+    executor.start()
+    try:
+        return runner.run()
+    finally:
+        executor.shutdown()
+
+
+__all__ = ["run_flow", "check_parameters", "FlowRunner"]

@@ -1,0 +1,233 @@
+"""One task run as a pipeline of state steps.
+
+    decide_before_run   upstream check -> skip on upstream skip -> trigger
+                        (in the scheduler, before anything is submitted)
+    run_task            running -> call (timeout) -> signal/exception ->
+                        retry or loop decision -> final state
+                        (in the worker: inline, a thread, a process)
+
+`run_task` never raises for anything the task does: every outcome is a
+`State`. Only interpreter-level exits (KeyboardInterrupt, SystemExit)
+propagate. It receives a `TaskSpec`, small and picklable, never the Task
+or the flow, so a process or a Dask worker can run it.
+
+Time comes from the clock passed in: retries wait with `clock.sleep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from headrace import signals
+from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from headrace.errors import HeadraceError
+from headrace.states import (
+    Completed,
+    Failed,
+    Looped,
+    Retrying,
+    Skipped,
+    State,
+    TimedOut,
+    TriggerFailed,
+)
+from headrace.tasks import call_with_arguments
+from headrace.triggers import all_successful
+
+
+class TriggerFailedError(HeadraceError):
+    """The exception of a TriggerFailed state: names the upstream tasks that failed."""
+
+
+class TaskTimeoutError(HeadraceError, TimeoutError):
+    """A task ran past its `timeout`."""
+
+
+class TaskSpec:
+    """What a worker needs to run one node: no Task object, no flow."""
+
+    __slots__ = (
+        "name",
+        "fn",
+        "signature",
+        "retries",
+        "retry_delay",
+        "timeout",
+        "tags",
+        "is_async",
+    )
+
+    def __init__(self, task):
+        self.name = task.name
+        self.fn = task.fn
+        # None when the function takes plain keywords: the fast calling path.
+        self.signature = None if task._plain_keywords else task.signature
+        self.retries = task.retries
+        self.retry_delay = task._retry_delay_fn
+        self.timeout = task.timeout
+        self.tags = task.tags
+        self.is_async = inspect.iscoroutinefunction(task.fn)
+
+
+# -- before the run ------------------------------------------------------------
+
+
+def decide_before_run(
+    task, upstream: Sequence[tuple[str, State]], check_trigger: bool = True
+) -> State | None:
+    """The state a task gets without running, or None when it should run.
+
+    `upstream` pairs each upstream task's name with its state; NotRun states
+    (above `start_tasks`) are ignored. Failed beats Skipped: skipping on an
+    upstream skip applies only when no upstream failed.
+    """
+    states = [s for _, s in upstream if s.name != "NotRun"]
+    if not states:
+        return None
+    skipped = task.skip_on_upstream_skip and any(s.name == "Skipped" for s in states)
+    if skipped and not any(s.is_failed() for s in states):
+        return Skipped("Upstream task was skipped.")
+    if not check_trigger:
+        return None
+    trigger = task.trigger or all_successful
+    try:
+        passed = trigger(states)
+    except Exception as exc:  # a user's trigger that raises fails its task, not the run
+        return TriggerFailed(f"Trigger {_name(trigger)} raised {exc!r}.", exception=exc)
+    if passed:
+        return None
+    failed = [name for name, s in upstream if s.is_failed()]
+    message = f"Trigger {_name(trigger)} was not met" + (
+        f": upstream {', '.join(repr(n) for n in failed)} failed." if failed else "."
+    )
+    return TriggerFailed(message, exception=TriggerFailedError(message))
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__name__", repr(fn))
+
+
+# -- the run --------------------------------------------------------------------
+
+
+def call_function(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
+    """Call the task's function with arguments keyed by parameter name."""
+    result = call_with_arguments(spec.fn, spec.signature, arguments)
+    if spec.is_async:
+        return _run_coroutine(result)
+    return result
+
+
+def _run_coroutine(coroutine) -> Any:
+    """Run a coroutine to completion from sync code, also under a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,))
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _call_with_timeout(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
+    """Call in a helper thread and stop waiting after `spec.timeout` seconds.
+
+    A thread cannot be killed: a task that times out here is abandoned
+    (its state is TimedOut and nothing waits for it) while it finishes in
+    the background. Process and Dask executors kill instead.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target():
+        try:
+            box["value"] = call_function(spec, arguments)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(target,), daemon=True, name=spec.name
+    )
+    thread.start()
+    if not done.wait(spec.timeout):
+        raise TaskTimeoutError(
+            f"Task {spec.name!r} exceeded its timeout of {spec.timeout:g} s and was abandoned."
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def run_task(
+    spec: TaskSpec,
+    arguments: dict[str, Any],
+    run_name: str,
+    map_index: int | None,
+    flow_ctx: FlowRunContext,
+    clock,
+    on_state: Callable[[State], None] | None = None,
+) -> State:
+    """Run one task run to a final state: retries and loops happen in here."""
+    task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags)
+    flow_token = flow_run_var.set(flow_ctx)
+    task_token = task_run_var.set(task_ctx)
+    try:
+        while True:
+            try:
+                if spec.timeout is None:
+                    value = call_function(spec, arguments)
+                else:
+                    value = _call_with_timeout(spec, arguments)
+                return Completed("Task run succeeded.", value)
+            except signals.LOOP as sig:
+                task_ctx.task_loop_count += 1
+                task_ctx.task_loop_result = sig.result
+                if on_state is not None:
+                    on_state(Looped(sig.message, sig.result))
+                continue
+            except signals.SUCCESS as sig:
+                return Completed(sig.message or "Task run succeeded.", sig.result)
+            except signals.SKIP as sig:
+                return Skipped(sig.message or "Task run was skipped.")
+            except Exception as exc:
+                failure = _failure_state(spec, exc)
+            if task_ctx.task_run_count > spec.retries:
+                return failure
+            delay = spec.retry_delay(task_ctx.task_run_count)
+            if on_state is not None:
+                on_state(failure)
+                on_state(
+                    Retrying(f"Retry {task_ctx.task_run_count} of {spec.retries} in {delay:g} s.")
+                )
+            clock.sleep(delay)
+            task_ctx.task_run_count += 1
+    finally:
+        task_run_var.reset(task_token)
+        flow_run_var.reset(flow_token)
+
+
+def _failure_state(spec: TaskSpec, exc: Exception) -> State:
+    if isinstance(exc, TaskTimeoutError):
+        return TimedOut(str(exc), exception=exc)
+    if isinstance(exc, signals.FAIL | signals.RETRY):
+        label = type(exc).__name__
+        return Failed(exc.message or f"Task raised {label}.", exception=exc)
+    return Failed(f"Task run encountered an exception {type(exc).__name__}: {exc}", exception=exc)

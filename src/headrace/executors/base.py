@@ -1,0 +1,51 @@
+"""The executor contract.
+
+An executor runs `fn(*args)` somewhere and returns a
+`concurrent.futures.Future`. The scheduler calls `start()` before a run and
+`shutdown()` after it; an executor object can serve several runs. `fn` is
+always a module-level function of the engine and `args` small picklable
+payloads, so executors that cross a process boundary never see Task
+objects.
+
+`inline` executors run `fn` in the calling thread before `submit` returns;
+the scheduler then calls `fn` directly and skips the future.
+`max_in_flight` bounds how many runs are submitted and unfinished at once,
+which keeps chained maps depth-first and memory flat.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from typing import Any
+
+
+class Executor(ABC):
+    inline: bool = False
+
+    @property
+    def max_in_flight(self) -> int:
+        return 1
+
+    def start(self) -> None:
+        """Acquire resources (pools, clusters) for a run."""
+
+    def shutdown(self) -> None:
+        """Release what `start` acquired. Called once per `start`."""
+
+    def validate(self, flow: Any) -> None:
+        """Refuse a flow this executor cannot run, before anything runs."""
+
+    @abstractmethod
+    def submit(self, fn, *args) -> Future:
+        """Run `fn(*args)` and return a future of its result."""
+
+    def __enter__(self) -> Executor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,320 @@
+"""Graph flows: a DAG of task nodes built inside `with Flow("name") as flow:`.
+
+A `Flow` holds nodes (task copies made by calls inside the block, and
+Parameters), the edges between them, and each node's constant arguments.
+`with flow:` extends an existing flow. Building never runs anything;
+`flow.run(...)` hands the graph to the engine.
+
+Errors at build time name the culprit: a dependency that would make a
+cycle, a task of another flow used as an input, two Parameters with one
+name, an argument a task does not take.
+
+This module is the graph layer: it imports the engine only inside `run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from headrace import _build
+from headrace.edges import Edge, flatten, unmapped
+from headrace.errors import CycleError, FlowBuildError
+from headrace.tasks import (
+    CollectDict,
+    CollectList,
+    CollectSet,
+    CollectTuple,
+    Task,
+    check_mappable,
+)
+
+
+class Flow:
+    """A named graph of tasks. Use as a context manager to add tasks to it."""
+
+    def __init__(self, name: str, tasks: Iterable[Task] = (), edges: Iterable[Edge] = ()):
+        if not isinstance(name, str) or not name:
+            raise ValueError("a Flow needs a name, e.g. Flow('xfiles')")
+        self.name = name
+        self._tasks: dict[Task, None] = {}  # an ordered set
+        self._in: dict[Task, list[Edge]] = {}
+        self._out: dict[Task, list[Edge]] = {}
+        self._slug_counts: dict[str, int] = {}
+        self._parameters: dict[str, Task] = {}
+        self._tokens: list = []
+        for t in tasks:
+            self.add_task(t)
+        for e in edges:
+            self.add_edge(e.upstream, e.downstream, e.key, e.mapped, e.flat)
+
+    # -- context manager ---------------------------------------------------
+    def __enter__(self) -> Flow:
+        self._tokens.append(_build.push(flow=self, conditions=()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _build.pop(self._tokens.pop())
+
+    # -- reading the graph ---------------------------------------------------
+    @property
+    def tasks(self) -> list[Task]:
+        """Every node, in the order it was added."""
+        return list(self._tasks)
+
+    @property
+    def edges(self) -> list[Edge]:
+        return [e for edges in self._in.values() for e in edges]
+
+    @property
+    def constants(self) -> dict[Task, dict[str, Any]]:
+        return {t: dict(t.constants) for t in self._tasks if t.constants}
+
+    def parameters(self) -> list[Task]:
+        return list(self._parameters.values())
+
+    def upstream_edges(self, task: Task) -> list[Edge]:
+        return list(self._in[self._own(task)])
+
+    def downstream_edges(self, task: Task) -> list[Edge]:
+        return list(self._out[self._own(task)])
+
+    def upstream_tasks(self, task: Task) -> set[Task]:
+        return {e.upstream for e in self._in[self._own(task)]}
+
+    def downstream_tasks(self, task: Task) -> set[Task]:
+        return {e.downstream for e in self._out[self._own(task)]}
+
+    def terminal_tasks(self) -> list[Task]:
+        """Tasks nothing depends on; the flow's state is judged by them."""
+        return [t for t in self._tasks if not self._out[t]]
+
+    def root_tasks(self) -> list[Task]:
+        return [t for t in self._tasks if not self._in[t]]
+
+    def get_tasks(self, name: str | None = None, tags: Iterable[str] = ()) -> list[Task]:
+        wanted = set(tags)
+        return [
+            t for t in self._tasks if (name is None or t.name == name) and wanted <= set(t.tags)
+        ]
+
+    def sorted_tasks(self) -> list[Task]:
+        """The nodes in an order where every task follows its upstream tasks."""
+        pending = {t: len({e.upstream for e in self._in[t]}) for t in self._tasks}
+        ready = [t for t, n in pending.items() if n == 0]
+        order = []
+        while ready:
+            t = ready.pop(0)
+            order.append(t)
+            for d in {e.downstream for e in self._out[t]}:
+                pending[d] -= 1
+                if pending[d] == 0:
+                    ready.append(d)
+        return order
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}: {len(self._tasks)} tasks>"
+
+    def _own(self, task: Task) -> Task:
+        if task not in self._tasks:
+            raise FlowBuildError(f"{task!r} is not a task of flow {self.name!r}")
+        return task
+
+    # -- building ------------------------------------------------------------
+    def add_task(self, task: Task) -> Task:
+        """Add a node. A task already in another flow is refused."""
+        if not isinstance(task, Task):
+            raise TypeError(f"Flow {self.name!r} can only hold tasks, got {task!r}")
+        if task in self._tasks:
+            return task
+        if task.flow is not None and task.flow is not self:
+            raise FlowBuildError(
+                f"Task {task.name!r} belongs to flow {task.flow.name!r} and cannot be used in "
+                f"flow {self.name!r}. Call the task again inside `with Flow({self.name!r})` to "
+                "make a node of this flow, or extend the first flow with `with flow:`."
+            )
+        from headrace.parameters import Parameter
+
+        if isinstance(task, Parameter):
+            if task.name in self._parameters:
+                raise FlowBuildError(
+                    f"Flow {self.name!r} already has a Parameter named {task.name!r}; "
+                    "parameter names must be unique. Reuse the first one."
+                )
+            self._parameters[task.name] = task
+        task.flow = self
+        n = self._slug_counts.get(task.name, 0) + 1
+        self._slug_counts[task.name] = n
+        task.slug = f"{task.name}-{n}"
+        self._tasks[task] = None
+        self._in[task] = []
+        self._out[task] = []
+        return task
+
+    def add_edge(
+        self,
+        upstream: Task,
+        downstream: Task,
+        key: str | None = None,
+        mapped: bool = False,
+        flat: bool = False,
+    ) -> Edge:
+        """Make `downstream` depend on `upstream` (its result as `key`, or its state)."""
+        for t in (upstream, downstream):
+            if not isinstance(t, Task):
+                raise TypeError(f"edges join tasks; got {t!r}")
+        new_pair = upstream in self._tasks and downstream in self._tasks
+        self.add_task(upstream)
+        self.add_task(downstream)
+        if upstream is downstream:
+            raise CycleError([upstream, upstream])
+        if key is not None and any(e.key == key for e in self._in[downstream]):
+            raise FlowBuildError(
+                f"Task {downstream.name!r} already receives argument {key!r} from another task"
+            )
+        if new_pair:
+            path = self._path(downstream, upstream)
+            if path:
+                raise CycleError([upstream, *path])
+        edge = Edge(upstream, downstream, key, mapped, flat)
+        self._in[downstream].append(edge)
+        self._out[upstream].append(edge)
+        return edge
+
+    def _path(self, start: Task, goal: Task) -> list[Task] | None:
+        """A downstream path from start to goal, if any (depth-first)."""
+        parents: dict[Task, Task | None] = {start: None}
+        stack = [start]
+        while stack:
+            t = stack.pop()
+            if t is goal:
+                path = [t]
+                while parents[path[-1]] is not None:
+                    path.append(parents[path[-1]])
+                return path[::-1]
+            for e in self._out[t]:
+                if e.downstream not in parents:
+                    parents[e.downstream] = t
+                    stack.append(e.downstream)
+        return None
+
+    def add_input(self, node: Task, key: str | None, value: Any, mapped: bool) -> bool:
+        """Record one argument of `node`: an edge for a task, else a constant.
+
+        Returns True when `value` is a constant that the mapped node iterates.
+        """
+        flat = False
+        while isinstance(value, unmapped | flatten):
+            if isinstance(value, unmapped):
+                mapped = False
+            else:
+                flat = True
+            value = value.value
+        if not isinstance(value, Task):
+            value = self._collect(value)
+        if isinstance(value, Task):
+            self.add_edge(value, node, key, mapped, flat)
+            return False
+        if key is None:
+            raise FlowBuildError(f"upstream_tasks of {node.name!r} must be tasks, got {value!r}")
+        if flat:
+            from headrace.edges import flatten_once
+
+            value = flatten_once(value, key)
+        if mapped:
+            value = check_mappable(value, key, node.name)
+        node.constants[key] = value
+        return mapped
+
+    def _collect(self, value: Any) -> Any:
+        """A collection holding tasks becomes a node that builds it; else unchanged."""
+        if isinstance(value, dict):
+            if any(isinstance(v, Task) for kv in value.items() for v in kv):
+                collector = CollectDict(name="Dict")
+                return collector._add_node(
+                    self._context(), (list(value.keys()), list(value.values())), {}, None, False
+                )
+            return value
+        kinds = {list: CollectList, tuple: CollectTuple, set: CollectSet}
+        kind = kinds.get(type(value))
+        if kind and any(isinstance(v, Task) for v in value):
+            collector = kind(name=type(value).__name__.capitalize())
+            return collector._add_node(self._context(), tuple(value), {}, None, False)
+        return value
+
+    def _context(self) -> _build.BuildContext:
+        """The build context for nodes this flow adds itself (inside or outside `with`)."""
+        ctx = _build.current()
+        return ctx if ctx.flow is self else _build.BuildContext(flow=self)
+
+    def set_dependencies(
+        self,
+        task: Task,
+        upstream_tasks: Iterable[Task] = (),
+        downstream_tasks: Iterable[Task] = (),
+        keyword_tasks: dict[str, Task] | None = None,
+        mapped: bool = False,
+    ) -> None:
+        """Add `task` and its edges directly (the imperative way to build)."""
+        self.add_task(task)
+        if mapped:
+            task.mapped = True
+        for up in upstream_tasks:
+            self.add_input(task, None, up, mapped)
+        for down in downstream_tasks:
+            self.add_edge(task, down)
+        for key, up in (keyword_tasks or {}).items():
+            self.add_input(task, key, up, mapped)
+
+    def chain(self, *tasks: Task | Iterable[Task]) -> None:
+        """Make each task (or every task of a list) depend on the one before it."""
+        groups = [list(t) if isinstance(t, list | tuple | set) else [t] for t in tasks]
+        for before, after in zip(groups, groups[1:]):
+            for up in before:
+                for down in after:
+                    self.add_edge(up, down)
+
+    # -- running ---------------------------------------------------------------
+    def run(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        executor=None,
+        throttle: dict[str, int] | None = None,
+        task_states: dict | None = None,
+        start_tasks: Iterable[Task] | None = None,
+        return_tasks: Iterable[Task] | None = None,
+        clock=None,
+    ):
+        """Run the flow and return its `FlowState`; `state[task]` is a task's state.
+
+        `parameters` are checked before anything runs. `executor` defaults to
+        `LocalExecutor()`. `throttle={tag: n}` caps running task runs per tag.
+        `task_states` gives finished states to reuse. `start_tasks` runs only
+        these and what is downstream of them. `return_tasks` keeps those
+        results besides the terminal tasks'. `clock` is for tests.
+        """
+        from headrace.engine.scheduler import run_flow
+
+        return run_flow(
+            self,
+            parameters=parameters,
+            executor=executor,
+            throttle=throttle,
+            task_states=task_states,
+            start_tasks=start_tasks,
+            return_tasks=return_tasks,
+            clock=clock,
+        )
+
+    def visualize(self, filename: str | None = None, format: str = "svg", flow_state=None):
+        """Draw the flow as a `graphviz.Digraph` (see `headrace.visualize`)."""
+        from headrace.visualize import visualize
+
+        return visualize(self, filename=filename, format=format, flow_state=flow_state)

@@ -1,0 +1,300 @@
+"""States: what happened to a task run or a flow run, as plain values.
+
+A `State` has a `type` (the coarse lifecycle stage, one of `StateType`), a
+`name` (the precise outcome: Completed, Cached, Mapped, Skipped, Retrying,
+Failed, TriggerFailed, TimedOut, Looped, NotRun, ...), a `message`, and a
+result read with `result()`.
+
+Rules kept here so every layer agrees on them:
+
+- `is_failed()` is true for FAILED and CRASHED types. A mapped task's state
+  is `Mapped` with one state per child in `map_states`; its type is FAILED
+  when any child failed, so failure propagates to reduces and to the flow.
+- `is_successful()` is true for the COMPLETED type (Completed, Cached,
+  Mapped with no failed child, Skipped).
+- A result that the engine released (no consumer needed it any more) raises
+  `ResultReleasedError` when read, saying how to keep it.
+
+This module must not import the engine or the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from headrace.errors import ResultReleasedError
+
+
+class StateType(enum.Enum):
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
+    PAUSED = "PAUSED"
+
+
+_FINISHED_TYPES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
+_FAILED_TYPES = frozenset({StateType.FAILED, StateType.CRASHED})
+
+
+class _Released:
+    """Marker for a result the engine dropped; never visible to users."""
+
+    __slots__ = ("task_name",)
+
+    def __init__(self, task_name: str):
+        self.task_name = task_name
+
+    def __repr__(self) -> str:
+        return "<released>"
+
+
+class State:
+    """The outcome of a run. `result()` returns its value.
+
+    For a failed state `result()` raises the exception that failed it, unless
+    `raise_on_failure=False`, in which case the exception is returned.
+    """
+
+    __slots__ = ("type", "name", "message", "_value", "exception")
+
+    def __init__(
+        self,
+        type: StateType,
+        name: str | None = None,
+        message: str | None = None,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ):
+        self.type = type
+        self.name = name or type.value.capitalize()
+        self.message = message
+        self._value = result
+        self.exception = exception
+
+    # -- reading -----------------------------------------------------------
+    def result(self, raise_on_failure: bool = True) -> Any:
+        if self.type in _FAILED_TYPES:
+            error = self.exception or RuntimeError(self.message or f"{self.name} state")
+            if raise_on_failure:
+                raise error
+            return error
+        value = self._value
+        if value.__class__ is _Released:
+            raise ResultReleasedError(value.task_name)
+        return value
+
+    # -- predicates --------------------------------------------------------
+    def is_successful(self) -> bool:
+        return self.type is StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type in _FAILED_TYPES
+
+    def is_finished(self) -> bool:
+        return self.type in _FINISHED_TYPES
+
+    def is_skipped(self) -> bool:
+        return self.name == "Skipped"
+
+    def is_cached(self) -> bool:
+        return self.name == "Cached"
+
+    def is_mapped(self) -> bool:
+        return False
+
+    def is_pending(self) -> bool:
+        return self.type is StateType.PENDING
+
+    def is_running(self) -> bool:
+        return self.type is StateType.RUNNING
+
+    def is_crashed(self) -> bool:
+        return self.type is StateType.CRASHED
+
+    # -- display -----------------------------------------------------------
+    def _result_repr(self) -> str | None:
+        if self.type in _FAILED_TYPES:
+            return None
+        value = self._value
+        if value is None:
+            return None
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    def __repr__(self) -> str:
+        parts = [f"message={self.message!r}"]
+        if self.name.upper() != self.type.value:
+            parts.append(f"type={self.type.value}")
+        shown = self._result_repr()
+        if shown is not None:
+            parts.append(f"result={shown}")
+        return f"{self.name}({', '.join(parts)})"
+
+
+class MappedState(State):
+    """The state of a mapped task: one child state per item in `map_states`."""
+
+    __slots__ = ("map_states",)
+
+    def __init__(self, map_states: list[State], message: str | None = None):
+        failed = sum(1 for s in map_states if s.type in _FAILED_TYPES)
+        if message is None:
+            total = len(map_states)
+            message = (
+                f"{failed} of {total} mapped runs failed."
+                if failed
+                else f"Mapped {total} run{'s' if total != 1 else ''}."
+            )
+        super().__init__(StateType.FAILED if failed else StateType.COMPLETED, "Mapped", message)
+        self.map_states = map_states
+        if failed:
+            first = next(s for s in map_states if s.type in _FAILED_TYPES)
+            self.exception = first.exception
+
+    def result(self, raise_on_failure: bool = True) -> list[Any]:
+        """The list of child results; raises the first child failure unless told not to."""
+        if raise_on_failure and self.type in _FAILED_TYPES:
+            for s in self.map_states:
+                if s.type in _FAILED_TYPES:
+                    s.result()
+        return [s.result(raise_on_failure=False) for s in self.map_states]
+
+    def is_mapped(self) -> bool:
+        return True
+
+    def _result_repr(self) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"Mapped(message={self.message!r}, map_states=[{len(self.map_states)} states])"
+
+
+class FlowState(State):
+    """The state of a graph-flow run: `state[task]` is that task's state.
+
+    `task_states` maps every task of the flow to its state; it can be passed
+    to a later `flow.run(task_states=...)` to reuse finished work.
+    `result()` returns `task_states` (and raises on a failed flow unless
+    `raise_on_failure=False`).
+    """
+
+    __slots__ = ("task_states",)
+
+    def __init__(self, type: StateType, message: str, task_states: dict, name: str | None = None):
+        super().__init__(type, name, message)
+        self.task_states = task_states
+
+    def __getitem__(self, task) -> State:
+        try:
+            return self.task_states[task]
+        except KeyError:
+            raise KeyError(
+                f"{task!r} is not a task of this flow run; use a task returned inside "
+                "`with Flow(...)`, not the @task function itself."
+            ) from None
+
+    def result(self, raise_on_failure: bool = True) -> dict:
+        if raise_on_failure and self.type in _FAILED_TYPES:
+            from headrace.errors import FlowRunFailed
+
+            raise FlowRunFailed(self)
+        return self.task_states
+
+    def _result_repr(self) -> str | None:
+        return None
+
+
+# -- constructors, named as users read them ---------------------------------
+
+
+def Scheduled(message: str | None = None, name: str = "Scheduled") -> State:
+    return State(StateType.SCHEDULED, name, message)
+
+
+def Pending(message: str | None = None, name: str = "Pending") -> State:
+    return State(StateType.PENDING, name, message)
+
+
+def Running(message: str | None = None, name: str = "Running") -> State:
+    return State(StateType.RUNNING, name, message)
+
+
+def Retrying(message: str | None = None) -> State:
+    return State(StateType.SCHEDULED, "Retrying", message)
+
+
+def Looped(message: str | None = None, result: Any = None) -> State:
+    return State(StateType.RUNNING, "Looped", message, result)
+
+
+def Completed(message: str | None = None, result: Any = None, name: str = "Completed") -> State:
+    return State(StateType.COMPLETED, name, message, result)
+
+
+def Cached(message: str | None = None, result: Any = None) -> State:
+    return State(StateType.COMPLETED, "Cached", message, result)
+
+
+def Skipped(message: str | None = None) -> State:
+    return State(StateType.COMPLETED, "Skipped", message)
+
+
+def NotRun(message: str | None = None) -> State:
+    """A task that did not run because the run started below it (`start_tasks`)."""
+    return State(StateType.PENDING, "NotRun", message)
+
+
+def Failed(
+    message: str | None = None, exception: BaseException | None = None, name: str = "Failed"
+) -> State:
+    return State(StateType.FAILED, name, message, exception=exception)
+
+
+def TriggerFailed(message: str | None = None, exception: BaseException | None = None) -> State:
+    return State(StateType.FAILED, "TriggerFailed", message, exception=exception)
+
+
+def TimedOut(message: str | None = None, exception: BaseException | None = None) -> State:
+    return State(StateType.FAILED, "TimedOut", message, exception=exception)
+
+
+def Crashed(message: str | None = None, exception: BaseException | None = None) -> State:
+    return State(StateType.CRASHED, "Crashed", message, exception=exception)
+
+
+def Cancelled(message: str | None = None) -> State:
+    return State(StateType.CANCELLED, "Cancelled", message)
+
+
+def Mapped(map_states: list[State], message: str | None = None) -> MappedState:
+    return MappedState(map_states, message)
+
+
+__all__ = [
+    "State",
+    "StateType",
+    "MappedState",
+    "FlowState",
+    "Scheduled",
+    "Pending",
+    "Running",
+    "Retrying",
+    "Looped",
+    "Completed",
+    "Cached",
+    "Skipped",
+    "NotRun",
+    "Failed",
+    "TriggerFailed",
+    "TimedOut",
+    "Crashed",
+    "Cancelled",
+    "Mapped",
+]

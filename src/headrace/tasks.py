@@ -1,0 +1,434 @@
+"""Tasks: the unit of work, and how calling one inside `with Flow(...)` builds a graph.
+
+A `Task` wraps a function (`@task`) or a subclass's `run` method. Outside
+any flow a task call is a plain function call. Inside `with Flow(...)`:
+
+- `t(a, b=x)` adds a *node*, a copy of `t` bound to the flow, and returns
+  it; nothing runs. Arguments that are tasks become edges; other values are
+  constants; lists, tuples, sets and dicts holding tasks are collected by a
+  small node of their own.
+- `t.map(...)` adds a mapped node: every argument is iterated unless wrapped
+  in `unmapped`; `upstream_tasks=` entries are mapped too unless `unmapped`.
+- `node[key]` adds a node that indexes the result; with `nout=N`,
+  `a, b = t(...)` unpacks into N such nodes.
+
+A class-based task subclasses `Task` and defines `run(self, ...)`. A `run`
+argument that a call leaves out is taken from the instance attribute of the
+same name when that attribute is set (not None), so construction arguments
+are defaults that calls override.
+
+This module is the graph layer: it must not import the engine or the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from headrace import _build
+from headrace.edges import flatten, unmapped
+from headrace.errors import FlowBuildError, MappingError
+
+_MISSING = inspect.Parameter.empty
+
+
+def _normalize_retry_delay(value: Any) -> Callable[[int], float]:
+    """Turn seconds, a timedelta, a list (per attempt; the last repeats) or a
+    callable(attempt) into a function from attempt number (1-based) to seconds."""
+
+    def seconds(v: Any) -> float:
+        if isinstance(v, datetime.timedelta):
+            return v.total_seconds()
+        if isinstance(v, int | float) and v >= 0:
+            return float(v)
+        raise ValueError(
+            f"retry_delay must be seconds >= 0, a timedelta, a list of them, or a "
+            f"callable(attempt); got {v!r}"
+        )
+
+    if callable(value):
+        return lambda attempt: seconds(value(attempt))
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("retry_delay list is empty; give at least one delay")
+        delays = [seconds(v) for v in value]
+        return lambda attempt: delays[min(attempt, len(delays)) - 1]
+    fixed = seconds(value if value is not None else 0)
+    return lambda attempt: fixed
+
+
+class Task:
+    """A unit of work. See the module docstring for how calls build graphs.
+
+    Options: `name`, `tags`, `retries`, `retry_delay` (seconds, a timedelta, a
+    list per attempt, or a callable(attempt)), `timeout` (seconds),
+    `trigger`, `skip_on_upstream_skip`, `nout`, and hooks `on_failure` /
+    `on_completion`, each a callable or a list of callables taking
+    `(task, state)`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable | None = None,
+        *,
+        name: str | None = None,
+        tags: Any = None,
+        retries: int = 0,
+        retry_delay: Any = 0,
+        timeout: float | datetime.timedelta | None = None,
+        trigger: Callable | None = None,
+        skip_on_upstream_skip: bool = True,
+        nout: int | None = None,
+        on_failure: Any = None,
+        on_completion: Any = None,
+    ):
+        if fn is None:
+            if type(self).run is Task.run:
+                raise TypeError(
+                    f"{type(self).__name__} has no work to do: pass a function "
+                    "(`@task` or `Task(fn)`) or define `run(self, ...)` in a subclass"
+                )
+            fn = self.run
+        if not callable(fn):
+            raise TypeError(f"Task needs a callable, got {fn!r}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", None) or type(self).__name__
+        if self.name == "run" and fn == getattr(self, "run", None):
+            self.name = type(self).__name__
+        self.tags = frozenset([tags] if isinstance(tags, str) else (tags or ()))
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self._retry_delay_fn = _normalize_retry_delay(retry_delay)
+        if isinstance(timeout, datetime.timedelta):
+            timeout = timeout.total_seconds()
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = timeout
+        if trigger is not None and not callable(trigger):
+            raise TypeError(f"trigger must be a callable of upstream states, got {trigger!r}")
+        self.trigger = trigger
+        self.skip_on_upstream_skip = skip_on_upstream_skip
+        if nout is not None and (not isinstance(nout, int) or nout < 1):
+            raise ValueError(f"nout must be an int >= 1, got {nout!r}")
+        self.nout = nout
+        self.on_failure = _as_hooks(on_failure)
+        self.on_completion = _as_hooks(on_completion)
+        # Node fields: set on the copies that `with Flow(...)` creates.
+        self.flow = None
+        self.mapped = False
+        self.slug: str | None = None
+        self.constants: dict[str, Any] = {}
+        self.mapped_constants: frozenset[str] = frozenset()
+        self.template: Task = self
+        if inspect.isfunction(fn):
+            functools.update_wrapper(self, fn, updated=())
+
+    def run(self, *args, **kwargs):  # overridden by class-based tasks
+        raise NotImplementedError
+
+    def retry_delay_seconds(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1 for the first retry)."""
+        return self._retry_delay_fn(attempt)
+
+    # -- signature ---------------------------------------------------------
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def attribute_defaults(self) -> dict[str, Any]:
+        """Run arguments a class-based task takes from its attributes (see module doc)."""
+        if self.fn != getattr(self, "run", None) or type(self).run is Task.run:
+            return {}
+        return {
+            p: getattr(self, p)
+            for p in self.signature.parameters
+            if getattr(self, p, None) is not None and p not in _TASK_ATTRIBUTES
+        }
+
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """Bind a call's arguments to the signature; name the task in any error."""
+        try:
+            bound = self.signature.bind_partial(*args, **kwargs)
+        except TypeError as exc:
+            raise FlowBuildError(
+                f"Task {self.name!r} was called with arguments it does not take: {exc}. "
+                f"Its signature is {self.name}{self.signature}."
+            ) from None
+        arguments = dict(bound.arguments)
+        defaults = self.attribute_defaults()
+        for pname, param in self.signature.parameters.items():
+            if pname in arguments or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if pname in defaults:
+                arguments[pname] = defaults[pname]
+            elif param.default is _MISSING:
+                raise FlowBuildError(
+                    f"Task {self.name!r} is missing argument {pname!r}. "
+                    f"Its signature is {self.name}{self.signature}."
+                )
+        return arguments
+
+    def call_with(self, arguments: dict[str, Any]) -> Any:
+        """Call the function with arguments keyed by parameter name."""
+        signature = None if self._plain_keywords else self.signature
+        return call_with_arguments(self.fn, signature, arguments)
+
+    @functools.cached_property
+    def _plain_keywords(self) -> bool:
+        kinds = {p.kind for p in self.signature.parameters.values()}
+        return not kinds & {
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+            inspect.Parameter.POSITIONAL_ONLY,
+        }
+
+    # -- calling -----------------------------------------------------------
+    def __call__(self, *args, upstream_tasks=None, **kwargs):
+        ctx = _build.current()
+        if ctx.flow is None:
+            if upstream_tasks:
+                raise TypeError("upstream_tasks= only has a meaning inside `with Flow(...)`")
+            return self.call_with(self.bind(args, kwargs))
+        return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=False)
+
+    def map(self, *args, upstream_tasks=None, **kwargs):
+        """Run once per item of the arguments (see the module docstring)."""
+        ctx = _build.current()
+        if ctx.flow is None:
+            return self._map_plainly(self.bind(args, kwargs))
+        return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
+
+    def _map_plainly(self, arguments: dict[str, Any]) -> list:
+        """`task.map` outside any flow: the same mapping rules, as a plain loop."""
+        fixed, iterated = {}, {}
+        for key, value in arguments.items():
+            if isinstance(value, unmapped):
+                fixed[key] = value.value
+            else:
+                if isinstance(value, flatten):
+                    from headrace.edges import flatten_once
+
+                    value = flatten_once(value.value, key)
+                iterated[key] = check_mappable(value, key, self.name)
+        n = check_lengths(iterated, self.name)
+        return [
+            self.call_with({**fixed, **{k: v[i] for k, v in iterated.items()}}) for i in range(n)
+        ]
+
+    def _add_node(self, ctx, args, kwargs, upstream_tasks, mapped: bool) -> Task:
+        flow = ctx.flow
+        arguments = self.bind(args, kwargs)
+        node = copy.copy(self)
+        node.template = self.template
+        node.flow = None
+        node.slug = None
+        node.mapped = mapped
+        node.constants = {}
+        node.mapped_constants = frozenset()
+        node.tags = self.tags | ctx.tags
+        flow.add_task(node)
+        mapped_constants = set()
+        for key, value in arguments.items():
+            if flow.add_input(node, key, value, mapped):
+                mapped_constants.add(key)
+        node.mapped_constants = frozenset(mapped_constants)
+        if mapped and len(mapped_constants) > 1:
+            check_lengths({k: node.constants[k] for k in mapped_constants}, node.name)
+        for upstream in upstream_tasks or ():
+            flow.add_input(node, None, upstream, mapped)
+        for condition in ctx.conditions:
+            flow.add_edge(condition, node)
+        return node
+
+    # -- indexing and unpacking --------------------------------------------
+    def __getitem__(self, key) -> Task:
+        ctx = _build.current()
+        flow = self.flow or ctx.flow
+        if flow is None:
+            raise TypeError(
+                f"Task {self.name!r} can only be indexed inside `with Flow(...)`, "
+                "where the index becomes a node of its own."
+            )
+        if ctx.flow is not flow:
+            ctx = _build.BuildContext(flow=flow)
+        return GetItem(name=f"{self.name}[{key!r}]")._add_node(ctx, (self, key), {}, None, False)
+
+    def __iter__(self) -> Iterator[Task]:
+        if self.nout is None:
+            raise TypeError(
+                f"Task {self.name!r} returns one value; to unpack it, "
+                f"declare how many with @task(nout=N)."
+            )
+        return (self[i] for i in range(self.nout))
+
+    def __repr__(self) -> str:
+        mapped = " (mapped)" if self.mapped else ""
+        return f"<Task: {self.slug or self.name}{mapped}>"
+
+    def copy(self, **options) -> Task:
+        """A copy of this task with some options changed (`name=`, `retries=` ...)."""
+        new = copy.copy(self)
+        for key, value in options.items():
+            if key not in _TASK_ATTRIBUTES:
+                raise TypeError(f"copy() got an unknown task option {key!r}")
+            setattr(new, key, value)
+        if "retry_delay" in options:
+            new._retry_delay_fn = _normalize_retry_delay(options["retry_delay"])
+        if "tags" in options:
+            new.tags = frozenset(options["tags"] or ())
+        new.template = new
+        new.flow = None
+        return new
+
+
+_TASK_ATTRIBUTES = frozenset(
+    {
+        "name",
+        "tags",
+        "retries",
+        "retry_delay",
+        "timeout",
+        "trigger",
+        "skip_on_upstream_skip",
+        "nout",
+        "on_failure",
+        "on_completion",
+        "fn",
+        "flow",
+        "mapped",
+        "slug",
+        "constants",
+        "mapped_constants",
+        "template",
+    }
+)
+
+
+def call_with_arguments(
+    fn: Callable, signature: inspect.Signature | None, arguments: dict[str, Any]
+) -> Any:
+    """Call `fn` with arguments keyed by parameter name.
+
+    `signature` is None when every parameter can be passed by keyword (the
+    fast path); otherwise it places positional-only and variadic arguments.
+    """
+    if signature is None:
+        return fn(**arguments)
+    args: list = []
+    kwargs: dict = {}
+    for pname, param in signature.parameters.items():
+        if pname not in arguments:
+            continue
+        value = arguments[pname]
+        if param.kind is param.VAR_POSITIONAL:
+            args.extend(value)
+        elif param.kind is param.VAR_KEYWORD:
+            kwargs.update(value)
+        elif param.kind is param.POSITIONAL_ONLY:
+            args.append(value)
+        else:
+            kwargs[pname] = value
+    return fn(*args, **kwargs)
+
+
+def _as_hooks(value) -> tuple:
+    if value is None:
+        return ()
+    hooks = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for hook in hooks:
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable(task, state), got {hook!r}")
+    return hooks
+
+
+def task(fn: Callable | None = None, **options) -> Task | Callable[[Callable], Task]:
+    """Make a function a task: `@task` or `@task(name=..., retries=..., ...)`."""
+    if fn is None:
+        return lambda f: Task(f, **options)
+    return Task(fn, **options)
+
+
+def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
+    """Return `value` as an indexable sequence, or raise a MappingError naming the input."""
+    what = f"input {key!r}" if key else "an upstream task's result"
+    if isinstance(value, str | bytes):
+        raise MappingError(
+            f"Task {task_name!r} cannot map over {what}: it is a {type(value).__name__}, "
+            "and mapping over characters is almost never meant. Wrap it in unmapped(...) "
+            "to pass it whole, or pass a list."
+        )
+    if isinstance(value, list | tuple):
+        return value
+    if isinstance(value, dict) or not hasattr(value, "__iter__"):
+        raise MappingError(
+            f"Task {task_name!r} cannot map over {what}: a {type(value).__name__} is not a "
+            "sequence. Pass a list, or wrap the value in unmapped(...) to pass it whole."
+        )
+    return list(value)
+
+
+def check_lengths(sequences: dict[str | None, Any], task_name: str) -> int:
+    """The common length of the mapped inputs, or a MappingError naming each length."""
+    lengths = {key: len(seq) for key, seq in sequences.items()}
+    distinct = set(lengths.values())
+    if len(distinct) > 1:
+        shown = ", ".join(
+            f"{key if key else 'upstream_tasks'}={n}" for key, n in sorted(lengths.items(), key=str)
+        )
+        raise MappingError(
+            f"Task {task_name!r} maps over inputs of unequal lengths: {shown}. "
+            "Mapped inputs must have the same length; wrap inputs that should be "
+            "passed whole in unmapped(...)."
+        )
+    return distinct.pop() if distinct else 0
+
+
+@contextlib.contextmanager
+def tags(*names: str):
+    """Add these tags to every task called inside the block."""
+    token = _build.push(tags=_build.current().tags | frozenset(names))
+    try:
+        yield
+    finally:
+        _build.pop(token)
+
+
+# -- small tasks the graph layer adds on the user's behalf -------------------
+
+
+class GetItem(Task):
+    """`node[key]`: the item of an upstream result."""
+
+    def run(self, value, key):
+        return value[key]
+
+
+class CollectList(Task):
+    """A list literal whose items include tasks."""
+
+    def run(self, *items):
+        return list(items)
+
+
+class CollectTuple(Task):
+    def run(self, *items):
+        return tuple(items)
+
+
+class CollectSet(Task):
+    def run(self, *items):
+        return set(items)
+
+
+class CollectDict(Task):
+    """A dict literal whose keys or values include tasks."""
+
+    def run(self, keys, values):
+        return dict(zip(keys, values))
