@@ -173,7 +173,7 @@ class Task:
                     f"Task {self.name!r} is missing argument {pname!r}. "
                     f"Its signature is {self.name}{self.signature}."
                 )
-        return arguments
+        return arguments if self._plain_keywords else _spread_variadic(self.signature, arguments)
 
     def call_with(self, arguments: dict[str, Any]) -> Any:
         """Call the function with arguments keyed by parameter name."""
@@ -317,25 +317,48 @@ def call_with_arguments(
     """Call `fn` with arguments keyed by parameter name.
 
     `signature` is None when every parameter can be passed by keyword (the
-    fast path); otherwise it places positional-only and variadic arguments.
+    fast path). Otherwise items of `*args` come keyed `args[0]`, `args[1]`
+    ... (each may be an edge of its own), and keys that name no parameter go
+    to `**kwargs`.
     """
     if signature is None:
         return fn(**arguments)
+    params = signature.parameters
     args: list = []
     kwargs: dict = {}
-    for pname, param in signature.parameters.items():
-        if pname not in arguments:
-            continue
-        value = arguments[pname]
-        if param.kind is param.VAR_POSITIONAL:
-            args.extend(value)
+    star = next((p for p in params.values() if p.kind is p.VAR_POSITIONAL), None)
+    before_star = star is not None
+    for pname, param in params.items():
+        if param is star:
+            before_star = False
+            prefix = pname + "["
+            items = [
+                (int(k[len(prefix) : -1]), v) for k, v in arguments.items() if k.startswith(prefix)
+            ]
+            args.extend(v for _, v in sorted(items, key=lambda kv: kv[0]))
         elif param.kind is param.VAR_KEYWORD:
-            kwargs.update(value)
-        elif param.kind is param.POSITIONAL_ONLY:
-            args.append(value)
-        else:
-            kwargs[pname] = value
+            kwargs.update((k, v) for k, v in arguments.items() if k not in params and "[" not in k)
+        elif param.kind is param.POSITIONAL_ONLY or before_star:
+            # Before *args, arguments must go by position; fill skipped defaults to keep places.
+            if pname in arguments or param.default is not _MISSING:
+                args.append(arguments.get(pname, param.default))
+        elif pname in arguments:
+            kwargs[pname] = arguments[pname]
     return fn(*args, **kwargs)
+
+
+def _spread_variadic(signature: inspect.Signature, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Key each `*args` item as `args[i]` and each `**kwargs` item by its name."""
+    out: dict[str, Any] = {}
+    for key, value in arguments.items():
+        param = signature.parameters[key]
+        if param.kind is param.VAR_POSITIONAL:
+            out.update((f"{key}[{i}]", item) for i, item in enumerate(value))
+        elif param.kind is param.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _as_hooks(value) -> tuple:

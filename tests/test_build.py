@@ -1,0 +1,216 @@
+"""Building graph flows: nodes, edges, constants, and the errors that name the culprit."""
+
+import pytest
+
+from headrace import Flow, Parameter, Task, tags, task, unmapped
+from headrace.errors import CycleError, FlowBuildError, MappingError
+
+
+@task
+def add(x, y=1):
+    return x + y
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+@task(nout=2)
+def split(pair):
+    return pair[0], pair[1]
+
+
+def test_calls_inside_flow_add_nodes_and_run_nothing():
+    calls = []
+
+    @task
+    def record(x):
+        calls.append(x)
+        return x
+
+    with Flow("f") as flow:
+        a = record(1)
+        b = record(a)
+    assert calls == []
+    assert flow.tasks == [a, b]
+    assert a is not record and a.template is record
+    assert [(e.upstream, e.downstream, e.key) for e in flow.edges] == [(a, b, "x")]
+    assert a.constants == {"x": 1}
+    assert flow.terminal_tasks() == [b]
+    assert a.slug == "record-1" and b.slug == "record-2"
+
+
+def test_task_called_outside_a_flow_is_a_plain_call():
+    assert add(2, y=3) == 5
+    assert add.map([1, 2], y=unmapped(10)) == [11, 12]
+
+
+def test_with_flow_extends_an_existing_flow():
+    with Flow("f") as flow:
+        a = add(1)
+    with flow:
+        b = add(a)
+    assert flow.upstream_tasks(b) == {a}
+    assert flow.run()[b].result() == 3
+
+
+def test_parameters_join_the_flow_and_default_rules():
+    with Flow("f") as flow:
+        url = Parameter("url")
+        bypass = Parameter("bypass", default=False, required=False)
+        add(url)
+    assert url.required and not bypass.required and bypass.default is False
+    assert {p.name for p in flow.parameters()} == {"url", "bypass"}
+
+
+def test_duplicate_parameter_names_are_refused():
+    with Flow("f"):
+        Parameter("x")
+        with pytest.raises(FlowBuildError, match="already has a Parameter named 'x'"):
+            Parameter("x")
+
+
+def test_unknown_argument_names_the_task_and_its_signature():
+    with Flow("f"), pytest.raises(FlowBuildError, match=r"'add'.*'z'.*add\(x, y=1\)"):
+        add(1, z=2)
+
+
+def test_missing_argument_names_it():
+    with Flow("f"), pytest.raises(FlowBuildError, match="missing argument 'x'"):
+        add()
+
+
+def test_cycle_names_the_tasks_in_it():
+    with Flow("f") as flow:
+        a = add(1)
+        b = add(a)
+        c = add(b)
+    with pytest.raises(CycleError) as info:
+        flow.add_edge(c, a)
+    assert [t for t in info.value.cycle] == [c, a, b, c]
+    assert "'add' -> 'add'" in str(info.value)
+
+
+def test_self_dependency_is_a_cycle():
+    with Flow("f") as flow:
+        a = add(1)
+    with pytest.raises(CycleError):
+        flow.set_dependencies(a, upstream_tasks=[a])
+
+
+def test_a_node_of_one_flow_is_refused_in_another():
+    with Flow("first"):
+        a = add(1)
+    with Flow("second"), pytest.raises(FlowBuildError, match="belongs to flow 'first'"):
+        add(a)
+
+
+def test_set_dependencies_and_keyword_tasks():
+    one = Task(lambda: 1, name="one")
+    plus = Task(lambda x: x + 1, name="plus")
+    flow = Flow("imperative")
+    flow.set_dependencies(plus, keyword_tasks={"x": one})
+    assert flow.tasks == [plus, one]
+    assert flow.run()[plus].result() == 2
+
+
+def test_chain_orders_groups():
+    with Flow("f") as flow:
+        a, b, c, d = (add(i) for i in range(4))
+        flow.chain(a, [b, c], d)
+    assert flow.upstream_tasks(d) == {b, c}
+    assert flow.upstream_tasks(b) == {a} == flow.upstream_tasks(c)
+
+
+def test_getitem_and_nout_unpacking():
+    with Flow("f") as flow:
+        first, second = split((3, 4))
+        whole = add(first, y=second)
+        picked = total([first, second])
+    state = flow.run()
+    assert state[whole].result() == 7
+    assert state[picked].result() == 7
+
+
+def test_unpacking_without_nout_says_how():
+    with Flow("f"), pytest.raises(TypeError, match="nout=N"):
+        a, b = add(1)
+
+
+def test_lists_and_dicts_of_tasks_are_collected():
+    @task
+    def describe(items, mapping):
+        return items, mapping
+
+    with Flow("f") as flow:
+        a = add(1)
+        b = add(2)
+        d = describe([a, b, 5], {"a": a, "fixed": 0})
+    assert flow.run()[d].result() == ([2, 3, 5], {"a": 2, "fixed": 0})
+
+
+def test_variadic_arguments_are_separate_edges():
+    @task
+    def join(sep, *parts, **named):
+        return sep.join(parts) + "|" + ",".join(f"{k}={v}" for k, v in sorted(named.items()))
+
+    @task
+    def word(w):
+        return w
+
+    with Flow("f") as flow:
+        a = word("a")
+        j = join("-", a, "b", word("c"), k=a)
+    assert {e.key for e in flow.upstream_edges(j)} == {"parts[0]", "parts[2]", "k"}
+    assert flow.run()[j].result() == "a-b-c|k=a"
+
+
+def test_class_based_task_construction_defaults_are_overridden_by_calls():
+    class Greet(Task):
+        def __init__(self, greeting=None, who=None, **kwargs):
+            self.greeting = greeting
+            self.who = who
+            super().__init__(**kwargs)
+
+        def run(self, greeting=None, who=None):
+            return f"{greeting}, {who}"
+
+    hello = Greet(greeting="hello", who="world", name="Hello")
+    with Flow("f") as flow:
+        default = hello()
+        override = hello(who="Scully")
+    state = flow.run()
+    assert default.name == "Hello"
+    assert state[default].result() == "hello, world"
+    assert state[override].result() == "hello, Scully"
+
+
+def test_tags_context_adds_tags():
+    with Flow("f") as flow:
+        with tags("web", "slow"):
+            a = add(1)
+        b = add(a)
+    assert a.tags == {"web", "slow"} and b.tags == frozenset()
+    assert flow.get_tasks(tags=["web"]) == [a]
+
+
+def test_mapping_a_string_constant_is_refused_at_build_time():
+    with Flow("f"), pytest.raises(MappingError, match="str.*unmapped"):
+        add.map("abc")
+
+
+def test_unequal_constant_lengths_are_refused_at_build_time():
+    with Flow("f"), pytest.raises(MappingError, match=r"unequal lengths: x=3, y=2"):
+        add.map([1, 2, 3], y=[1, 2])
+
+
+def test_option_validation_names_the_option():
+    with pytest.raises(ValueError, match="retries"):
+        task(retries=-1)(lambda: 1)
+    with pytest.raises(ValueError, match="timeout"):
+        task(timeout=0)(lambda: 1)
+    with pytest.raises(ValueError, match="retry_delay"):
+        task(retry_delay="soon")(lambda: 1)
+    with pytest.raises(TypeError, match="define `run"):
+        Task()

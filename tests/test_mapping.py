@@ -1,0 +1,205 @@
+"""The mapping rules of DESIGN §4, run on the default executor."""
+
+import pytest
+
+from headrace import Flow, Parameter, flatten, task, unmapped
+from headrace.errors import MappingError
+from headrace.states import MappedState
+
+
+@task
+def numbers(n):
+    return list(range(n))
+
+
+@task
+def inc(x):
+    return x + 1
+
+
+@task
+def add(x, y):
+    return x + y
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+@task
+def fail_on(x, bad):
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def test_map_over_a_runtime_list_names_children():
+    from headrace import context
+
+    @task
+    def who(x):
+        return context.task_run_name, context.map_index
+
+    with Flow("f") as flow:
+        n = Parameter("n")
+        w = who.map(numbers(n))
+    state = flow.run(parameters={"n": 3})
+    assert isinstance(state[w], MappedState)
+    assert state[w].result() == [("who[0]", 0), ("who[1]", 1), ("who[2]", 2)]
+
+
+def test_unmapped_arguments_are_passed_whole():
+    @task
+    def count_in(x, xs):
+        return xs.count(x)
+
+    with Flow("f") as flow:
+        m = add.map([1, 2, 3], y=unmapped(10))
+        m2 = count_in.map([0, 5], xs=unmapped(numbers(2)))
+    state = flow.run()
+    assert state[m].result() == [11, 12, 13]
+    assert state[m2].result() == [1, 0]
+
+
+def test_map_over_mapped_result_is_element_wise():
+    seen = []
+
+    @task
+    def slow_first(x):
+        seen.append(("first", x))
+        return x
+
+    @task
+    def second(x):
+        seen.append(("second", x))
+        return x * 10
+
+    with Flow("f") as flow:
+        a = slow_first.map([1, 2, 3])
+        b = second.map(a)
+        t = total(b)
+    state = flow.run()
+    assert state[t].result() == 60
+    # Depth-first: child i's second step runs right after its first step.
+    assert seen == [
+        ("first", 1),
+        ("second", 1),
+        ("first", 2),
+        ("second", 2),
+        ("first", 3),
+        ("second", 3),
+    ]
+
+
+def test_child_failure_is_isolated_and_reduce_fails():
+    with Flow("f") as flow:
+        a = fail_on.map([1, 2, 3], bad=unmapped(2))
+        b = inc.map(a)
+        t = total(b)
+    state = flow.run(return_tasks=[a])
+    names = [s.name for s in state[b].map_states]
+    assert [s.name for s in state[a].map_states] == ["Completed", "Failed", "Completed"]
+    assert names == ["Completed", "TriggerFailed", "Completed"]
+    assert state[a].is_failed() and state[a].is_mapped()
+    assert state[t].name == "TriggerFailed"
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="bad item 2"):
+        state[a].result()
+    values = state[a].result(raise_on_failure=False)
+    assert values[0] == 1 and isinstance(values[1], ValueError) and values[2] == 3
+
+
+def test_empty_map_gives_mapped_with_no_children_and_reduce_gets_empty_list():
+    with Flow("f") as flow:
+        a = inc.map(numbers(0))
+        b = inc.map(a)
+        t = total(b)
+    state = flow.run()
+    assert state[a].is_mapped() and state[a].map_states == []
+    assert state[b].map_states == []
+    assert state[t].result() == 0
+
+
+def test_unequal_runtime_lengths_fail_naming_each_input():
+    with Flow("f") as flow:
+        m = add.map(numbers(3), numbers(2))
+    state = flow.run()
+    assert state[m].is_failed() and not state[m].is_mapped()
+    assert "unequal lengths: x=3, y=2" in state[m].message
+    assert isinstance(state[m].exception, MappingError)
+
+
+def test_mapping_over_a_non_sequence_fails_with_advice():
+    @task
+    def number():
+        return 5
+
+    with Flow("f") as flow:
+        m = inc.map(number())
+    state = flow.run()
+    assert "int is not a sequence" in state[m].message
+    assert "unmapped" in state[m].message
+
+
+def test_flatten_unnests_one_level():
+    @task
+    def pairs(x):
+        return [x, x]
+
+    with Flow("f") as flow:
+        p = pairs.map([1, 2])
+        flat = inc.map(flatten(p))
+        const = inc.map(flatten([[1], [2, 3]]))
+    state = flow.run()
+    assert state[flat].result() == [2, 2, 3, 3]
+    assert state[const].result() == [2, 3, 4]
+
+
+def test_upstream_tasks_are_mapped_unless_unmapped():
+    order = []
+
+    @task
+    def setup():
+        order.append("setup")
+
+    @task
+    def step(x):
+        order.append(x)
+        return x
+
+    with Flow("f") as flow:
+        s = setup()
+        a = step.map([1, 2])
+        b = step.map([3, 4], upstream_tasks=[a, unmapped(s)])
+    state = flow.run()
+    assert state[b].result() == [3, 4]
+    assert order.index("setup") < order.index(3)
+    assert order.index(1) < order.index(3) and order.index(2) < order.index(4)
+
+
+def test_upstream_task_child_failure_affects_same_index_only():
+    with Flow("f") as flow:
+        a = fail_on.map([1, 2], bad=unmapped(1))
+        b = inc.map([10, 20], upstream_tasks=[a])
+    state = flow.run()
+    assert [s.name for s in state[b].map_states] == ["TriggerFailed", "Completed"]
+
+
+def test_failed_source_of_a_map_fails_the_map_as_a_whole():
+    @task
+    def broken():
+        raise RuntimeError("no list today")
+
+    with Flow("f") as flow:
+        a = inc.map(broken())
+        b = inc.map(a)
+    state = flow.run()
+    assert state[a].name == "TriggerFailed" and state[b].name == "TriggerFailed"
+
+
+def test_map_with_element_wise_and_whole_inputs_together():
+    with Flow("f") as flow:
+        a = inc.map([1, 2, 3])
+        b = add.map(a, y=numbers(3))
+    assert flow.run()[b].result() == [2, 4, 6]
