@@ -175,7 +175,7 @@ class FlowRunner:
         flow = self.flow
         keep = set(flow.terminal_tasks()) | set(return_tasks)
         for node, nr in self.runs.items():
-            nr.keep = node in keep
+            nr.keep = node in keep or isinstance(node, Parameter)
             modes: dict[NodeRun, int] = {}
             for e in flow._in[node]:
                 up = self.runs[e.upstream]
@@ -200,7 +200,7 @@ class FlowRunner:
             if isinstance(node, Parameter):
                 self.finish(nr, None, Completed("Parameter resolved.", parameters[node.name]))
                 continue
-            given = task_states.get(node)
+            given = None if runnable and node in runnable else task_states.get(node)
             if given is not None and given.is_finished():
                 nr.reused = True
                 if isinstance(given, MappedState):

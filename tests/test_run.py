@@ -1,0 +1,360 @@
+"""flow.run keywords: parameters, task_states, start_tasks, return_tasks; results and context."""
+
+import threading
+
+import pytest
+
+from headrace import Flow, Parameter, context, task, unmapped
+from headrace.errors import ContextError, ParameterError, ResultReleasedError
+from headrace.executors import LocalExecutor, ThreadExecutor
+from headrace.states import Completed, FlowState, StateType
+
+
+@task
+def inc(x):
+    return x + 1
+
+
+@task
+def numbers(n):
+    return list(range(n))
+
+
+def counting_task(counter, name):
+    @task(name=name)
+    def counted(*args):
+        counter[name] = counter.get(name, 0) + 1
+        return sum(a for a in args if isinstance(a, int))
+
+    return counted
+
+
+# -- parameters ------------------------------------------------------------------
+
+
+def flow_with_params():
+    with Flow("params") as flow:
+        url = Parameter("url")
+        Parameter("bypass", default=False, required=False)
+        inc(url)
+    return flow
+
+
+def test_unknown_and_missing_parameters_are_named_before_anything_runs():
+    ran = []
+
+    @task
+    def side_effect():
+        ran.append(1)
+
+    flow = flow_with_params()
+    with flow:
+        side_effect()
+    with pytest.raises(ParameterError) as info:
+        flow.run(parameters={"ulr": 1})
+    message = str(info.value)
+    assert "unknown parameter(s) 'ulr'" in message
+    assert "missing required parameter(s) 'url'" in message
+    assert "'url', 'bypass'" in message
+    assert ran == []
+
+
+def test_parameter_values_and_defaults_reach_tasks_and_context():
+    @task
+    def show(url, bypass):
+        return url, bypass, context.parameters
+
+    with Flow("p") as flow:
+        url = Parameter("url")
+        bypass = Parameter("bypass", default=False)
+        s = show(url, bypass)
+    state = flow.run(parameters={"url": "u"})
+    assert state[s].result() == ("u", False, {"url": "u", "bypass": False})
+    assert state[url].result() == "u"
+
+
+# -- flow state ----------------------------------------------------------------------
+
+
+def test_flow_state_shape_and_repr():
+    with Flow("f") as flow:
+        a = inc(1)
+    state = flow.run()
+    assert isinstance(state, FlowState)
+    assert state.type is StateType.COMPLETED and state.is_successful()
+    assert repr(state) == "Completed(message='All reference tasks succeeded.')"
+    assert state.task_states == {a: state[a]}
+    assert state.result() == state.task_states
+    assert repr(state[a]) == "Completed(message='Task run succeeded.', result=2)"
+
+
+def test_flow_fails_when_a_terminal_task_fails_and_result_says_which():
+    @task
+    def boom():
+        raise KeyError("k")
+
+    with Flow("f") as flow:
+        inc(1)
+        b = boom()
+    state = flow.run()
+    assert state.is_failed()
+    assert "'boom'" in state.message
+    with pytest.raises(Exception, match="Failed tasks: 'boom'"):
+        state.result()
+    assert state.result(raise_on_failure=False) is state.task_states
+    assert isinstance(state[b].exception, KeyError)
+
+
+def test_unknown_task_lookup_explains():
+    with Flow("f") as flow:
+        inc(1)
+    with pytest.raises(KeyError, match="not a task of this flow run"):
+        flow.run()[inc]
+
+
+# -- results release ------------------------------------------------------------------------
+
+
+def test_intermediate_results_are_released_terminal_and_return_tasks_kept():
+    with Flow("f") as flow:
+        a = inc(1)
+        b = inc(a)
+        c = inc(b)
+    state = flow.run(return_tasks=[a])
+    assert state[a].result() == 2
+    assert state[c].result() == 4
+    assert state[b].is_successful()
+    with pytest.raises(ResultReleasedError, match="return_tasks"):
+        state[b].result()
+
+
+def test_released_map_children_and_kept_map():
+    with Flow("f") as flow:
+        a = inc.map([1, 2])
+        b = inc.map(a)
+    state = flow.run()
+    assert state[b].result() == [3, 4]
+    with pytest.raises(ResultReleasedError, match=r"'inc\[0\]'"):
+        state[a].result()
+    assert flow.run(return_tasks=[a])[a].result() == [2, 3]
+
+
+def test_return_tasks_must_belong_to_the_flow():
+    with Flow("f") as flow:
+        inc(1)
+    with pytest.raises(ValueError, match="not a task of flow 'f'"):
+        flow.run(return_tasks=[inc])
+
+
+# -- task_states and start_tasks -------------------------------------------------------------
+
+
+def test_task_states_reuse_finished_states_without_rerunning():
+    counter = {}
+    first = counting_task(counter, "first")
+    second = counting_task(counter, "second")
+    with Flow("f") as flow:
+        a = first(1)
+        b = second(a)
+    state1 = flow.run()
+    with flow:
+        c = inc(b)
+    state2 = flow.run(task_states=state1.task_states)
+    assert counter == {"first": 1, "second": 1}
+    assert state2[c].result() == 2
+    assert state2[b] is state1[b]
+
+
+def test_reused_states_are_never_mutated_by_release():
+    with Flow("f") as flow:
+        a = inc(1)
+    state1 = flow.run()
+    with flow:
+        inc(a)
+    flow.run(task_states=state1.task_states)
+    assert state1[a].result() == 2
+
+
+def test_unfinished_given_states_run_again():
+    from headrace.states import Pending
+
+    counter = {}
+    first = counting_task(counter, "first")
+    with Flow("f") as flow:
+        a = first(1)
+    flow.run(task_states={a: Pending()})
+    assert counter == {"first": 1}
+
+
+def test_reused_mapped_state_feeds_element_wise_map():
+    counter = {}
+
+    @task
+    def fetch(x):
+        counter[x] = counter.get(x, 0) + 1
+        return x * 2
+
+    with Flow("f") as flow:
+        fetched = fetch.map([1, 2, 3])
+    state1 = flow.run()
+    with flow:
+        doubled = inc.map(fetched)
+    state2 = flow.run(task_states=state1.task_states, start_tasks=[doubled])
+    assert state2[doubled].result() == [3, 5, 7]
+    assert counter == {1: 1, 2: 1, 3: 1}
+
+
+def test_start_tasks_skip_tasks_above_them_which_pass_none():
+    counter = {}
+    home = counting_task(counter, "home")
+
+    @task
+    def episodes(url, main_html, bypass):
+        return [url] if bypass else ["from-home"]
+
+    with Flow("f") as flow:
+        url = Parameter("url")
+        bypass = Parameter("bypass", default=False)
+        page = home(url)
+        eps = episodes(url, page, bypass)
+        out = inc.map(numbers.map(unmapped(2), upstream_tasks=[unmapped(eps)]))
+    state = flow.run(
+        parameters={"url": "u", "bypass": True},
+        start_tasks=[bypass, eps, url],
+        return_tasks=[eps],
+    )
+    assert counter == {}
+    assert state[page].name == "NotRun"
+    assert state[eps].result() == ["u"]
+    assert state.is_successful() and state[out].is_mapped()
+
+
+def test_start_task_triggers_are_not_checked():
+    @task
+    def boom():
+        raise RuntimeError("x")
+
+    @task
+    def after(x):
+        return "ran"
+
+    with Flow("f") as flow:
+        b = boom()
+        a = after(b)
+    state1 = flow.run()
+    assert state1[a].name == "TriggerFailed"
+    state2 = flow.run(task_states=state1.task_states, start_tasks=[a])
+    assert state2[a].result() == "ran"
+
+
+def test_start_tasks_must_belong_to_the_flow():
+    with Flow("f") as flow:
+        inc(1)
+    with pytest.raises(ValueError, match="start_tasks"):
+        flow.run(start_tasks=[inc])
+
+
+# -- context ------------------------------------------------------------------------------------
+
+
+def test_context_inside_a_task_run():
+    @task
+    def where():
+        return (
+            context.flow_name,
+            context.task_name,
+            context.task_run_name,
+            context.map_index,
+            context.task_run_count,
+            context.get("nope", "default"),
+        )
+
+    with Flow("ctx") as flow:
+        w = where()
+    assert flow.run()[w].result() == ("ctx", "where", "where", None, 1, "default")
+
+
+def test_context_outside_a_run_is_empty_and_says_so():
+    assert repr(context) == "<context: empty (no flow or task is running)>"
+    assert context.get("task_name") is None
+    with pytest.raises(ContextError, match="only inside a task run"):
+        context.task_name
+    with pytest.raises(AttributeError, match="has no field 'nonsense'"):
+        context.nonsense
+    with pytest.raises(AttributeError, match="read-only"):
+        context.task_name = "x"
+
+
+# -- throttle -----------------------------------------------------------------------------------
+
+
+class ConcurrencyProbe:
+    """Counts concurrent entries; each entry waits until `release` lets it go."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor(), ThreadExecutor(8)], ids=repr)
+def test_throttle_caps_running_runs_per_tag(executor):
+    web, db = ConcurrencyProbe(), ConcurrencyProbe()
+    barrier = threading.Barrier(2, timeout=5)
+
+    @task(tags=["web"])
+    def fetch(i):
+        web.enter()
+        try:
+            if isinstance(executor, ThreadExecutor) and i < 2:
+                barrier.wait()  # proves two web runs overlap under a cap of 2
+            return i
+        finally:
+            web.leave()
+
+    @task(tags=["web", "db"])
+    def store(i):
+        web.enter()
+        db.enter()
+        web.leave()
+        db.leave()
+        return i
+
+    with Flow("throttled") as flow:
+        f = fetch.map(list(range(20)))
+        s = store.map(f)
+    state = flow.run(executor=executor, throttle={"web": 2, "db": 1})
+    assert state[s].result() == list(range(20))
+    assert web.peak <= 2 and db.peak == 1
+    if isinstance(executor, ThreadExecutor):
+        assert web.peak == 2
+
+
+def test_throttle_values_are_checked():
+    with Flow("f") as flow:
+        inc(1)
+    with pytest.raises(ValueError, match=r"throttle\['web'\]"):
+        flow.run(throttle={"web": 0})
+
+
+def test_executor_reusable_across_runs():
+    executor = ThreadExecutor(2)
+    with Flow("f") as flow:
+        a = inc.map([1, 2, 3])
+    assert flow.run(executor=executor)[a].result() == [2, 3, 4]
+    assert flow.run(executor=executor)[a].result() == [2, 3, 4]
+
+
+def test_state_constructors_and_predicates():
+    done = Completed(result=1)
+    assert done.is_successful() and done.is_finished() and not done.is_failed()
+    assert not done.is_skipped() and not done.is_mapped() and not done.is_cached()
