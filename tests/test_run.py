@@ -278,9 +278,9 @@ def test_context_outside_a_run_is_empty_and_says_so():
     assert repr(context) == "<context: empty (no flow or task is running)>"
     assert context.get("task_name") is None
     with pytest.raises(ContextError, match="only inside a task run"):
-        context.task_name
+        _ = context.task_name
     with pytest.raises(AttributeError, match="has no field 'nonsense'"):
-        context.nonsense
+        _ = context.nonsense
     with pytest.raises(AttributeError, match="read-only"):
         context.task_name = "x"
 
