@@ -226,8 +226,8 @@ def Running(message: str | None = None, name: str = "Running") -> State:
     return State(StateType.RUNNING, name, message)
 
 
-def Retrying(message: str | None = None) -> State:
-    return State(StateType.SCHEDULED, "Retrying", message)
+def Retrying(message: str | None = None, exception: BaseException | None = None) -> State:
+    return State(StateType.SCHEDULED, "Retrying", message, exception=exception)
 
 
 def Looped(message: str | None = None, result: Any = None) -> State:

@@ -3,11 +3,17 @@
 `SystemClock` is the real one. `ManualClock` never waits: `sleep` moves its
 time forward and records how long was asked, so retry delays and backoff
 are tested exactly and instantly.
+
+`wait(events, seconds, busy)` is how the scheduler idles: it returns the
+next event from the queue, or None once `seconds` have passed. The manual
+clock moves time only when nothing is running (`busy` False), so a run
+under it is deterministic.
 """
 
 from __future__ import annotations
 
 import datetime
+import queue
 import threading
 import time
 
@@ -22,6 +28,12 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, events: queue.SimpleQueue, seconds: float | None, busy: bool):
+        try:
+            return events.get(timeout=None if seconds is None else max(seconds, 0.0))
+        except queue.Empty:
+            return None
 
 
 class ManualClock:
@@ -43,6 +55,12 @@ class ManualClock:
         with self._lock:
             self.sleeps.append(seconds)
             self._elapsed += max(seconds, 0.0)
+
+    def wait(self, events: queue.SimpleQueue, seconds: float | None, busy: bool):
+        if busy or seconds is None:
+            return events.get()
+        self.sleep(seconds)
+        return None
 
     def advance(self, seconds: float) -> None:
         with self._lock:

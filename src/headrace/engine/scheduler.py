@@ -48,6 +48,7 @@ queue fed by future callbacks.
 
 from __future__ import annotations
 
+import heapq
 import queue
 import uuid
 from collections import deque
@@ -159,6 +160,8 @@ class FlowRunner:
         self.running = 0
         self.unfinished = 0
         self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.timers: list = []  # (due, seq, unit) of runs waiting to retry
+        self._seq = 0
         self.flow_ctx = FlowRunContext(
             flow_run_id=str(uuid.uuid4()),
             flow_run_name=flow.name,
@@ -228,47 +231,75 @@ class FlowRunner:
         inline = executor.inline
         limit = max(1, executor.max_in_flight)
         ready = self.ready
+        timers = self.timers
+        clock = self.clock
         while self.unfinished:
             while ready and self.running < limit:
                 nr, index = ready.pop()
                 if nr.state is not None:  # decided as a whole meanwhile
                     continue
-                if self.throttle and not self._take_slots(nr, index):
+                if self.throttle and not self._take_slots(nr, ("ready", (nr, index))):
                     continue
                 spec, arguments = self._prepare(nr, index)
-                if spec is None:
-                    continue
-                run_name = nr.name if index is None else f"{nr.name}[{index}]"
-                if inline:
-                    state = run_task(spec, arguments, run_name, index, self.flow_ctx, self.clock)
-                    self._done(nr, index, state)
-                else:
-                    self.running += 1
-                    future = executor.submit(
-                        run_task, spec, arguments, run_name, index, self.flow_ctx, self.clock
-                    )
-                    future.add_done_callback(
-                        lambda f, nr=nr, index=index: self.events.put((nr, index, f))
-                    )
+                if spec is not None:
+                    self._submit(nr, index, spec, arguments, 1)
+                    if inline:
+                        self._handle(self.events.get())
             if not self.unfinished:
                 break
-            if self.running == 0:
+            if timers and timers[0][0] <= clock.monotonic():
+                self._resubmit_due()
+                continue
+            if self.running == 0 and not timers and not ready:
                 stuck = [nr.name for nr in self.runs.values() if nr.state is None]
                 raise RuntimeError(f"scheduler stalled with unfinished tasks: {stuck[:10]}")
-            nr, index, future = self.events.get()
-            self.running -= 1
+            if ready and self.running < limit:
+                continue
+            seconds = timers[0][0] - clock.monotonic() if timers else None
+            event = clock.wait(self.events, seconds, busy=self.running > 0)
+            if event is not None:
+                self._handle(event)
+        return self._flow_state()
+
+    def _submit(self, nr, index, spec, arguments, run_count: int) -> None:
+        run_name = nr.name if index is None else f"{nr.name}[{index}]"
+        args = (spec, arguments, run_name, index, self.flow_ctx, run_count)
+        unit = (nr, index, spec, arguments, run_count)
+        self.running += 1
+        if self.executor.inline:
+            # Same code path as a pool, minus the future: the call runs right here.
+            self.events.put((unit, run_task(*args), None))
+            return
+        future = self.executor.submit(run_task, *args)
+        future.add_done_callback(lambda f, unit=unit: self.events.put((unit, None, f)))
+
+    def _handle(self, event) -> None:
+        (nr, index, spec, arguments, run_count), state, future = event
+        self.running -= 1
+        if future is not None:
             try:
                 state = future.result()
             except Exception as exc:  # the executor, not the task, failed
                 state = Crashed(f"The executor failed to run the task: {exc!r}", exception=exc)
-            self._done(nr, index, state)
-        return self._flow_state()
-
-    def _done(self, nr: NodeRun, index: int | None, state: State) -> None:
         if self.throttle:
             self._free_slots(nr)
+        if state.name == "Retrying":
+            due = self.clock.monotonic() + spec.retry_delay(run_count)
+            self._seq += 1
+            heapq.heappush(self.timers, (due, self._seq, (nr, index, spec, arguments, run_count)))
+            return
         self._run_hooks(nr, state)
         self.finish(nr, index, state)
+
+    def _resubmit_due(self) -> None:
+        """Retries whose delay has passed go back to their executor (throttle permitting)."""
+        now = self.clock.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, unit = heapq.heappop(self.timers)
+            nr, index, spec, arguments, run_count = unit
+            if self.throttle and not self._take_slots(nr, ("retry", unit)):
+                continue
+            self._submit(nr, index, spec, arguments, run_count + 1)
 
     # -- preparing a unit ------------------------------------------------------
     def _prepare(self, nr: NodeRun, index: int | None):
@@ -435,11 +466,16 @@ class FlowRunner:
                 _drop(child, f"{up.name}[{index}]")
 
     # -- throttling ------------------------------------------------------------------
-    def _take_slots(self, nr: NodeRun, index: int | None) -> bool:
+    def _take_slots(self, nr: NodeRun, entry: tuple) -> bool:
+        """Take a slot of each throttled tag of `nr`, or park `entry` behind a full tag.
+
+        `entry` is ("ready", unit) for a unit not yet prepared, or ("retry", unit)
+        for a retry whose inputs are already bound.
+        """
         tags = [t for t in nr.node.tags if t in self.throttle]
         for tag in tags:
             if self.in_use[tag] >= self.throttle[tag]:
-                self.throttled[tag].append((nr, index))
+                self.throttled[tag].append(entry)
                 return False
         for tag in tags:
             self.in_use[tag] += 1
@@ -451,7 +487,12 @@ class FlowRunner:
                 self.in_use[tag] -= 1
                 waiting = self.throttled[tag]
                 if waiting:
-                    self.ready.append(waiting.popleft())
+                    kind, unit = waiting.popleft()
+                    if kind == "ready":
+                        self.ready.append(unit)
+                    else:  # due at once: the next loop turn resubmits it
+                        self._seq += 1
+                        heapq.heappush(self.timers, (float("-inf"), self._seq, unit))
 
     # -- hooks and the flow's state -----------------------------------------------------
     def _run_hooks(self, nr: NodeRun, state: State) -> None:

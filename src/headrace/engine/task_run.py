@@ -3,7 +3,7 @@
     decide_before_run   upstream check -> skip on upstream skip -> trigger
                         (in the scheduler, before anything is submitted)
     run_task            running -> call (timeout) -> signal/exception ->
-                        retry or loop decision -> final state
+                        loop, or retry decision -> state
                         (in the worker: inline, a thread, a process)
 
 `run_task` never raises for anything the task does: every outcome is a
@@ -11,7 +11,7 @@
 propagate. It receives a `TaskSpec`, small and picklable, never the Task
 or the flow, so a process or a Dask worker can run it.
 
-Time comes from the clock passed in: retries wait with `clock.sleep`.
+Retries are decided here but waited for in the scheduler, on its clock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import os
+import select
+import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +33,6 @@ from headrace.errors import HeadraceError
 from headrace.states import (
     Completed,
     Failed,
-    Looped,
     Retrying,
     Skipped,
     State,
@@ -176,17 +179,87 @@ def _call_with_timeout(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
     return box["value"]
 
 
+# Set in worker processes (ProcessExecutor, DaskExecutor), where a forked
+# child can be killed: there a timeout kills the task instead of abandoning it.
+KILL_ON_TIMEOUT = False
+
+
+def enable_kill_on_timeout() -> None:
+    """Make timeouts in this process kill the task (called in worker processes)."""
+    global KILL_ON_TIMEOUT
+    KILL_ON_TIMEOUT = True
+
+
+def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
+    """Call in a forked child process and SIGKILL it when `spec.timeout` passes.
+
+    The outcome (value or exception, signals included) comes back pickled
+    through a pipe. Used only where KILL_ON_TIMEOUT is set: a worker process
+    whose only thread is the one running tasks, where forking is safe.
+    """
+    import cloudpickle
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, report, exit without cleanup handlers
+        try:
+            os.close(read_fd)
+            try:
+                outcome = ("value", call_function(spec, arguments))
+            except BaseException as exc:
+                outcome = ("error", exc)
+            try:
+                data = cloudpickle.dumps(outcome)
+            except Exception as exc:
+                data = cloudpickle.dumps(("error", RuntimeError(f"unpicklable outcome: {exc}")))
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    deadline = time.monotonic() + spec.timeout
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                raise TaskTimeoutError(
+                    f"Task {spec.name!r} exceeded its timeout of {spec.timeout:g} s and was killed."
+                )
+            ready, _, _ = select.select([read_fd], [], [], remaining)
+            if ready:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise RuntimeError(f"the process running task {spec.name!r} died without a result")
+    kind, value = cloudpickle.loads(b"".join(chunks))
+    if kind == "error":
+        raise value
+    return value
+
+
 def run_task(
     spec: TaskSpec,
     arguments: dict[str, Any],
     run_name: str,
     map_index: int | None,
     flow_ctx: FlowRunContext,
-    clock,
-    on_state: Callable[[State], None] | None = None,
+    run_count: int = 1,
 ) -> State:
-    """Run one task run to a final state: retries and loops happen in here."""
+    """Run one attempt of a task run (its LOOP iterations included) to a state.
+
+    A failure with retries left returns a `Retrying` state carrying the
+    exception; the scheduler waits the retry delay on its clock (no worker
+    is held while waiting) and calls again with `run_count + 1`.
+    """
     task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags)
+    task_ctx.task_run_count = run_count
     flow_token = flow_run_var.set(flow_ctx)
     task_token = task_run_var.set(task_ctx)
     try:
@@ -194,31 +267,26 @@ def run_task(
             try:
                 if spec.timeout is None:
                     value = call_function(spec, arguments)
+                elif KILL_ON_TIMEOUT:
+                    value = _call_in_killable_child(spec, arguments)
                 else:
                     value = _call_with_timeout(spec, arguments)
                 return Completed("Task run succeeded.", value)
             except signals.LOOP as sig:
                 task_ctx.task_loop_count += 1
                 task_ctx.task_loop_result = sig.result
-                if on_state is not None:
-                    on_state(Looped(sig.message, sig.result))
-                continue
             except signals.SUCCESS as sig:
                 return Completed(sig.message or "Task run succeeded.", sig.result)
             except signals.SKIP as sig:
                 return Skipped(sig.message or "Task run was skipped.")
             except Exception as exc:
                 failure = _failure_state(spec, exc)
-            if task_ctx.task_run_count > spec.retries:
-                return failure
-            delay = spec.retry_delay(task_ctx.task_run_count)
-            if on_state is not None:
-                on_state(failure)
-                on_state(
-                    Retrying(f"Retry {task_ctx.task_run_count} of {spec.retries} in {delay:g} s.")
+                if run_count > spec.retries:
+                    return failure
+                return Retrying(
+                    f"Attempt {run_count} of {spec.retries + 1} failed: {failure.message}",
+                    exception=exc,
                 )
-            clock.sleep(delay)
-            task_ctx.task_run_count += 1
     finally:
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)

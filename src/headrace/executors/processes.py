@@ -1,0 +1,147 @@
+"""ProcessExecutor: task runs on a pool of worker processes.
+
+For CPU-bound Python. Payloads cross the process boundary with cloudpickle,
+so tasks defined in `__main__`, a notebook or a closure work. `validate`
+pickles every task before the run and refuses one that cannot be pickled,
+naming the task and the object inside it. Timeouts kill the task: the call
+runs in a forked child of the worker that is killed when time is up.
+
+Workers are forked by default on POSIX, so they inherit what the parent
+imported; pass `mp_context="spawn"` for clean workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from headrace.errors import HeadraceError
+from headrace.executors.base import Executor
+
+
+class UnpicklableTaskError(HeadraceError, TypeError):
+    """A task or its arguments cannot be sent to another process."""
+
+
+def _worker_init() -> None:
+    from headrace.engine.task_run import enable_kill_on_timeout
+
+    enable_kill_on_timeout()
+
+
+def _run_pickled(blob: bytes) -> bytes:
+    """Worker side: unpickle `fn(*args)`, run it, pickle what it returned."""
+    import cloudpickle
+
+    fn, args = cloudpickle.loads(blob)
+    return cloudpickle.dumps(fn(*args))
+
+
+def dumps_outcome(value) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(value)
+
+
+class ProcessExecutor(Executor):
+    def __init__(self, max_workers: int | None = None, mp_context: str | None = None):
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        default = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self.mp_context = mp_context or default
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def max_in_flight(self) -> int:
+        return 2 * self.max_workers
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.max_workers,
+                mp_context=multiprocessing.get_context(self.mp_context),
+                initializer=_worker_init,
+            )
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def validate(self, flow) -> None:
+        check_picklable(flow)
+
+    def submit(self, fn, *args) -> Future:
+        import cloudpickle
+
+        if self._pool is None:
+            raise RuntimeError("ProcessExecutor.submit() before start()")
+        outer: Future = Future()
+        try:
+            blob = cloudpickle.dumps((fn, args))
+        except Exception as exc:
+            outer.set_exception(
+                UnpicklableTaskError(f"the inputs of a task run cannot be pickled: {exc}")
+            )
+            return outer
+        inner = self._pool.submit(_run_pickled, blob)
+
+        def unwrap(done: Future) -> None:
+            try:
+                outer.set_result(cloudpickle.loads(done.result()))
+            except BaseException as exc:
+                outer.set_exception(exc)
+
+        inner.add_done_callback(unwrap)
+        return outer
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(max_workers={self.max_workers}, mp_context={self.mp_context!r})"
+
+
+def check_picklable(flow) -> None:
+    """Refuse, before the run, a task whose function or constants cannot be pickled."""
+    import cloudpickle
+
+    from headrace.engine.task_run import TaskSpec
+
+    for node in flow.tasks:
+        try:
+            cloudpickle.dumps(TaskSpec(node))
+            cloudpickle.dumps(node.constants)
+        except Exception as exc:
+            culprit = _find_unpicklable(node)
+            raise UnpicklableTaskError(
+                f"Task {node.name!r} cannot be sent to another process: {culprit or exc}. "
+                "Create such objects inside the task (or pass what is needed to rebuild them), "
+                "or run this flow with ThreadExecutor or LocalExecutor."
+            ) from exc
+
+
+def _find_unpicklable(node) -> str | None:
+    """Name the first object in the task's closure, globals or constants that will not pickle."""
+    import cloudpickle
+
+    fn = getattr(node.fn, "__func__", node.fn)
+    candidates: list[tuple[str, object]] = []
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        cells = fn.__closure__ or ()
+        candidates += [
+            (f"closure variable {n!r}", c.cell_contents) for n, c in zip(code.co_freevars, cells)
+        ]
+        candidates += [
+            (f"global {n!r}", fn.__globals__[n]) for n in code.co_names if n in fn.__globals__
+        ]
+    owner = getattr(node.fn, "__self__", None)
+    if owner is not None:
+        candidates += [(f"attribute {k!r}", v) for k, v in vars(owner).items() if k != "template"]
+    candidates += [(f"argument {k!r}", v) for k, v in node.constants.items()]
+    for label, value in candidates:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            return f"its {label} ({type(value).__name__}) cannot be pickled ({exc})"
+    return None
