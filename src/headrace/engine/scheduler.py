@@ -67,6 +67,7 @@ from headrace.states import (
     FlowState,
     MappedState,
     NotRun,
+    Retrying,
     State,
     StateType,
     _Released,
@@ -279,8 +280,11 @@ class FlowRunner:
         if future is not None:
             try:
                 state = future.result()
-            except Exception as exc:  # the executor, not the task, failed
-                state = Crashed(f"The executor failed to run the task: {exc!r}", exception=exc)
+            except Exception as exc:  # the executor or its worker failed, not the task
+                message = f"The executor failed to run the task: {exc!r}"
+                state = Crashed(message, exception=exc)
+                if run_count <= spec.retries:
+                    state = Retrying(f"Attempt {run_count} crashed. {message}", exception=exc)
         if self.throttle:
             self._free_slots(nr)
         if state.name == "Retrying":
