@@ -243,7 +243,7 @@ class FlowRunner:
                     continue
                 spec, arguments = self._prepare(nr, index)
                 if spec is not None:
-                    self._submit(nr, index, spec, arguments, 1)
+                    self._submit(nr, index, spec, arguments, 1, (1, None))
                     if inline:
                         self._handle(self.events.get())
             if not self.unfinished:
@@ -262,10 +262,10 @@ class FlowRunner:
                 self._handle(event)
         return self._flow_state()
 
-    def _submit(self, nr, index, spec, arguments, run_count: int) -> None:
+    def _submit(self, nr, index, spec, arguments, run_count: int, loop: tuple) -> None:
         run_name = nr.name if index is None else f"{nr.name}[{index}]"
-        args = (spec, arguments, run_name, index, self.flow_ctx, run_count)
-        unit = (nr, index, spec, arguments, run_count)
+        args = (spec, arguments, run_name, index, self.flow_ctx, run_count, loop)
+        unit = (nr, index, spec, arguments, run_count, loop)
         self.running += 1
         if self.executor.inline:
             # Same code path as a pool, minus the future: the call runs right here.
@@ -275,7 +275,8 @@ class FlowRunner:
         future.add_done_callback(lambda f, unit=unit: self.events.put((unit, None, f)))
 
     def _handle(self, event) -> None:
-        (nr, index, spec, arguments, run_count), state, future = event
+        unit, state, future = event
+        nr, index, spec, arguments, run_count, loop = unit
         self.running -= 1
         if future is not None:
             try:
@@ -288,9 +289,11 @@ class FlowRunner:
         if self.throttle:
             self._free_slots(nr)
         if state.name == "Retrying":
+            if state._value is not None:  # the loop reached so far, to resume from
+                unit = (*unit[:5], state._value)
             due = self.clock.monotonic() + spec.retry_delay(run_count)
             self._seq += 1
-            heapq.heappush(self.timers, (due, self._seq, (nr, index, spec, arguments, run_count)))
+            heapq.heappush(self.timers, (due, self._seq, unit))
             return
         self._run_hooks(nr, state)
         self.finish(nr, index, state)
@@ -300,10 +303,10 @@ class FlowRunner:
         now = self.clock.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, unit = heapq.heappop(self.timers)
-            nr, index, spec, arguments, run_count = unit
+            nr, index, spec, arguments, run_count, loop = unit
             if self.throttle and not self._take_slots(nr, ("retry", unit)):
                 continue
-            self._submit(nr, index, spec, arguments, run_count + 1)
+            self._submit(nr, index, spec, arguments, run_count + 1, loop)
 
     # -- preparing a unit ------------------------------------------------------
     def _prepare(self, nr: NodeRun, index: int | None):

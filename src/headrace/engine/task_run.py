@@ -251,15 +251,19 @@ def run_task(
     map_index: int | None,
     flow_ctx: FlowRunContext,
     run_count: int = 1,
+    loop: tuple[int, Any] = (1, None),
 ) -> State:
     """Run one attempt of a task run (its LOOP iterations included) to a state.
 
     A failure with retries left returns a `Retrying` state carrying the
-    exception; the scheduler waits the retry delay on its clock (no worker
-    is held while waiting) and calls again with `run_count + 1`.
+    exception, and as its result the `(loop count, loop result)` reached, so
+    the retry resumes the loop where it failed. The scheduler waits the
+    retry delay on its clock (no worker is held while waiting) and calls
+    again with `run_count + 1`.
     """
     task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags)
     task_ctx.task_run_count = run_count
+    task_ctx.task_loop_count, task_ctx.task_loop_result = loop
     flow_token = flow_run_var.set(flow_ctx)
     task_token = task_run_var.set(task_ctx)
     try:
@@ -283,10 +287,12 @@ def run_task(
                 failure = _failure_state(spec, exc)
                 if run_count > spec.retries:
                     return failure
-                return Retrying(
+                retrying = Retrying(
                     f"Attempt {run_count} of {spec.retries + 1} failed: {failure.message}",
                     exception=exc,
                 )
+                retrying._value = (task_ctx.task_loop_count, task_ctx.task_loop_result)
+                return retrying
     finally:
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
