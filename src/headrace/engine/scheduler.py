@@ -596,11 +596,14 @@ def run_flow(
         return_tasks,
         clock or SYSTEM_CLOCK,
     )
-    executor.start()
+    owned = not executor.started
+    if owned:
+        executor.start()
     try:
         return runner.run()
     finally:
-        executor.shutdown()
+        if owned:
+            executor.shutdown()
 
 
 __all__ = ["run_flow", "check_parameters", "FlowRunner"]

@@ -1,8 +1,9 @@
 """The executor contract.
 
 An executor runs `fn(*args)` somewhere and returns a
-`concurrent.futures.Future`. The scheduler calls `start()` before a run and
-`shutdown()` after it; an executor object can serve several runs. `fn` is
+`concurrent.futures.Future`. A run starts an executor that is not started
+and shuts it down after; one the caller started (`with executor:`) stays up
+across runs, so a cluster is paid for once. `fn` is
 always a module-level function of the engine and `args` small picklable
 payloads, so executors that cross a process boundary never see Task
 objects.
@@ -22,6 +23,11 @@ from typing import Any
 
 class Executor(ABC):
     inline: bool = False
+
+    @property
+    def started(self) -> bool:
+        """True between `start()` and `shutdown()`. A run shuts down only what it started."""
+        return False
 
     @property
     def max_in_flight(self) -> int:

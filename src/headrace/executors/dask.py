@@ -52,6 +52,10 @@ class DaskExecutor(Executor):
     def max_in_flight(self) -> int:
         return 4 * self._workers
 
+    @property
+    def started(self) -> bool:
+        return self.client is not None
+
     def start(self) -> None:
         if self.client is not None:
             return

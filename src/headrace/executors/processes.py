@@ -57,6 +57,10 @@ class ProcessExecutor(Executor):
     def max_in_flight(self) -> int:
         return 2 * self.max_workers
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
     def start(self) -> None:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(

@@ -24,6 +24,10 @@ class ThreadExecutor(Executor):
         # Enough queued work to keep every thread busy between scheduler turns.
         return 2 * self.max_workers
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
     def start(self) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="headrace")
