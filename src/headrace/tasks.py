@@ -152,8 +152,12 @@ class Task:
             if getattr(self, p, None) is not None and p not in _TASK_ATTRIBUTES
         }
 
-    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
-        """Bind a call's arguments to the signature; name the task in any error."""
+    def bind(self, args: tuple, kwargs: dict, for_map: bool = False) -> dict[str, Any]:
+        """Bind a call's arguments to the signature; name the task in any error.
+
+        For a map, defaults taken from attributes come `unmapped`: only what
+        the call passes is iterated.
+        """
         try:
             bound = self.signature.bind_partial(*args, **kwargs)
         except TypeError as exc:
@@ -167,7 +171,7 @@ class Task:
             if pname in arguments or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             if pname in defaults:
-                arguments[pname] = defaults[pname]
+                arguments[pname] = unmapped(defaults[pname]) if for_map else defaults[pname]
             elif param.default is _MISSING:
                 raise FlowBuildError(
                     f"Task {self.name!r} is missing argument {pname!r}. "
@@ -202,7 +206,7 @@ class Task:
         """Run once per item of the arguments (see the module docstring)."""
         ctx = _build.current()
         if ctx.flow is None:
-            return self._map_plainly(self.bind(args, kwargs))
+            return self._map_plainly(self.bind(args, kwargs, for_map=True))
         return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
@@ -224,7 +228,7 @@ class Task:
 
     def _add_node(self, ctx, args, kwargs, upstream_tasks, mapped: bool) -> Task:
         flow = ctx.flow
-        arguments = self.bind(args, kwargs)
+        arguments = self.bind(args, kwargs, for_map=mapped)
         node = copy.copy(self)
         node.template = self.template
         node.flow = None

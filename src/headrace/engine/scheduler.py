@@ -92,6 +92,7 @@ class NodeRun:
         "waiting",
         "state",
         "reused",
+        "preset",
         "children",
         "child_wait",
         "remaining",
@@ -113,6 +114,7 @@ class NodeRun:
         self.waiting = 0
         self.state: State | None = None
         self.reused = False
+        self.preset = False
         self.children: list | None = None
         self.child_wait: list[int] | None = None
         self.remaining = 0
@@ -200,18 +202,25 @@ class FlowRunner:
         for node, nr in self.runs.items():
             nr.waiting = len(nr.ups)
             nr.start = node in starts
+        # States known before anything runs. All are chosen before any is applied,
+        # so applying one never wakes a node that is about to get its own.
+        preset: dict[NodeRun, State] = {}
         for node, nr in self.runs.items():
             if isinstance(node, Parameter):
-                self.finish(nr, None, Completed("Parameter resolved.", parameters[node.name]))
+                preset[nr] = Completed("Parameter resolved.", parameters[node.name])
                 continue
             given = None if runnable and node in runnable else task_states.get(node)
             if given is not None and given.is_finished():
                 nr.reused = True
                 if isinstance(given, MappedState):
                     nr.children = list(given.map_states)
-                self.finish(nr, None, given)
+                preset[nr] = given
             elif runnable is not None and node not in runnable:
-                self.finish(nr, None, NotRun("Not run: it is above the run's start_tasks."))
+                preset[nr] = NotRun("Not run: it is above the run's start_tasks.")
+        for nr in preset:
+            nr.preset = True
+        for nr, state in preset.items():
+            self.finish(nr, None, state)
         for nr in self.runs.values():
             if nr.state is None and not nr.ups:  # the rest wake as their upstreams finish
                 self._wake(nr)
@@ -412,7 +421,7 @@ class FlowRunner:
 
     def _prerequisite_met(self, nr: NodeRun) -> None:
         nr.waiting -= 1
-        if nr.waiting == 0 and nr.state is None:
+        if nr.waiting == 0 and nr.state is None and not nr.preset:
             self._wake(nr)
 
     # -- finishing -----------------------------------------------------------------
