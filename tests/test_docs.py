@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from headrace import Flow, Parameter, Task, context
-from headrace.errors import ContextError, MappingError
+from headrace.errors import ContextError
 from headrace.states import FlowState, MappedState, State
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
