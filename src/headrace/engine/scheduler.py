@@ -51,7 +51,6 @@ from __future__ import annotations
 import heapq
 import queue
 import uuid
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,6 +58,7 @@ from headrace.edges import flatten_once
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.task_run import TaskSpec, decide_before_run, run_task
+from headrace.engine.throttle import Throttle
 from headrace.errors import MappingError, ParameterError, ResultReleasedError
 from headrace.states import (
     Completed,
@@ -147,7 +147,7 @@ class FlowRunner:
         flow,
         parameters: dict[str, Any],
         executor,
-        throttle: dict[str, int],
+        throttle: Throttle,
         task_states: dict,
         start_tasks: list,
         return_tasks: list,
@@ -157,8 +157,6 @@ class FlowRunner:
         self.executor = executor
         self.clock = clock
         self.throttle = throttle
-        self.in_use = dict.fromkeys(throttle, 0)
-        self.throttled: dict[str, deque] = {tag: deque() for tag in throttle}
         self.ready: list[tuple[NodeRun, int | None]] = []
         self.running = 0
         self.unfinished = 0
@@ -483,32 +481,20 @@ class FlowRunner:
 
     # -- throttling ------------------------------------------------------------------
     def _take_slots(self, nr: NodeRun, entry: tuple) -> bool:
-        """Take a slot of each throttled tag of `nr`, or park `entry` behind a full tag.
+        """Take `nr`'s throttle slots, or park `entry` until one frees.
 
         `entry` is ("ready", unit) for a unit not yet prepared, or ("retry", unit)
         for a retry whose inputs are already bound.
         """
-        tags = [t for t in nr.node.tags if t in self.throttle]
-        for tag in tags:
-            if self.in_use[tag] >= self.throttle[tag]:
-                self.throttled[tag].append(entry)
-                return False
-        for tag in tags:
-            self.in_use[tag] += 1
-        return True
+        return self.throttle.take(nr.node.tags, entry)
 
     def _free_slots(self, nr: NodeRun) -> None:
-        for tag in nr.node.tags:
-            if tag in self.throttle:
-                self.in_use[tag] -= 1
-                waiting = self.throttled[tag]
-                if waiting:
-                    kind, unit = waiting.popleft()
-                    if kind == "ready":
-                        self.ready.append(unit)
-                    else:  # due at once: the next loop turn resubmits it
-                        self._seq += 1
-                        heapq.heappush(self.timers, (float("-inf"), self._seq, unit))
+        for kind, unit in self.throttle.release(nr.node.tags):
+            if kind == "ready":
+                self.ready.append(unit)
+            else:  # due at once: the next loop turn resubmits it
+                self._seq += 1
+                heapq.heappush(self.timers, (float("-inf"), self._seq, unit))
 
     # -- hooks and the flow's state -----------------------------------------------------
     def _run_hooks(self, nr: NodeRun, state: State) -> None:
@@ -580,10 +566,7 @@ def run_flow(
     from headrace.executors import LocalExecutor
 
     values = check_parameters(flow, parameters)
-    throttle = dict(throttle or {})
-    for tag, cap in throttle.items():
-        if not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"throttle[{tag!r}] must be an int >= 1, got {cap!r}")
+    throttle = Throttle(throttle)
     start_tasks = list(start_tasks or ())
     return_tasks = list(return_tasks or ())
     for what, tasks in (("start_tasks", start_tasks), ("return_tasks", return_tasks)):
