@@ -34,3 +34,10 @@ def push(**changes) -> contextvars.Token:
 
 def pop(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+# The function-flow run a task call belongs to (set by the engine while a @flow
+# runs); None outside function flows. Kept here so tasks need not import the engine.
+function_run: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "headrace_function_run", default=None
+)

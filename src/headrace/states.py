@@ -41,6 +41,8 @@ _FINISHED_TYPES = frozenset(
     {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 )
 _FAILED_TYPES = frozenset({StateType.FAILED, StateType.CRASHED})
+# Identity checks on these are the hot path's predicates (enum hashing is slow).
+_COMPLETED, _FAILED, _CRASHED = StateType.COMPLETED, StateType.FAILED, StateType.CRASHED
 
 
 class _Released:
@@ -80,7 +82,7 @@ class State:
 
     # -- reading -----------------------------------------------------------
     def result(self, raise_on_failure: bool = True) -> Any:
-        if self.type in _FAILED_TYPES:
+        if self.type is _FAILED or self.type is _CRASHED:
             error = self.exception or RuntimeError(self.message or f"{self.name} state")
             if raise_on_failure:
                 raise error
@@ -92,10 +94,10 @@ class State:
 
     # -- predicates --------------------------------------------------------
     def is_successful(self) -> bool:
-        return self.type is StateType.COMPLETED
+        return self.type is _COMPLETED
 
     def is_failed(self) -> bool:
-        return self.type in _FAILED_TYPES
+        return self.type is _FAILED or self.type is _CRASHED
 
     def is_finished(self) -> bool:
         return self.type in _FINISHED_TYPES

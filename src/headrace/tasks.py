@@ -158,6 +158,29 @@ class Task:
         For a map, defaults taken from attributes come `unmapped`: only what
         the call passes is iterated.
         """
+        fast = self._fast_binding
+        if fast is not None and len(args) <= len(fast[0]):
+            # Plain keyword functions: zip positions to names, check the rest cheaply.
+            names, known, required = fast
+            arguments = dict(zip(names, args))
+            if kwargs:
+                if not kwargs.keys().isdisjoint(arguments) or not kwargs.keys() <= known:
+                    return self._bind_slowly(args, kwargs, for_map)
+                arguments.update(kwargs)
+            if required <= arguments.keys():
+                return arguments
+        return self._bind_slowly(args, kwargs, for_map)
+
+    @functools.cached_property
+    def _fast_binding(self) -> tuple | None:
+        """(names, name set, required names) when `bind` may skip `inspect`, else None."""
+        if not self._plain_keywords or self.attribute_defaults():
+            return None
+        params = self.signature.parameters
+        required = frozenset(n for n, p in params.items() if p.default is _MISSING)
+        return tuple(params), frozenset(params), required
+
+    def _bind_slowly(self, args: tuple, kwargs: dict, for_map: bool) -> dict[str, Any]:
         try:
             bound = self.signature.bind_partial(*args, **kwargs)
         except TypeError as exc:
@@ -196,18 +219,37 @@ class Task:
     # -- calling -----------------------------------------------------------
     def __call__(self, *args, upstream_tasks=None, **kwargs):
         ctx = _build.current()
-        if ctx.flow is None:
-            if upstream_tasks:
-                raise TypeError("upstream_tasks= only has a meaning inside `with Flow(...)`")
-            return self.call_with(self.bind(args, kwargs))
-        return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=False)
+        if ctx.flow is not None:
+            return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=False)
+        if upstream_tasks:
+            raise TypeError(
+                "upstream_tasks= only has a meaning inside `with Flow(...)`; "
+                "in a @flow use wait_for=[...]"
+            )
+        run = _build.function_run.get()
+        if run is not None:
+            return run.call(self, args, kwargs)
+        return self.call_with(self.bind(args, kwargs))
+
+    def submit(self, *args, **kwargs):
+        """In a @flow: start this task run on the flow's executor and return its future."""
+        run = _build.function_run.get()
+        if run is None:
+            raise RuntimeError(
+                f"{self.name}.submit() runs a task inside a @flow. Outside one, call the task "
+                "directly; inside `with Flow(...)`, call it to add a node."
+            )
+        return run.submit(self, args, kwargs)
 
     def map(self, *args, upstream_tasks=None, **kwargs):
         """Run once per item of the arguments (see the module docstring)."""
         ctx = _build.current()
-        if ctx.flow is None:
-            return self._map_plainly(self.bind(args, kwargs, for_map=True))
-        return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
+        if ctx.flow is not None:
+            return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
+        run = _build.function_run.get()
+        if run is not None:
+            return run.map(self, args, kwargs)
+        return self._map_plainly(self.bind(args, kwargs, for_map=True))
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
         """`task.map` outside any flow: the same mapping rules, as a plain loop."""

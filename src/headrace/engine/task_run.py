@@ -148,35 +148,39 @@ def _run_coroutine(coroutine) -> Any:
     return box["value"]
 
 
-def _call_with_timeout(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
-    """Call in a helper thread and stop waiting after `spec.timeout` seconds.
+def call_with_deadline(call: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Call in a helper thread and stop waiting after `seconds`.
 
-    A thread cannot be killed: a task that times out here is abandoned
-    (its state is TimedOut and nothing waits for it) while it finishes in
-    the background. Process and Dask executors kill instead.
+    A thread cannot be killed: a call that times out here is abandoned
+    (nothing waits for it) while it finishes in the background. Process
+    and Dask executors kill instead (see `_call_in_killable_child`).
     """
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def target():
         try:
-            box["value"] = call_function(spec, arguments)
+            box["value"] = call()
         except BaseException as exc:
             box["error"] = exc
         finally:
             done.set()
 
     thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(target,), daemon=True, name=spec.name
+        target=contextvars.copy_context().run, args=(target,), daemon=True, name=what
     )
     thread.start()
-    if not done.wait(spec.timeout):
-        raise TaskTimeoutError(
-            f"Task {spec.name!r} exceeded its timeout of {spec.timeout:g} s and was abandoned."
-        )
+    if not done.wait(seconds):
+        raise TaskTimeoutError(f"{what} exceeded its timeout of {seconds:g} s and was abandoned.")
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _call_with_timeout(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
+    return call_with_deadline(
+        lambda: call_function(spec, arguments), spec.timeout, f"Task {spec.name!r}"
+    )
 
 
 # Set in worker processes (ProcessExecutor, DaskExecutor), where a forked

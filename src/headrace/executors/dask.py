@@ -66,7 +66,7 @@ class DaskExecutor(Executor):
                 "n_workers": os.cpu_count() or 1,
                 "threads_per_worker": 1,
                 "processes": True,
-                "dashboard_address": None,
+                "dashboard_address": ":0",  # a free port: never collide with a running cluster
                 "host": "127.0.0.1",
             }
             options.update(self.cluster_kwargs)

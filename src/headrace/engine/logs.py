@@ -1,0 +1,142 @@
+"""Run logs: the console lines of the engine and `get_run_logger()`.
+
+Lines look like the seeds show them:
+
+    15:49:59.836 | INFO    | headrace.engine - Created flow run 'adept-capuchin' for flow 'my-flow'
+    15:49:59.936 | INFO    | Flow run 'adept-capuchin' - Created task run 'add_one-0' for task 'add_one'
+    15:49:59.971 | INFO    | Task run 'add_one-0' - Finished in state Completed()
+
+The console handler is installed on the `headrace` logger the first time a
+run starts, unless that logger already has handlers (yours win). Level
+and format come from HEADRACE_LOGGING_LEVEL (default INFO) and
+HEADRACE_LOGGING_FORMAT. `log_prints=True` on a flow or task sends its
+`print` calls to the run logger.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextvars
+import logging
+import os
+import sys
+import traceback
+
+from headrace.engine.context import flow_run_var, task_run_var
+from headrace.errors import ContextError
+
+ROOT = logging.getLogger("headrace")
+ENGINE = logging.getLogger("headrace.engine")
+FLOW_RUNS = logging.getLogger("headrace.flow_runs")
+TASK_RUNS = logging.getLogger("headrace.task_runs")
+
+DEFAULT_FORMAT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_label)s - %(message)s"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+class _LabelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "run_label"):
+            record.run_label = record.name
+        return super().format(record)
+
+
+_configured = False
+
+
+def configure() -> None:
+    """Install the console handler once (idempotent, cheap after the first call)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    level = os.environ.get("HEADRACE_LOGGING_LEVEL", "INFO").upper()
+    ROOT.setLevel(level)
+    if ROOT.handlers:
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(
+        _LabelFormatter(os.environ.get("HEADRACE_LOGGING_FORMAT", DEFAULT_FORMAT), "%H:%M:%S")
+    )
+    ROOT.addHandler(handler)
+    ROOT.propagate = False
+
+
+class RunLogger(logging.LoggerAdapter):
+    """A logger whose lines name the run: "Flow run 'x'" or "Task run 'y'"."""
+
+    def __init__(self, logger: logging.Logger, label: str, run_id: str | None = None):
+        super().__init__(logger, {"run_label": label, "run_id": run_id})
+
+    def process(self, msg, kwargs):
+        kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def flow_logger(run_name: str, run_id: str | None = None) -> RunLogger:
+    return RunLogger(FLOW_RUNS, f"Flow run {run_name!r}", run_id)
+
+
+def task_logger(run_name: str, run_id: str | None = None) -> RunLogger:
+    return RunLogger(TASK_RUNS, f"Task run {run_name!r}", run_id)
+
+
+def get_run_logger() -> RunLogger:
+    """The logger of the current task run, else of the current flow run."""
+    task_ctx = task_run_var.get()
+    if task_ctx is not None:
+        return task_logger(task_ctx.task_run_name)
+    flow_ctx = flow_run_var.get()
+    if flow_ctx is not None:
+        return flow_logger(flow_ctx.flow_run_name, flow_ctx.flow_run_id)
+    raise ContextError(
+        "get_run_logger() was called outside a flow or task run: there is no run to log to. "
+        "Call it inside a @flow or @task function, or use logging.getLogger(...)."
+    )
+
+
+def state_label(state) -> str:
+    """`Completed()`, `Failed('message')`: how lifecycle lines show a state."""
+    if state.name == "Completed" and state.message in (None, "Task run succeeded."):
+        return "Completed()"
+    return f"{state.name}({state.message!r})" if state.message else f"{state.name}()"
+
+
+def log_exception(logger: RunLogger, exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    logger.error("Encountered exception during execution:\n%s", text)
+
+
+# -- print to the run logger ----------------------------------------------------------------
+
+log_prints_var: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "headrace_log_prints", default=False
+)
+_original_print = builtins.print
+
+
+def _print(*args, sep=" ", end="\n", file=None, flush=False):
+    if log_prints_var.get() and file in (None, sys.stdout):
+        try:
+            get_run_logger().info(sep.join(str(a) for a in args))
+            return
+        except ContextError:
+            pass
+    _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+def enable_log_prints() -> None:
+    """Route `print` through `_print`, which logs only inside runs with log_prints=True."""
+    if builtins.print is not _print:
+        builtins.print = _print

@@ -1,0 +1,201 @@
+"""Function flows: `@flow` makes a function a flow that runs when called.
+
+    @flow
+    def my_flow(n: int):
+        total = add_one(n)                 # a task call runs the task and returns its value
+        state = add_one(n, return_state=True)
+        futures = add_one.map([1, 2, 3])   # futures; .result() for all
+        return total
+
+    my_flow(1)                             # runs now, returns 2 (raises if the flow failed)
+    my_flow(1, return_state=True)          # the final State; never raises
+
+Options: `name` (default: the function's name with `_` as `-`),
+`flow_run_name` (a template like "run-{n}", or a callable of no
+arguments), `retries`, `retry_delay`, `timeout` (seconds), `executor` (for
+`.submit`/`.map`; default a ThreadExecutor), `throttle` ({tag: n}),
+`log_prints`, `validate_parameters` (coerce arguments by their annotations
+with pydantic), `description` (default: the docstring).
+
+The run itself is the engine's (`engine.function_flow`); this module only
+describes the flow.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from headrace.errors import ParameterError
+from headrace.tasks import _normalize_retry_delay
+
+
+class FunctionFlow:
+    """A flow made from a function. Call it to run it."""
+
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        name: str | None = None,
+        flow_run_name: str | Callable[[], str] | None = None,
+        retries: int = 0,
+        retry_delay: Any = 0,
+        timeout: float | datetime.timedelta | None = None,
+        executor=None,
+        throttle: dict[str, int] | None = None,
+        log_prints: bool = False,
+        validate_parameters: bool = True,
+        description: str | None = None,
+        clock=None,
+    ):
+        if not callable(fn):
+            raise TypeError(f"@flow needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name or fn.__name__.replace("_", "-")
+        self.flow_run_name = flow_run_name
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.retries = retries
+        self.retry_delay_seconds = _normalize_retry_delay(retry_delay)
+        if isinstance(timeout, datetime.timedelta):
+            timeout = timeout.total_seconds()
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = timeout
+        self.executor = executor
+        self.throttle = dict(throttle or {})
+        self.log_prints = log_prints
+        self.validate_parameters = validate_parameters
+        self.description = description or inspect.getdoc(fn)
+        self.clock = clock
+        self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.last_run = None  # the FunctionRun of the latest call, for inspection
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args, return_state: bool = False, **kwargs):
+        from headrace.engine import function_flow
+
+        if self.is_async:
+            return function_flow.run_function_flow_async(self, args, kwargs, return_state)
+        return function_flow.run_function_flow(self, args, kwargs, return_state)
+
+    def with_options(self, **options) -> FunctionFlow:
+        """A copy of this flow with some options changed."""
+        new = copy.copy(self)
+        fresh = FunctionFlow(self.fn, **{**self._options(), **options})
+        new.__dict__.update(fresh.__dict__)
+        return new
+
+    def _options(self) -> dict:
+        return {
+            "name": self.name,
+            "flow_run_name": self.flow_run_name,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "executor": self.executor,
+            "throttle": self.throttle,
+            "log_prints": self.log_prints,
+            "validate_parameters": self.validate_parameters,
+            "description": self.description,
+            "clock": self.clock,
+        }
+
+    # -- used by the engine --------------------------------------------------------------
+    def bind_parameters(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """The call's arguments by name (defaults applied), coerced by annotation."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterError(
+                f"Flow {self.name!r} cannot be called that way: {exc}. "
+                f"Its signature is {self.fn.__name__}{self.signature}."
+            ) from None
+        bound.apply_defaults()
+        parameters = dict(bound.arguments)
+        if self.validate_parameters:
+            parameters = self._coerce(parameters)
+        return parameters
+
+    def _coerce(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        annotated = {
+            n: p.annotation
+            for n, p in self.signature.parameters.items()
+            if p.annotation is not p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and n in parameters
+        }
+        if not annotated:
+            return parameters
+        import pydantic  # only flows with annotated parameters pay for the import
+
+        out = dict(parameters)
+        problems = []
+        for pname, annotation in annotated.items():
+            if isinstance(annotation, str):  # `from __future__ import annotations`
+                annotation = _evaluate(annotation, self.fn)
+                if annotation is None:
+                    continue
+            try:
+                adapter = pydantic.TypeAdapter(annotation, config={"arbitrary_types_allowed": True})
+                out[pname] = adapter.validate_python(parameters[pname])
+            except pydantic.ValidationError as exc:
+                detail = "; ".join(e["msg"] for e in exc.errors())
+                problems.append(f"{pname}={parameters[pname]!r}: {detail}")
+            except (pydantic.PydanticSchemaGenerationError, TypeError):
+                continue  # a type pydantic cannot check is passed as given
+        if problems:
+            raise ParameterError(
+                f"Flow {self.name!r} got invalid parameters: {'; '.join(problems)}. "
+                "Pass values of the annotated types, or set validate_parameters=False."
+            )
+        return out
+
+    def call_body(self, parameters: dict[str, Any]) -> Any:
+        bound = inspect.BoundArguments(self.signature, parameters)
+        if self.timeout is None:
+            return self.fn(*bound.args, **bound.kwargs)
+        from headrace.engine.task_run import call_with_deadline
+
+        return call_with_deadline(
+            lambda: self.fn(*bound.args, **bound.kwargs), self.timeout, f"Flow {self.name!r}"
+        )
+
+    def run_name(self, parameters: dict[str, Any]) -> str:
+        if self.flow_run_name is None:
+            from headrace.engine.names import slug
+
+            return slug()
+        if callable(self.flow_run_name):
+            return str(self.flow_run_name())
+        try:
+            return self.flow_run_name.format(**parameters)
+        except (KeyError, IndexError) as exc:
+            raise ParameterError(
+                f"flow_run_name {self.flow_run_name!r} of flow {self.name!r} names {exc} "
+                f"which is not a parameter; its parameters are: {', '.join(parameters)}."
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<Flow (function) {self.name!r}>"
+
+
+def _evaluate(annotation: str, fn: Callable) -> Any:
+    try:
+        return eval(annotation, fn.__globals__)  # noqa: S307 - the user's own annotation
+    except Exception:
+        return None
+
+
+def flow(
+    fn: Callable | None = None, **options
+) -> FunctionFlow | Callable[[Callable], FunctionFlow]:
+    """Make a function a flow: `@flow` or `@flow(name=..., retries=..., ...)`."""
+    if fn is None:
+        return lambda f: FunctionFlow(f, **options)
+    return FunctionFlow(fn, **options)
