@@ -1,7 +1,8 @@
 """Triggers: pure functions that decide, from its upstream states, whether a task runs.
 
 A trigger takes the list of upstream `State`s and returns True to run the
-task. When it returns False the task is TriggerFailed. The default is
+task. When it returns False the task is TriggerFailed; a trigger may also
+raise `signals.SKIP` to skip the task. The default is
 `all_successful`. Upstream tasks that did not run because the run started
 below them (`start_tasks`) are not passed to triggers.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from headrace.signals import SKIP
 from headrace.states import State
 
 Trigger = Callable[[Sequence[State]], bool]
@@ -47,10 +49,12 @@ def any_failed(states: Sequence[State]) -> bool:
 
 
 def not_all_skipped(states: Sequence[State]) -> bool:
-    """Run unless every upstream was skipped; any failure still fails the trigger."""
+    """Run unless every upstream was skipped (then skip); any failure fails the trigger."""
     if any(not s.is_successful() for s in states):
         return False
-    return not states or not all(s.is_skipped() for s in states)
+    if states and all(s.is_skipped() for s in states):
+        raise SKIP("Every upstream task was skipped.")
+    return True
 
 
 def _bounded(count_of: Callable[[State], bool], at_least, at_most, what: str) -> Trigger:

@@ -100,6 +100,8 @@ def decide_before_run(
     trigger = task.trigger or all_successful
     try:
         passed = trigger(states)
+    except signals.SKIP as sig:
+        return Skipped(sig.message or "Skipped by its trigger.")
     except Exception as exc:  # a user's trigger that raises fails its task, not the run
         return TriggerFailed(f"Trigger {_name(trigger)} raised {exc!r}.", exception=exc)
     if passed:
