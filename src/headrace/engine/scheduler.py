@@ -520,7 +520,13 @@ class FlowRunner:
         failed = [t.name for t in terminal if task_states[t].is_failed()]
         if failed:
             message = f"Some reference tasks failed: {', '.join(repr(n) for n in failed)}."
-            return FlowState(StateType.FAILED, message, task_states, name="Failed")
+            state = FlowState(StateType.FAILED, message, task_states, name="Failed")
+            # The root cause: the first failure in graph order, not the TriggerFailed after it.
+            state.exception = next(
+                (s.exception for s in task_states.values() if s.is_failed() and s.exception),
+                None,
+            )
+            return state
         return FlowState(
             StateType.COMPLETED, "All reference tasks succeeded.", task_states, name="Completed"
         )
