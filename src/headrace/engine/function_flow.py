@@ -36,7 +36,7 @@ from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.names import slug
-from headrace.engine.task_run import TaskSpec, decide_before_run, run_task
+from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Crashed, Failed, Retrying, State, StateType, TimedOut
 from headrace.tasks import check_lengths, check_mappable
@@ -357,18 +357,11 @@ class FunctionRun:
         record.allowed = record.allowed or allowed
         failed = state.is_failed()
         level = 40 if failed else 20 if len(self.records) <= QUIET_AFTER else 10
+        after_run(task, state, record.name, record.id)
         if logs.TASK_RUNS.isEnabledFor(level):
-            logger = logs.task_logger(record.name, record.id)
-            if failed and state.exception is not None and state.name != "TriggerFailed":
-                logs.log_exception(logger, state.exception)
-            logger.log(level, "Finished in state %s", logs.state_label(state))
-        for hook in task.on_failure if failed else task.on_completion:
-            try:
-                hook(task, state)
-            except Exception:
-                logs.task_logger(record.name).exception(
-                    "A hook raised; the task run's state is unchanged"
-                )
+            logs.task_logger(record.name, record.id).log(
+                level, "Finished in state %s", logs.state_label(state)
+            )
 
     def _log_retry(self, name: str, state: State, spec: TaskSpec, run_count: int) -> None:
         delay = spec.retry_delay(run_count)

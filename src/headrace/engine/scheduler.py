@@ -55,9 +55,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from headrace.edges import flatten_once
+from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
-from headrace.engine.task_run import TaskSpec, decide_before_run, run_task
+from headrace.engine.names import slug
+from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
 from headrace.engine.throttle import Throttle
 from headrace.errors import MappingError, ParameterError, ResultReleasedError
 from headrace.states import (
@@ -165,7 +167,7 @@ class FlowRunner:
         self._seq = 0
         self.flow_ctx = FlowRunContext(
             flow_run_id=str(uuid.uuid4()),
-            flow_run_name=flow.name,
+            flow_run_name=slug(),
             flow_name=flow.name,
             parameters=parameters,
         )
@@ -302,7 +304,7 @@ class FlowRunner:
             self._seq += 1
             heapq.heappush(self.timers, (due, self._seq, unit))
             return
-        self._run_hooks(nr, state)
+        self._run_hooks(nr, state, index)
         self.finish(nr, index, state)
 
     def _resubmit_due(self) -> None:
@@ -332,7 +334,7 @@ class FlowRunner:
         if decided is not None:
             if self.throttle:
                 self._free_slots(nr)
-            self._run_hooks(nr, decided)
+            self._run_hooks(nr, decided, index)
             self.finish(nr, index, decided)
             return None, None
         return nr.spec, arguments
@@ -497,22 +499,8 @@ class FlowRunner:
                 heapq.heappush(self.timers, (float("-inf"), self._seq, unit))
 
     # -- hooks and the flow's state -----------------------------------------------------
-    def _run_hooks(self, nr: NodeRun, state: State) -> None:
-        node = nr.node
-        hooks = node.on_failure if state.is_failed() else ()
-        if state.type is StateType.COMPLETED and state.name != "Skipped":
-            hooks = node.on_completion
-        for hook in hooks:
-            try:
-                hook(node, state)
-            except Exception:
-                import logging
-
-                logging.getLogger("headrace").exception(
-                    "A %s hook of task %r raised; the task's state is unchanged",
-                    "on_failure" if state.is_failed() else "on_completion",
-                    node.name,
-                )
+    def _run_hooks(self, nr: NodeRun, state: State, index: int | None = None) -> None:
+        after_run(nr.node, state, nr.name if index is None else f"{nr.name}[{index}]")
 
     def _flow_state(self) -> FlowState:
         task_states = {node: nr.state for node, nr in self.runs.items()}
@@ -594,14 +582,20 @@ def run_flow(
         return_tasks,
         clock or SYSTEM_CLOCK,
     )
+    logs.configure()
+    name = runner.flow_ctx.flow_run_name
+    logs.ENGINE.info("Created flow run %r for flow %r", name, flow.name)
     owned = not executor.started
     if owned:
         executor.start()
     try:
-        return runner.run()
+        state = runner.run()
     finally:
         if owned:
             executor.shutdown()
+    level = 40 if state.is_failed() else 20
+    logs.flow_logger(name).log(level, "Finished in state %s", logs.state_label(state))
+    return state
 
 
 __all__ = ["run_flow", "check_parameters", "FlowRunner"]

@@ -36,6 +36,7 @@ from headrace.states import (
     Retrying,
     Skipped,
     State,
+    StateType,
     TimedOut,
     TriggerFailed,
 )
@@ -302,6 +303,31 @@ def run_task(
     finally:
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+
+
+def after_run(task, state: State, run_name: str, run_id: str | None = None) -> None:
+    """What follows a task run's final state in both runners: log a failure's
+    traceback (once, not for TriggerFailed) and call the task's hooks."""
+    from headrace.engine import logs
+
+    failed = state.is_failed()
+    traceback_due = failed and state.exception is not None and state.name != "TriggerFailed"
+    if traceback_due and logs.TASK_RUNS.isEnabledFor(40):
+        logs.log_exception(logs.task_logger(run_name, run_id), state.exception)
+    if failed:
+        hooks = task.on_failure
+    elif state.type is StateType.COMPLETED and state.name != "Skipped":
+        hooks = task.on_completion
+    else:
+        return
+    for hook in hooks:
+        try:
+            hook(task, state)
+        except Exception:
+            logs.task_logger(run_name, run_id).exception(
+                "An %s hook raised; the task run's state is unchanged",
+                "on_failure" if failed else "on_completion",
+            )
 
 
 def _failure_state(spec: TaskSpec, exc: Exception) -> State:
