@@ -118,3 +118,40 @@ def test_a_crashed_run_is_retried_per_its_retries(cluster, tmp_path):
         d = die_once()
     state = flow.run(executor=DaskExecutor(address=cluster))
     assert state[d].result() == "survived"
+
+
+class Tracked:
+    """Notes, in a file, the pid of every process that unpickles it."""
+
+    def __init__(self, log, value):
+        self.log, self.value = str(log), value
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def test_intermediate_results_stay_on_the_workers(cluster, tmp_path):
+    log = tmp_path / "unpickled"
+
+    @task
+    def make(i):
+        return Tracked(log, i)
+
+    @task
+    def grow(t):
+        return Tracked(log, t.value * 10)
+
+    @task
+    def total(ts):
+        return sum(t.value for t in ts)
+
+    with Flow("locality") as flow:
+        made = make.map([1, 2, 3])
+        grown = grow.map(made)
+        t = total(grown)
+    state = flow.run(executor=DaskExecutor(address=cluster))
+    assert state[t].result() == 60
+    pids = set(log.read_text().split()) if log.exists() else set()
+    assert str(os.getpid()) not in pids  # no intermediate Tracked came back here

@@ -57,6 +57,19 @@ class _Released:
         return "<released>"
 
 
+class RemoteValue:
+    """A result that stays where it was computed (a Dask worker) until read.
+
+    Executors that keep data remote put one in a state; downstream runs on
+    the same cluster receive the data there, and `State.result()` fetches it.
+    """
+
+    __slots__ = ()
+
+    def fetch(self) -> Any:
+        raise NotImplementedError
+
+
 class State:
     """The outcome of a run. `result()` returns its value.
 
@@ -90,6 +103,8 @@ class State:
         value = self._value
         if value.__class__ is _Released:
             raise ResultReleasedError(value.task_name)
+        if isinstance(value, RemoteValue):
+            value = self._value = value.fetch()
         return value
 
     # -- predicates --------------------------------------------------------
@@ -127,6 +142,8 @@ class State:
         value = self._value
         if value is None:
             return None
+        if isinstance(value, RemoteValue):
+            return "<on the cluster>"
         text = repr(value)
         return text if len(text) <= 80 else text[:77] + "..."
 

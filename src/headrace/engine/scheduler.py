@@ -69,6 +69,7 @@ from headrace.states import (
     FlowState,
     MappedState,
     NotRun,
+    RemoteValue,
     Retrying,
     State,
     StateType,
@@ -138,6 +139,15 @@ def _value_of(state: State, name: str) -> Any:
     value = state._value
     if value.__class__ is _Released:
         raise ResultReleasedError(value.task_name)
+    return value
+
+
+def _local(value: Any) -> Any:
+    """A value the scheduler itself must read (to map over it): fetch remote parts."""
+    if isinstance(value, RemoteValue):
+        return value.fetch()
+    if isinstance(value, list) and any(isinstance(v, RemoteValue) for v in value):
+        return [v.fetch() if isinstance(v, RemoteValue) else v for v in value]
     return value
 
 
@@ -353,7 +363,7 @@ class FlowRunner:
                 arguments[e.key] = _value_of(up.children[index], up.name)
             else:
                 value = _value_of(up.state, up.name)
-                arguments[e.key] = flatten_once(value, up.name) if e.flat else value
+                arguments[e.key] = flatten_once(_local(value), up.name) if e.flat else value
         return arguments
 
     # -- expansion of mapped nodes ------------------------------------------------
@@ -410,7 +420,7 @@ class FlowRunner:
             if e.upstream.mapped and not e.flat:
                 lengths[e.key or f"upstream {up.name!r}"] = up.children
                 continue
-            value = _value_of(up.state, up.name)
+            value = _local(_value_of(up.state, up.name))
             if e.flat:
                 value = flatten_once(value, up.name)
             seq = check_mappable(value, e.key, node.name)
@@ -502,6 +512,16 @@ class FlowRunner:
     def _run_hooks(self, nr: NodeRun, state: State, index: int | None = None) -> None:
         after_run(nr.node, state, nr.name if index is None else f"{nr.name}[{index}]")
 
+    def kept_states(self) -> list[State]:
+        """The states whose results the caller keeps (terminal, return_tasks, parameters)."""
+        kept = []
+        for nr in self.runs.values():
+            if nr.keep and not nr.reused and nr.state is not None:
+                kept.extend(
+                    nr.state.map_states if isinstance(nr.state, MappedState) else [nr.state]
+                )
+        return kept
+
     def _flow_state(self) -> FlowState:
         task_states = {node: nr.state for node, nr in self.runs.items()}
         terminal = self.flow.terminal_tasks()
@@ -590,6 +610,7 @@ def run_flow(
         executor.start()
     try:
         state = runner.run()
+        executor.localize(runner.kept_states())
     finally:
         if owned:
             executor.shutdown()

@@ -42,6 +42,9 @@ class Executor(ABC):
     def validate(self, flow: Any) -> None:
         """Refuse a flow this executor cannot run, before anything runs."""
 
+    def localize(self, states: list) -> None:
+        """Bring remote results of these states here before the executor stops (no-op)."""
+
     @abstractmethod
     def submit(self, fn, *args) -> Future:
         """Run `fn(*args)` and return a future of its result."""

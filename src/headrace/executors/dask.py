@@ -3,7 +3,10 @@
 Without `address` each run gets a temporary `LocalCluster` (worker
 processes, one thread each unless `cluster_kwargs` say otherwise); with
 `address` it connects to a running scheduler (`dask scheduler` /
-`dask worker`). Every submission has a unique key, so Dask never merges
+`dask worker`). Results stay on the workers: downstream runs receive them
+there (Dask moves data between workers), a result leaves the cluster's
+memory once the scheduler releases it, and only the results the caller
+keeps, and the lists a map must count, come back to this process. Every submission has a unique key, so Dask never merges
 two task runs that look alike. A worker that dies raises in the future;
 the scheduler records that run as Crashed (and retries it per the task's
 `retries`), never as the task's own failure.
@@ -15,6 +18,7 @@ feature. Timeouts kill the task on worker processes (see
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import uuid
@@ -22,14 +26,66 @@ from concurrent.futures import Future
 
 from headrace.executors.base import Executor
 from headrace.executors.processes import check_picklable
+from headrace.states import RemoteValue
 
 
-def _run_on_worker(client_pid: int, fn, *args):
+def _run_on_worker(client_pid: int, paths: list, fn, *args):
+    """Worker side: unwrap upstream states at `paths` into their values, then run."""
     if os.getpid() != client_pid:  # a worker process: forking a child to kill is safe
         from headrace.engine.task_run import enable_kill_on_timeout
 
         enable_kill_on_timeout()
+    if paths:
+        arguments = dict(args[1])
+        for key, index in paths:
+            if index is None:
+                arguments[key] = arguments[key]._value
+            else:
+                items = list(arguments[key])
+                items[index] = items[index]._value
+                arguments[key] = items
+        args = (args[0], arguments, *args[2:])
     return fn(*args)
+
+
+def _without_value(state):
+    """Worker side: a copy of the state that leaves its value behind, and whether it had one."""
+    has_value = state._value is not None and state.is_successful()
+    if not has_value:
+        return state, False
+    light = copy.copy(state)
+    light._value = None
+    return light, True
+
+
+class _OnWorker(RemoteValue):
+    """A task run's value left on the cluster; `future` resolves to its whole State."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future):
+        self.future = future
+
+    def fetch(self):
+        return self.future.result()._value
+
+
+def _send_remote(arguments: dict) -> tuple[dict, list]:
+    """Replace values left on the cluster by their states' futures; say where they are."""
+    paths = []
+    out = dict(arguments)
+    for key, value in arguments.items():
+        if isinstance(value, _OnWorker):
+            out[key] = value.future
+            paths.append((key, None))
+        elif isinstance(value, list) and any(isinstance(v, _OnWorker) for v in value):
+            items = list(value)
+            for i, v in enumerate(items):
+                if isinstance(v, _OnWorker):
+                    items[i] = v.future
+                    paths.append((key, i))
+            out[key] = items
+    return out, paths
 
 
 class DaskExecutor(Executor):
@@ -91,23 +147,40 @@ class DaskExecutor(Executor):
     def submit(self, fn, *args) -> Future:
         if self.client is None:
             raise RuntimeError("DaskExecutor.submit() before start()")
-        # args[2] is the run name ("task[3]"); keys must be unique per submission.
+        # args are run_task's: (spec, arguments, run name, ...).
+        paths: list = []
+        if len(args) > 1 and isinstance(args[1], dict):
+            arguments, paths = _send_remote(args[1])
+            args = (args[0], arguments, *args[2:])
+        # Keys must be unique per submission: Dask must never merge two task runs.
         key = f"{args[2] if len(args) > 2 else fn.__name__}-{self._run}-{next(self._counter)}"
-        dask_future = self.client.submit(
-            _run_on_worker, os.getpid(), fn, *args, key=key, pure=False
+        full = self.client.submit(
+            _run_on_worker, os.getpid(), paths, fn, *args, key=key, pure=False
         )
+        light = self.client.submit(_without_value, full, key=f"{key}-state", pure=False)
         outer: Future = Future()
 
         def relay(done) -> None:
             try:
-                outer.set_result(done.result())
+                state, has_value = done.result()
+                if has_value:
+                    state._value = _OnWorker(full)
+                outer.set_result(state)
             except BaseException as exc:
                 outer.set_exception(exc)
             finally:
                 done.release()
 
-        dask_future.add_done_callback(relay)
+        light.add_done_callback(relay)
         return outer
+
+    def localize(self, states: list) -> None:
+        """Fetch every kept result from the cluster in one gather."""
+        remote = [s for s in states if isinstance(s._value, _OnWorker)]
+        if remote and self.client is not None:
+            wholes = self.client.gather([s._value.future for s in remote])
+            for state, whole in zip(remote, wholes):
+                state._value = whole._value
 
     def __repr__(self) -> str:
         where = self.address or "a temporary LocalCluster"
