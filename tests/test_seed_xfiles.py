@@ -12,18 +12,20 @@ string formatting; here every insert uses `?` placeholders.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import urllib.error
 import urllib.request
 from collections import Counter
 from contextlib import closing
 from types import SimpleNamespace
 
+import cloudpickle
 import pytest
 from bs4 import BeautifulSoup
 
 from headrace import Flow, Parameter, Task, task, unmapped
 from headrace.errors import ResultReleasedError
-from headrace.executors import ThreadExecutor
+from headrace.executors import DaskExecutor, ProcessExecutor, ThreadExecutor
 from headrace.states import MappedState
 from xfiles_site import (
     BROKEN_HREF,
@@ -34,6 +36,9 @@ from xfiles_site import (
     PROGRAMMING_ROWS,
     XFilesSite,
 )
+
+# Worker processes cannot import this module by name: send its tasks by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # -- the tutorial's tasks, translated ---------------------------------------------------------
 
@@ -272,13 +277,21 @@ def test_without_return_tasks_the_raw_pages_are_released(site):
         scraped_state[n.episode].map_states[0].result()
 
 
-def test_parallel_scrape_is_throttled_to_three_connections():
+PARALLEL_EXECUTORS = {
+    "threads": lambda: ThreadExecutor(8),
+    "processes": lambda: ProcessExecutor(4),
+    "dask": lambda: DaskExecutor(cluster_kwargs={"n_workers": 4}),
+}
+
+
+@pytest.mark.parametrize("make_executor", PARALLEL_EXECUTORS.values(), ids=PARALLEL_EXECUTORS)
+def test_parallel_scrape_is_throttled_to_three_connections(make_executor):
     flow, n = build_scrape_flow()
     with XFilesSite(delay=0.05) as site:
         scraped_state = flow.run(
             parameters={"url": site.base_url},
             return_tasks=[n.dialogue],
-            executor=ThreadExecutor(8),
+            executor=make_executor(),
             throttle={"web": 3},
         )
 
