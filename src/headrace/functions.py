@@ -156,9 +156,10 @@ class FunctionFlow:
             )
         return out
 
-    def call_body(self, parameters: dict[str, Any]) -> Any:
+    def call_body(self, parameters: dict[str, Any], timeout: bool = True) -> Any:
+        """Call the function with its parameters (an async one returns its coroutine)."""
         bound = inspect.BoundArguments(self.signature, parameters)
-        if self.timeout is None:
+        if self.timeout is None or not timeout:
             return self.fn(*bound.args, **bound.kwargs)
         from headrace.engine.task_run import call_with_deadline
 

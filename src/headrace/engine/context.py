@@ -16,13 +16,21 @@ from headrace.errors import ContextError
 
 
 class FlowRunContext:
-    __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters")
+    __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints")
 
-    def __init__(self, flow_run_id: str, flow_run_name: str, flow_name: str, parameters: dict):
+    def __init__(
+        self,
+        flow_run_id: str,
+        flow_run_name: str,
+        flow_name: str,
+        parameters: dict,
+        log_prints: bool = False,
+    ):
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
         self.flow_name = flow_name
         self.parameters = parameters
+        self.log_prints = log_prints
 
 
 class TaskRunContext:
@@ -34,9 +42,12 @@ class TaskRunContext:
         "task_loop_count",
         "task_loop_result",
         "task_tags",
+        "task_run_id",
     )
 
-    def __init__(self, task_name: str, task_run_name: str, map_index: int | None, tags):
+    def __init__(
+        self, task_name: str, task_run_name: str, map_index: int | None, tags, run_id=None
+    ):
         self.task_name = task_name
         self.task_run_name = task_run_name
         self.map_index = map_index
@@ -44,6 +55,7 @@ class TaskRunContext:
         self.task_loop_count = 1
         self.task_loop_result = None
         self.task_tags = tags
+        self.task_run_id = run_id
 
 
 flow_run_var: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(

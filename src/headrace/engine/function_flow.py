@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from typing import Any
@@ -36,9 +37,11 @@ from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.names import slug
+from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Crashed, Failed, Retrying, State, StateType, TimedOut
+from headrace.store import get_store
 from headrace.tasks import check_lengths, check_mappable
 
 # Results of these types are too often shared (interned, cached) to say who made them.
@@ -51,7 +54,18 @@ QUIET_AFTER = 20
 class TaskRunRecord:
     """One task run of a function flow (or a subflow run), for the DAG and the history."""
 
-    __slots__ = ("id", "name", "task_name", "map_index", "upstream", "state", "allowed", "kind")
+    __slots__ = (
+        "id",
+        "name",
+        "task_name",
+        "map_index",
+        "upstream",
+        "state",
+        "allowed",
+        "kind",
+        "start",
+        "run_count",
+    )
 
     def __init__(
         self, id: str, name: str, task_name: str, map_index: int | None, upstream: list[str]
@@ -64,6 +78,8 @@ class TaskRunRecord:
         self.state: State | None = None
         self.allowed = False  # a failure the flow was told to accept
         self.kind = "task"
+        self.start = time.time()
+        self.run_count = 1
 
     def __repr__(self) -> str:
         return f"<TaskRunRecord {self.name} {self.state!r}>"
@@ -115,6 +131,12 @@ class FutureList(list):
     def wait(self) -> list[State]:
         return [f.wait() for f in self]
 
+    def __await__(self):
+        """In an async flow: wait without blocking the loop, then the list of results."""
+        for future in self:
+            yield from asyncio.wrap_future(future._future).__await__()
+        return self.result()
+
 
 class FunctionRun:
     """One run of a function flow. Created and driven by `run_function_flow`."""
@@ -124,7 +146,7 @@ class FunctionRun:
         self.parent = parent
         self.id = uuid.uuid4().hex
         self.name = flow.run_name(parameters)
-        self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters)
+        self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters, flow.log_prints)
         self.clock = clock
         self.throttle = Throttle(flow.throttle)
         self.logger = logs.flow_logger(self.name, self.id)
@@ -136,6 +158,8 @@ class FunctionRun:
         self._pending: set[Future] = set()
         self._executor = None
         self._owns_executor = False
+        self._run_counts: dict[str, int] = {}  # attempts of task runs that retried
+        self.store = get_store()
         self.is_async = False
         self.state: State | None = None
 
@@ -226,7 +250,7 @@ class FunctionRun:
             if self.throttle:
                 self.throttle.take_waiting(task.tags)
             try:
-                state = self._run_inline(spec, arguments, record.name)
+                state = self._run_inline(spec, arguments, record.name, record.id)
             finally:
                 if self.throttle:
                     self._relaunch(self.throttle.release(task.tags))
@@ -238,19 +262,22 @@ class FunctionRun:
             self._producers[id(value)] = (record, value)
         return value
 
-    def _run_inline(self, spec: TaskSpec, arguments: dict, name: str) -> State:
+    def _run_inline(self, spec: TaskSpec, arguments: dict, name: str, run_id: str) -> State:
         run_count, loop = 1, (1, None)
         while True:
-            state = run_task(spec, arguments, name, None, self.ctx, run_count, loop)
+            state = run_task(spec, arguments, name, None, self.ctx, run_count, loop, run_id)
             if state.name != "Retrying":
                 return state
             self._log_retry(name, state, spec, run_count)
+            task_state(self.store, run_id, self.id, state)
             loop = state._value or loop
             self.clock.sleep(spec.retry_delay(run_count))
             run_count += 1
+            self._run_counts[run_id] = run_count
 
     # -- submitted runs ------------------------------------------------------------------------
-    def submit(self, task, args: tuple, kwargs: dict, map_index: int | None = None):
+    def submit(self, task, args: tuple, kwargs: dict, map_index: int | None = None, sources=()):
+        """`sources`: ids of runs whose results a map iterates, upstream of each child."""
         wait_for = _pop_option(task, kwargs, "wait_for", None)
         arguments = task.bind(args, kwargs)
         deps = [v for v in arguments.values() if _is_future(v)]
@@ -258,7 +285,7 @@ class FunctionRun:
             if isinstance(v, list | tuple):
                 deps.extend(x for x in v if _is_future(x))
         deps.extend(d for d in wait_for or () if _is_future(d))
-        future_ids = [d.record.id for d in deps]
+        future_ids = [*sources, *(d.record.id for d in deps)]
         record = self._record(task, map_index, future_ids)
         future = TaskFuture(record, self)
         self._pending.add(future._future)
@@ -282,7 +309,7 @@ class FunctionRun:
         resolved = {k: self._resolve(v, upstream, states) for k, v in arguments.items()}
         for dep in wait_for or ():
             self._resolve(dep, upstream, states)
-        future.record.upstream = upstream
+        future.record.upstream = [*dict.fromkeys([*future.record.upstream, *upstream])]
         decided = self._decide(task, states)
         if decided is not None:
             self._complete(task, future, decided)
@@ -295,7 +322,7 @@ class FunctionRun:
         task, arguments, future, run_count, loop = attempt
         record = future.record
         args = (self._spec(task), arguments, record.name, record.map_index, self.ctx)
-        done = self.executor.submit(run_task, *args, run_count, loop)
+        done = self.executor.submit(run_task, *args, run_count, loop, record.id)
         done.add_done_callback(lambda f, attempt=attempt: self._on_done(attempt, f))
 
     def _on_done(self, attempt: tuple, done: Future) -> None:
@@ -311,6 +338,8 @@ class FunctionRun:
         if state.name == "Retrying":
             spec = self._spec(task)
             self._log_retry(future.record.name, state, spec, run_count)
+            task_state(self.store, future.record.id, self.id, state)
+            self._run_counts[future.record.id] = run_count + 1
             retry = (task, arguments, future, run_count + 1, state._value or loop)
             delay = spec.retry_delay(run_count)
             threading.Thread(target=self._retry_after, args=(delay, retry), daemon=True).start()
@@ -334,21 +363,26 @@ class FunctionRun:
     def map(self, task, args: tuple, kwargs: dict) -> FutureList:
         wait_for = _pop_option(task, kwargs, "wait_for", None)
         arguments = task.bind(args, kwargs, for_map=True)
-        fixed, iterated = {}, {}
+        fixed, iterated, sources = {}, {}, []
         for key, value in arguments.items():
             if isinstance(value, unmapped):
                 fixed[key] = value.value
-            elif isinstance(value, TaskFuture):
-                iterated[key] = check_mappable(value.result(), key, task.name)
-            else:
-                iterated[key] = check_mappable(value, key, task.name)
+                continue
+            if isinstance(value, TaskFuture):  # iterate its result: wait for it here
+                sources.append(value.record.id)
+                value = value.result()
+            elif not isinstance(value, _UNTRACKED):
+                made = self._producers.get(id(value))
+                if made is not None and made[1] is value:
+                    sources.append(made[0].id)
+            iterated[key] = check_mappable(value, key, task.name)
         n = check_lengths(iterated, task.name)
         futures = FutureList()
         for i in range(n):
             child = {**fixed, **{k: v[i] for k, v in iterated.items()}}
             if wait_for:
                 child["wait_for"] = wait_for
-            futures.append(self.submit(task, (), child, map_index=i))
+            futures.append(self.submit(task, (), child, map_index=i, sources=sources))
         return futures
 
     # -- finishing ---------------------------------------------------------------------------------
@@ -358,6 +392,11 @@ class FunctionRun:
         failed = state.is_failed()
         level = 40 if failed else 20 if len(self.records) <= QUIET_AFTER else 10
         after_run(task, state, record.name, record.id)
+        task_run_done(
+            self.store, record.id, self.id, task.name, record.name, None, record.map_index,
+            None, record.upstream, task.tags, state, record.start,
+            self._run_counts.pop(record.id, 1),
+        )  # fmt: skip
         if logs.TASK_RUNS.isEnabledFor(level):
             logs.task_logger(record.name, record.id).log(
                 level, "Finished in state %s", logs.state_label(state)
@@ -400,7 +439,7 @@ class FunctionRun:
                 f"{len(unallowed)}/{len(self.records)} states failed.",
                 exception=first.exception,
             )
-        return Completed("All states completed.", value)
+        return Completed("All states completed." if self.records else None, value)
 
 
 def _is_future(value: Any) -> bool:
@@ -447,8 +486,14 @@ def _start(flow, args: tuple, kwargs: dict, clock) -> tuple[FunctionRun, dict, A
     parameters = flow.bind_parameters(args, kwargs)
     parent = _build.function_run.get()
     run = FunctionRun(flow, parameters, parent, clock or flow.clock or SYSTEM_CLOCK)
+    flow_run_started(
+        run.store, run.id, run.name, flow.name, "function", parameters,
+        parent.id if parent else None, flow.executor,
+    )  # fmt: skip
     if parent is None:
-        logs.ENGINE.info("Created flow run %r for flow %r", run.name, flow.name)
+        logs.ENGINE.info(
+            "Created flow run %r for flow %r", run.name, flow.name, extra={"flow_run_id": run.id}
+        )
     else:
         parent.logger.info("Created subflow run %r for flow %r", run.name, flow.name)
     return run, parameters, parent
@@ -474,6 +519,9 @@ def _exit(tokens: tuple) -> None:
 def _end(flow, run: FunctionRun, parent, state: State, return_state: bool):
     run.logger.log(40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state))
     run.state = state
+    flow_run_ended(run.store, run.id, state)
+    if parent is None:
+        run.store.flush()
     if parent is not None:
         record = TaskRunRecord(run.id, run.name, flow.name, None, [])
         record.kind = "flow"
@@ -521,10 +569,8 @@ async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=
     while True:
         tokens = _enter(run, flow.log_prints)
         try:
-            if flow.timeout is None:
-                value = await flow.fn(**parameters)
-            else:
-                value = await asyncio.wait_for(flow.fn(**parameters), flow.timeout)
+            body = flow.call_body(parameters, timeout=False)
+            value = await (body if flow.timeout is None else asyncio.wait_for(body, flow.timeout))
             state = None
         except Exception as exc:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError) and flow.timeout:
@@ -547,7 +593,10 @@ def _failed_body(run: FunctionRun, flow, exc: Exception) -> State:
 
     if isinstance(exc, TaskTimeoutError):
         return TimedOut(f"Flow run exceeded its timeout of {flow.timeout:g} s.", exc)
-    logs.log_exception(run.logger, exc)
+    if any(r.state is not None and r.state.exception is exc for r in run.records):
+        run.logger.error("A task run failed and its exception ended the flow (traceback above).")
+    else:
+        logs.log_exception(run.logger, exc)
     return Failed(f"Flow run encountered an exception {type(exc).__name__}: {exc}", exc)
 
 

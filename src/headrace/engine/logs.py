@@ -52,18 +52,50 @@ class _LabelFormatter(logging.Formatter):
         return super().format(record)
 
 
+class StoreHandler(logging.Handler):
+    """Records every line logged for a run in the run history."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        flow_run_id = getattr(record, "flow_run_id", None)
+        if flow_run_id is None:
+            ctx = flow_run_var.get()
+            if ctx is None:
+                return  # not a run's line
+            flow_run_id = ctx.flow_run_id
+        from headrace.store import get_store
+
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            get_store().put(
+                "log",
+                (
+                    flow_run_id,
+                    getattr(record, "task_run_id", None),
+                    record.levelno,
+                    record.created,
+                    getattr(record, "run_label", record.name),
+                    message,
+                ),
+            )
+        except Exception:
+            self.handleError(record)
+
+
 _configured = False
 
 
 def configure() -> None:
-    """Install the console handler once (idempotent, cheap after the first call)."""
+    """Install the handlers once (idempotent, cheap after the first call)."""
     global _configured
     if _configured:
         return
     _configured = True
     level = os.environ.get("HEADRACE_LOGGING_LEVEL", "INFO").upper()
     ROOT.setLevel(level)
-    if ROOT.handlers:
+    ROOT.addHandler(StoreHandler())
+    if any(not isinstance(h, StoreHandler) for h in ROOT.handlers):
         return
     handler = _StderrHandler()
     handler.setFormatter(
@@ -76,27 +108,28 @@ def configure() -> None:
 class RunLogger(logging.LoggerAdapter):
     """A logger whose lines name the run: "Flow run 'x'" or "Task run 'y'"."""
 
-    def __init__(self, logger: logging.Logger, label: str, run_id: str | None = None):
-        super().__init__(logger, {"run_label": label, "run_id": run_id})
+    def __init__(self, logger: logging.Logger, label: str, flow_run_id=None, task_run_id=None):
+        extra = {"run_label": label, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
+        super().__init__(logger, extra)
 
     def process(self, msg, kwargs):
         kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}
         return msg, kwargs
 
 
-def flow_logger(run_name: str, run_id: str | None = None) -> RunLogger:
-    return RunLogger(FLOW_RUNS, f"Flow run {run_name!r}", run_id)
+def flow_logger(run_name: str, flow_run_id: str | None = None) -> RunLogger:
+    return RunLogger(FLOW_RUNS, f"Flow run {run_name!r}", flow_run_id)
 
 
-def task_logger(run_name: str, run_id: str | None = None) -> RunLogger:
-    return RunLogger(TASK_RUNS, f"Task run {run_name!r}", run_id)
+def task_logger(run_name: str, task_run_id: str | None = None) -> RunLogger:
+    return RunLogger(TASK_RUNS, f"Task run {run_name!r}", None, task_run_id)
 
 
 def get_run_logger() -> RunLogger:
     """The logger of the current task run, else of the current flow run."""
     task_ctx = task_run_var.get()
     if task_ctx is not None:
-        return task_logger(task_ctx.task_run_name)
+        return task_logger(task_ctx.task_run_name, task_ctx.task_run_id)
     flow_ctx = flow_run_var.get()
     if flow_ctx is not None:
         return flow_logger(flow_ctx.flow_run_name, flow_ctx.flow_run_id)

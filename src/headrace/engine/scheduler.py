@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import heapq
 import queue
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -59,6 +60,7 @@ from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.names import slug
+from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
 from headrace.engine.throttle import Throttle
 from headrace.errors import MappingError, ParameterError, ResultReleasedError
@@ -75,6 +77,7 @@ from headrace.states import (
     StateType,
     _Released,
 )
+from headrace.store import get_store
 from headrace.tasks import check_lengths, check_mappable
 
 WHOLE, ELEMENT = 0, 1
@@ -103,6 +106,7 @@ class NodeRun:
         "holds",
         "sequences",
         "unexpandable",
+        "run_id",
     )
 
     def __init__(self, node):
@@ -125,6 +129,7 @@ class NodeRun:
         self.holds: Any = 0
         self.sequences: dict | None = None
         self.unexpandable: NodeRun | None = None
+        self.run_id = ""
 
     def __repr__(self) -> str:
         return f"<NodeRun {self.name}>"
@@ -164,6 +169,7 @@ class FlowRunner:
         start_tasks: list,
         return_tasks: list,
         clock,
+        store,
     ):
         self.flow = flow
         self.executor = executor
@@ -181,7 +187,10 @@ class FlowRunner:
             flow_name=flow.name,
             parameters=parameters,
         )
+        self.store = store
         self.runs: dict[Any, NodeRun] = {t: NodeRun(t) for t in flow.sorted_tasks()}
+        for k, nr in enumerate(self.runs.values()):
+            nr.run_id = f"{self.flow_ctx.flow_run_id}-{k}"
         self._link(parameters, task_states, start_tasks, return_tasks)
 
     # -- setting up ---------------------------------------------------------
@@ -262,7 +271,7 @@ class FlowRunner:
                     continue
                 spec, arguments = self._prepare(nr, index)
                 if spec is not None:
-                    self._submit(nr, index, spec, arguments, 1, (1, None))
+                    self._submit(nr, index, spec, arguments, 1, (1, None), time.time())
                     if inline:
                         self._handle(self.events.get())
             if not self.unfinished:
@@ -281,10 +290,11 @@ class FlowRunner:
                 self._handle(event)
         return self._flow_state()
 
-    def _submit(self, nr, index, spec, arguments, run_count: int, loop: tuple) -> None:
+    def _submit(self, nr, index, spec, arguments, run_count: int, loop: tuple, start) -> None:
         run_name = nr.name if index is None else f"{nr.name}[{index}]"
-        args = (spec, arguments, run_name, index, self.flow_ctx, run_count, loop)
-        unit = (nr, index, spec, arguments, run_count, loop)
+        run_id = self._run_id(nr, index)
+        args = (spec, arguments, run_name, index, self.flow_ctx, run_count, loop, run_id)
+        unit = (nr, index, spec, arguments, run_count, loop, start)
         self.running += 1
         if self.executor.inline:
             # Same code path as a pool, minus the future: the call runs right here.
@@ -295,7 +305,7 @@ class FlowRunner:
 
     def _handle(self, event) -> None:
         unit, state, future = event
-        nr, index, spec, arguments, run_count, loop = unit
+        nr, index, spec, arguments, run_count, loop, start = unit
         self.running -= 1
         if future is not None:
             try:
@@ -309,12 +319,13 @@ class FlowRunner:
             self._free_slots(nr)
         if state.name == "Retrying":
             if state._value is not None:  # the loop reached so far, to resume from
-                unit = (*unit[:5], state._value)
+                unit = (*unit[:5], state._value, start)
+            task_state(self.store, self._run_id(nr, index), self.flow_ctx.flow_run_id, state)
             due = self.clock.monotonic() + spec.retry_delay(run_count)
             self._seq += 1
             heapq.heappush(self.timers, (due, self._seq, unit))
             return
-        self._run_hooks(nr, state, index)
+        self._after(nr, index, state, start, run_count)
         self.finish(nr, index, state)
 
     def _resubmit_due(self) -> None:
@@ -322,10 +333,10 @@ class FlowRunner:
         now = self.clock.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, unit = heapq.heappop(self.timers)
-            nr, index, spec, arguments, run_count, loop = unit
+            nr, index, spec, arguments, run_count, loop, start = unit
             if self.throttle and not self._take_slots(nr, ("retry", unit)):
                 continue
-            self._submit(nr, index, spec, arguments, run_count + 1, loop)
+            self._submit(nr, index, spec, arguments, run_count + 1, loop, start)
 
     # -- preparing a unit ------------------------------------------------------
     def _prepare(self, nr: NodeRun, index: int | None):
@@ -344,7 +355,7 @@ class FlowRunner:
         if decided is not None:
             if self.throttle:
                 self._free_slots(nr)
-            self._run_hooks(nr, decided, index)
+            self._after(nr, index, decided)
             self.finish(nr, index, decided)
             return None, None
         return nr.spec, arguments
@@ -389,7 +400,7 @@ class FlowRunner:
                 failure = failure or Failed(str(exc), exception=exc)
         if failure is not None:
             self._started(nr, None)
-            self._run_hooks(nr, failure)
+            self._after(nr, None, failure)
             self.finish(nr, None, failure)
             return
         nr.sequences = sequences
@@ -405,6 +416,7 @@ class FlowRunner:
         if length == 0:
             self._started(nr, None)
             self.finish(nr, None, MappedState([]))
+            self._record_whole(nr)
             return
         self.ready.extend((nr, i) for i in range(length - 1, -1, -1) if nr.child_wait[i] == 0)
 
@@ -458,6 +470,7 @@ class FlowRunner:
         nr.remaining -= 1
         if nr.remaining == 0:
             nr.state = MappedState(nr.children)
+            self._record_whole(nr)
             self.unfinished -= 1
             for down, mode in nr.downs:
                 if mode == WHOLE:
@@ -509,8 +522,32 @@ class FlowRunner:
                 heapq.heappush(self.timers, (float("-inf"), self._seq, unit))
 
     # -- hooks and the flow's state -----------------------------------------------------
-    def _run_hooks(self, nr: NodeRun, state: State, index: int | None = None) -> None:
-        after_run(nr.node, state, nr.name if index is None else f"{nr.name}[{index}]")
+    def _record_whole(self, nr: NodeRun) -> None:
+        """The record of a mapped task as a whole (its children have their own)."""
+        upstream = [up.run_id for up, _ in nr.ups if not up.preset]
+        task_run_done(
+            self.store, nr.run_id, self.flow_ctx.flow_run_id, nr.name, nr.name, nr.node.slug,
+            None, None, upstream, nr.node.tags, nr.state, None, 1,
+        )  # fmt: skip
+
+    def _run_id(self, nr: NodeRun, index: int | None) -> str:
+        return nr.run_id if index is None else f"{nr.run_id}.{index}"
+
+    def _after(self, nr: NodeRun, index, state: State, start=None, run_count: int = 1) -> None:
+        """A unit's final state: log, hooks, and its record in the run history."""
+        run_name = nr.name if index is None else f"{nr.name}[{index}]"
+        run_id = self._run_id(nr, index)
+        after_run(nr.node, state, run_name, run_id)
+        upstream = [
+            up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
+            for up, mode in nr.ups
+            if not up.preset
+        ]
+        task_run_done(
+            self.store, run_id, self.flow_ctx.flow_run_id, nr.name, run_name, nr.node.slug,
+            index, nr.run_id if index is not None else None, upstream, nr.node.tags, state,
+            start or time.time(), run_count,
+        )  # fmt: skip
 
     def kept_states(self) -> list[State]:
         """The states whose results the caller keeps (terminal, return_tasks, parameters)."""
@@ -592,6 +629,7 @@ def run_flow(
                 )
     executor = executor or LocalExecutor()
     executor.validate(flow)
+    store = get_store()
     runner = FlowRunner(
         flow,
         values,
@@ -601,21 +639,36 @@ def run_flow(
         start_tasks,
         return_tasks,
         clock or SYSTEM_CLOCK,
+        store,
     )
     logs.configure()
-    name = runner.flow_ctx.flow_run_name
-    logs.ENGINE.info("Created flow run %r for flow %r", name, flow.name)
+    ctx = runner.flow_ctx
+    flow_run_started(
+        store, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor
+    )
+    logs.ENGINE.info(
+        "Created flow run %r for flow %r",
+        ctx.flow_run_name,
+        flow.name,
+        extra={"flow_run_id": ctx.flow_run_id},
+    )
     owned = not executor.started
     if owned:
         executor.start()
+    state = None
     try:
         state = runner.run()
         executor.localize(runner.kept_states())
     finally:
         if owned:
             executor.shutdown()
-    level = 40 if state.is_failed() else 20
-    logs.flow_logger(name).log(level, "Finished in state %s", logs.state_label(state))
+        if state is None:  # interrupted: the run did not finish
+            state = Crashed("The flow run was interrupted before it finished.")
+        flow_run_ended(store, ctx.flow_run_id, state)
+        logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
+            40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
+        )
+        store.flush()
     return state
 
 

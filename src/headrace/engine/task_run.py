@@ -259,6 +259,7 @@ def run_task(
     flow_ctx: FlowRunContext,
     run_count: int = 1,
     loop: tuple[int, Any] = (1, None),
+    run_id: str | None = None,
 ) -> State:
     """Run one attempt of a task run (its LOOP iterations included) to a state.
 
@@ -268,11 +269,17 @@ def run_task(
     retry delay on its clock (no worker is held while waiting) and calls
     again with `run_count + 1`.
     """
-    task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags)
+    task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags, run_id)
     task_ctx.task_run_count = run_count
     task_ctx.task_loop_count, task_ctx.task_loop_result = loop
     flow_token = flow_run_var.set(flow_ctx)
     task_token = task_run_var.set(task_ctx)
+    prints_token = None
+    if flow_ctx.log_prints:  # workers do not inherit the flow thread's context
+        from headrace.engine.logs import enable_log_prints, log_prints_var
+
+        enable_log_prints()
+        prints_token = log_prints_var.set(True)
     try:
         while True:
             try:
@@ -301,6 +308,8 @@ def run_task(
                 retrying._value = (task_ctx.task_loop_count, task_ctx.task_loop_result)
                 return retrying
     finally:
+        if prints_token is not None:
+            prints_token.var.reset(prints_token)
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
 

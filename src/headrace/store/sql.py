@@ -1,0 +1,546 @@
+"""The run-history store on a SQL database: SQLite by default, PostgreSQL for teams.
+
+Writes never block the engine. `put(kind, row)` appends to a queue; one
+writer thread drains it, groups rows by statement and writes each batch in
+one transaction. `flush()` waits until everything put so far is written.
+A crash loses at most the batch being written; the next process to open
+the store marks runs whose process is gone as Crashed.
+
+A write that fails for a reason the user must fix (disk full, read-only
+directory) turns history off for this process with one warning; runs go
+on. "database is locked" never reaches the user: the writer waits and
+retries. A database that is not headrace's, or is from a newer headrace,
+is refused when opened, and nothing in it is changed.
+
+Readers use their own connection; in WAL mode they never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from headrace.errors import HeadraceError
+from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
+
+SCHEMA_VERSION = 1
+APP = "headrace"
+PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
+BATCH = 5000
+HEARTBEAT_SECONDS = 15.0
+STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
+
+log = logging.getLogger("headrace.store")
+
+
+class StoreError(HeadraceError):
+    """The history database cannot be used as it is; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    placeholder: str
+    real: str
+    serial_key: str
+    errors: tuple  # exception types of the driver
+
+
+FLOW_RUN_COLUMNS = [
+    "id",
+    "name",
+    "flow_name",
+    "style",
+    "parameters",
+    "parent_id",
+    "state_type",
+    "state_name",
+    "state_message",
+    "start_time",
+    "end_time",
+    "executor",
+    "host",
+    "pid",
+    "heartbeat",
+]
+TASK_RUN_COLUMNS = [
+    "id",
+    "flow_run_id",
+    "task_name",
+    "name",
+    "task_key",
+    "map_index",
+    "parent_task_run_id",
+    "upstream",
+    "tags",
+    "state_type",
+    "state_name",
+    "state_message",
+    "start_time",
+    "end_time",
+    "run_count",
+    "cache_key",
+    "result_ref",
+]
+STATE_COLUMNS = ["task_run_id", "flow_run_id", "type", "name", "message", "time"]
+LOG_COLUMNS = ["flow_run_id", "task_run_id", "level", "time", "logger", "message"]
+
+
+def schema(d: Dialect) -> list[str]:
+    """The statements that create schema version 1."""
+    return [
+        "CREATE TABLE IF NOT EXISTS headrace_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS flow_runs (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, flow_name TEXT NOT NULL,
+            style TEXT NOT NULL, parameters TEXT, parent_id TEXT,
+            state_type TEXT NOT NULL, state_name TEXT NOT NULL, state_message TEXT,
+            start_time {d.real}, end_time {d.real}, executor TEXT, host TEXT,
+            pid INTEGER, heartbeat {d.real})""",
+        "CREATE INDEX IF NOT EXISTS flow_runs_start ON flow_runs (start_time)",
+        "CREATE INDEX IF NOT EXISTS flow_runs_name ON flow_runs (name)",
+        "CREATE INDEX IF NOT EXISTS flow_runs_parent ON flow_runs (parent_id)",
+        f"""CREATE TABLE IF NOT EXISTS task_runs (
+            id TEXT PRIMARY KEY, flow_run_id TEXT NOT NULL, task_name TEXT NOT NULL,
+            name TEXT NOT NULL, task_key TEXT, map_index INTEGER, parent_task_run_id TEXT,
+            upstream TEXT, tags TEXT, state_type TEXT NOT NULL, state_name TEXT NOT NULL,
+            state_message TEXT, start_time {d.real}, end_time {d.real},
+            run_count INTEGER, cache_key TEXT, result_ref TEXT)""",
+        "CREATE INDEX IF NOT EXISTS task_runs_flow ON task_runs (flow_run_id)",
+        f"""CREATE TABLE IF NOT EXISTS task_run_states (
+            id {d.serial_key}, task_run_id TEXT, flow_run_id TEXT NOT NULL,
+            type TEXT NOT NULL, name TEXT NOT NULL, message TEXT, time {d.real})""",
+        "CREATE INDEX IF NOT EXISTS states_task ON task_run_states (task_run_id)",
+        "CREATE INDEX IF NOT EXISTS states_flow ON task_run_states (flow_run_id)",
+        f"""CREATE TABLE IF NOT EXISTS logs (
+            id {d.serial_key}, flow_run_id TEXT NOT NULL, task_run_id TEXT,
+            level INTEGER NOT NULL, time {d.real}, logger TEXT, message TEXT)""",
+        "CREATE INDEX IF NOT EXISTS logs_flow ON logs (flow_run_id, id)",
+    ]
+
+
+# Each entry takes the schema from the version before it to its own number.
+MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {1: schema}
+
+
+def truncate_parameters(parameters: dict[str, Any]) -> str:
+    """JSON of the parameters; a value too large or not JSON is replaced by a marker."""
+    out = {}
+    for key, value in parameters.items():
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            text = None
+        if text is not None and len(text) <= PARAMETER_LIMIT:
+            out[key] = value
+        else:
+            shown = repr(value)
+            out[key] = {
+                "__truncated__": True,
+                "type": type(value).__name__,
+                "repr": shown[:200],
+                "size": len(text) if text is not None else len(shown),
+            }
+    return json.dumps(out)
+
+
+class SQLStore:
+    """A store on one database. `open()` checks the schema and starts the writer."""
+
+    def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str):
+        self.dialect = dialect
+        self._connect = connect
+        self.where = where  # a path or a host, for messages and `headrace version`
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._disabled: str | None = None
+        self._active: dict[str, float] = {}  # flow run ids of this process -> last heartbeat
+        self._pid = os.getpid()
+        self._reader = threading.local()
+        self.host = socket.gethostname()
+
+    # -- opening -------------------------------------------------------------------------
+    def open(self) -> SQLStore:
+        conn = self._connect()
+        try:
+            self._check_schema(conn)
+            self._mark_crashed(conn)
+        finally:
+            conn.close()
+        self._writer = threading.Thread(target=self._write_loop, name="headrace-store", daemon=True)
+        self._writer.start()
+        return self
+
+    def _sql(self, text: str) -> str:
+        return text if self.dialect.placeholder == "?" else text.replace("?", "%s")
+
+    def schema_version(self, conn) -> int | None:
+        """The version in the meta table; None for an empty database. Refuses foreign ones."""
+        tables = self._tables(conn)
+        if "headrace_meta" not in tables:
+            if tables:
+                raise StoreError(
+                    f"The database at {self.where} is not a headrace database (it has tables "
+                    f"{', '.join(sorted(tables)[:5])}). Nothing was changed. Point "
+                    "HEADRACE_HOME or HEADRACE_DATABASE_URL at another location."
+                )
+            return None
+        cur = conn.cursor()
+        cur.execute("SELECT key, value FROM headrace_meta")
+        meta = dict(cur.fetchall())
+        if meta.get("app") != APP:
+            raise StoreError(f"The database at {self.where} is not a headrace database.")
+        return int(meta["schema_version"])
+
+    def _check_schema(self, conn) -> None:
+        version = self.schema_version(conn)
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The database at {self.where} has schema version {version}, made by a newer "
+                f"headrace; this one understands up to {SCHEMA_VERSION}. Nothing was changed. "
+                "Upgrade headrace, or point HEADRACE_HOME elsewhere."
+            )
+        if version is None or version < SCHEMA_VERSION:
+            self.upgrade(conn, version or 0)
+
+    def upgrade(self, conn, current: int) -> int:
+        """Apply the migrations after `current`; returns the new version."""
+        cur = conn.cursor()
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version](self.dialect):
+                cur.execute(statement)
+        upsert = self._sql(
+            "INSERT INTO headrace_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        cur.execute(upsert, ("app", APP))
+        cur.execute(upsert, ("schema_version", str(SCHEMA_VERSION)))
+        conn.commit()
+        return SCHEMA_VERSION
+
+    def _tables(self, conn) -> set[str]:
+        cur = conn.cursor()
+        if self.dialect.name == "sqlite":
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                "current_schema()"
+            )
+        return {row[0] for row in cur.fetchall() if not row[0].startswith("sqlite_")}
+
+    def _mark_crashed(self, conn) -> None:
+        """Runs left Running by a process that is gone, or silent too long, become Crashed."""
+        cur = conn.cursor()
+        cur.execute(
+            self._sql("SELECT id, host, pid, heartbeat FROM flow_runs WHERE state_type = ?"),
+            ("RUNNING",),
+        )
+        now = time.time()
+        crashed = []
+        for run_id, host, pid, heartbeat in cur.fetchall():
+            stale = heartbeat is not None and now - heartbeat > STALE_SECONDS
+            gone = host == self.host and pid is not None and not _alive(pid)
+            if gone or stale:
+                crashed.append(run_id)
+        if not crashed:
+            return
+        message = "The process running this flow run stopped before it finished."
+        for run_id in crashed:
+            cur.execute(
+                self._sql(
+                    "UPDATE flow_runs SET state_type = ?, state_name = ?, state_message = ?, "
+                    "end_time = COALESCE(end_time, ?) WHERE id = ?"
+                ),
+                ("CRASHED", "Crashed", message, now, run_id),
+            )
+        conn.commit()
+
+    # -- writing ------------------------------------------------------------------------------
+    def put(self, kind: str, row: tuple) -> None:
+        """Queue a row for the writer: kind is flow_run, flow_run_end, task_run, state, log."""
+        if self._disabled is None:
+            self._queue.put((kind, row))
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        """Wait until every row put so far is written (or history is off)."""
+        if self._disabled is not None or self._writer is None or os.getpid() != self._pid:
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout)
+
+    def started(self, run: FlowRun) -> None:
+        self._active[run.id] = time.time()
+        self.put(
+            "flow_run",
+            (
+                run.id,
+                run.name,
+                run.flow_name,
+                run.style,
+                truncate_parameters(run.parameters),
+                run.parent_id,
+                run.state_type,
+                run.state_name,
+                run.state_message,
+                run.start_time,
+                run.end_time,
+                run.executor,
+                self.host,
+                os.getpid(),
+                time.time(),
+            ),
+        )
+
+    def ended(self, run_id: str, state_type: str, name: str, message, end: float) -> None:
+        self._active.pop(run_id, None)
+        self.put("flow_run_end", (state_type, name, message, end, run_id))
+
+    _STATEMENTS = {
+        "flow_run": (
+            f"INSERT INTO flow_runs ({', '.join(FLOW_RUN_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(FLOW_RUN_COLUMNS))})"
+        ),
+        "flow_run_end": (
+            "UPDATE flow_runs SET state_type = ?, state_name = ?, state_message = ?, "
+            "end_time = ? WHERE id = ?"
+        ),
+        "task_run": (
+            f"INSERT INTO task_runs ({', '.join(TASK_RUN_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(TASK_RUN_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in TASK_RUN_COLUMNS[1:])
+        ),
+        "state": (
+            f"INSERT INTO task_run_states ({', '.join(STATE_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(STATE_COLUMNS))})"
+        ),
+        "log": (
+            f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(LOG_COLUMNS))})"
+        ),
+        "heartbeat": "UPDATE flow_runs SET heartbeat = ? WHERE id = ?",
+    }
+    # Rows go in this order, so an end never lands before its start.
+    _ORDER = ("flow_run", "task_run", "state", "log", "flow_run_end", "heartbeat")
+
+    def _write_loop(self) -> None:
+        conn = None
+        try:
+            conn = self._connect()
+        except Exception as exc:
+            self._disable(f"cannot open {self.where}: {exc}")
+        statements = {k: self._sql(v) for k, v in self._STATEMENTS.items()}
+        while True:
+            try:
+                first = self._queue.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                first = None
+            items = [] if first is None else [first]
+            while len(items) < BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows: dict[str, list] = {}
+            waiters = []
+            for kind, row in items:
+                if kind == "task_done":  # a task run's row and its states, put as one
+                    rows.setdefault("task_run", []).append(row[0])
+                    rows.setdefault("state", []).extend(row[1])
+                elif kind == "flush":
+                    waiters.append(row)
+                else:
+                    rows.setdefault(kind, []).append(row)
+            now = time.time()
+            if self._active and any(now - t > HEARTBEAT_SECONDS for t in self._active.values()):
+                rows["heartbeat"] = [(now, run_id) for run_id in self._active]
+                self._active = dict.fromkeys(self._active, now)
+            if rows and conn is not None and self._disabled is None:
+                self._write(conn, statements, rows)
+            for waiter in waiters:
+                waiter.set()
+
+    def _write(self, conn, statements: dict, rows: dict[str, list]) -> None:
+        delay = 0.01
+        while True:
+            try:
+                cur = conn.cursor()
+                for kind in self._ORDER:
+                    if kind in rows:
+                        cur.executemany(statements[kind], rows[kind])
+                conn.commit()
+                return
+            except self.dialect.errors as exc:
+                try:
+                    conn.rollback()
+                except Exception:
+                    pass
+                if _is_lock(exc):  # another process holds the write lock: wait our turn
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                self._disable(f"writing to {self.where} failed: {exc}")
+                return
+
+    def _disable(self, reason: str) -> None:
+        if self._disabled is None:
+            self._disabled = reason
+            log.warning(
+                "Run history is not being recorded: %s. Flows still run; fix the cause "
+                "(free disk space, a writable HEADRACE_HOME) to record them again.",
+                reason,
+            )
+
+    @property
+    def recording(self) -> bool:
+        return self._disabled is None
+
+    # -- reading ------------------------------------------------------------------------------
+    def _read(self):
+        conn = getattr(self._reader, "conn", None)
+        if conn is None or getattr(self._reader, "pid", None) != os.getpid():
+            conn = self._reader.conn = self._connect()
+            self._reader.pid = os.getpid()
+        return conn
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = self._read()
+        cur = conn.cursor()
+        cur.execute(self._sql(sql), params)
+        rows = cur.fetchall()
+        conn.commit()  # end the read transaction so the next read sees new rows
+        return rows
+
+    def flow_runs(
+        self,
+        flow: str | None = None,
+        state: str | None = None,
+        limit: int | None = 50,
+        parent_id: str | None = None,
+    ) -> list[FlowRun]:
+        """Flow runs, newest first, filtered by flow name and state (type or name)."""
+        where, params = [], []
+        if flow:
+            where.append("flow_name = ?")
+            params.append(flow)
+        if state:
+            where.append("(UPPER(state_type) = UPPER(?) OR UPPER(state_name) = UPPER(?))")
+            params += [state, state]
+        if parent_id:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        sql = f"SELECT {', '.join(FLOW_RUN_COLUMNS)} FROM flow_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start_time DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_flow_run(row) for row in self._query(sql, tuple(params))]
+
+    def flow_run(self, ref: str) -> FlowRun:
+        """A flow run by id, unique id prefix, or name; StoreError says why none matched."""
+        cols = ", ".join(FLOW_RUN_COLUMNS)
+        rows = self._query(f"SELECT {cols} FROM flow_runs WHERE id = ? OR name = ?", (ref, ref))
+        if not rows:
+            rows = self._query(f"SELECT {cols} FROM flow_runs WHERE id LIKE ?", (ref + "%",))
+        if len(rows) > 1:
+            shown = ", ".join(f"{r[1]} ({r[0][:8]})" for r in rows[:5])
+            raise StoreError(f"{ref!r} matches {len(rows)} flow runs: {shown}. Use a longer id.")
+        if not rows:
+            raise StoreError(f"No flow run has the id, id prefix or name {ref!r}.")
+        return _flow_run(rows[0])
+
+    def task_runs(self, flow_run_id: str) -> list[TaskRun]:
+        cols = ", ".join(TASK_RUN_COLUMNS)
+        rows = self._query(
+            f"SELECT {cols} FROM task_runs WHERE flow_run_id = ? ORDER BY start_time, id",
+            (flow_run_id,),
+        )
+        return [_task_run(row) for row in rows]
+
+    def states(self, task_run_id: str) -> list[StateRecord]:
+        rows = self._query(
+            f"SELECT {', '.join(STATE_COLUMNS)} FROM task_run_states WHERE task_run_id = ? "
+            "ORDER BY id",
+            (task_run_id,),
+        )
+        return [StateRecord(*row) for row in rows]
+
+    def logs(self, flow_run_id: str, after: int = 0) -> list[tuple[int, LogRecord]]:
+        """Log lines of a flow run (and its task runs) after log id `after`, oldest first."""
+        rows = self._query(
+            f"SELECT id, {', '.join(LOG_COLUMNS)} FROM logs WHERE flow_run_id = ? AND id > ? "
+            "ORDER BY id",
+            (flow_run_id, after),
+        )
+        return [(row[0], LogRecord(*row[1:])) for row in rows]
+
+    def prune(self, older_than: float) -> int:
+        """Delete finished flow runs that ended before `older_than` (epoch seconds)."""
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                self._sql("SELECT id FROM flow_runs WHERE end_time < ? AND state_type != ?"),
+                (older_than, "RUNNING"),
+            )
+            ids = [(row[0],) for row in cur.fetchall()]
+            for table, column in (
+                ("logs", "flow_run_id"),
+                ("task_run_states", "flow_run_id"),
+                ("task_runs", "flow_run_id"),
+                ("flow_runs", "id"),
+            ):
+                cur.executemany(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), ids)
+            conn.commit()
+            return len(ids)
+        finally:
+            conn.close()
+
+    def reset(self) -> None:
+        """Delete every run, task run, state and log line (the schema stays)."""
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            for table in ("logs", "task_run_states", "task_runs", "flow_runs"):
+                cur.execute(f"DELETE FROM {table}")
+            conn.commit()
+        finally:
+            conn.close()
+
+
+def _flow_run(row: tuple) -> FlowRun:
+    values = dict(zip(FLOW_RUN_COLUMNS, row))
+    values.pop("heartbeat")
+    values["parameters"] = json.loads(values["parameters"] or "{}")
+    return FlowRun(**values)
+
+
+def _task_run(row: tuple) -> TaskRun:
+    values = dict(zip(TASK_RUN_COLUMNS, row))
+    values["upstream"] = json.loads(values["upstream"] or "[]")
+    values["tags"] = json.loads(values["tags"] or "[]")
+    return TaskRun(**values)
+
+
+def _is_lock(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text or "deadlock" in text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
