@@ -524,6 +524,8 @@ class FlowRunner:
     # -- hooks and the flow's state -----------------------------------------------------
     def _record_whole(self, nr: NodeRun) -> None:
         """The record of a mapped task as a whole (its children have their own)."""
+        if not self.store.recording:
+            return
         upstream = [up.run_id for up, _ in nr.ups if not up.preset]
         task_run_done(
             self.store, nr.run_id, self.flow_ctx.flow_run_id, nr.name, nr.name, nr.node.slug,
@@ -538,6 +540,8 @@ class FlowRunner:
         run_name = nr.name if index is None else f"{nr.name}[{index}]"
         run_id = self._run_id(nr, index)
         after_run(nr.node, state, run_name, run_id)
+        if not self.store.recording:
+            return
         upstream = [
             up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
             for up, mode in nr.ups

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from headrace import signals
+from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
 from headrace.errors import HeadraceError
 from headrace.states import (
@@ -276,10 +277,8 @@ def run_task(
     task_token = task_run_var.set(task_ctx)
     prints_token = None
     if flow_ctx.log_prints:  # workers do not inherit the flow thread's context
-        from headrace.engine.logs import enable_log_prints, log_prints_var
-
-        enable_log_prints()
-        prints_token = log_prints_var.set(True)
+        logs.enable_log_prints()
+        prints_token = logs.log_prints_var.set(True)
     try:
         while True:
             try:
@@ -317,8 +316,6 @@ def run_task(
 def after_run(task, state: State, run_name: str, run_id: str | None = None) -> None:
     """What follows a task run's final state in both runners: log a failure's
     traceback (once, not for TriggerFailed) and call the task's hooks."""
-    from headrace.engine import logs
-
     failed = state.is_failed()
     traceback_due = failed and state.exception is not None and state.name != "TriggerFailed"
     if traceback_due and logs.TASK_RUNS.isEnabledFor(40):

@@ -352,10 +352,7 @@ class SQLStore:
             rows: dict[str, list] = {}
             waiters = []
             for kind, row in items:
-                if kind == "task_done":  # a task run's row and its states, put as one
-                    rows.setdefault("task_run", []).append(row[0])
-                    rows.setdefault("state", []).extend(row[1])
-                elif kind == "flush":
+                if kind == "flush":
                     waiters.append(row)
                 else:
                     rows.setdefault(kind, []).append(row)
@@ -467,12 +464,25 @@ class SQLStore:
         return [_task_run(row) for row in rows]
 
     def states(self, task_run_id: str) -> list[StateRecord]:
-        rows = self._query(
+        """Every state of a task run in order: Running, intermediate ones, the final one.
+
+        The task run's own row holds the first and the last (its start and end);
+        `task_run_states` holds only what came between, to keep writes small.
+        """
+        cols = "flow_run_id, state_type, state_name, state_message, start_time, end_time"
+        found = self._query(f"SELECT {cols} FROM task_runs WHERE id = ?", (task_run_id,))
+        between = self._query(
             f"SELECT {', '.join(STATE_COLUMNS)} FROM task_run_states WHERE task_run_id = ? "
             "ORDER BY id",
             (task_run_id,),
         )
-        return [StateRecord(*row) for row in rows]
+        middle = [StateRecord(*row) for row in between]
+        if not found:
+            return middle
+        flow_run_id, type_, name, message, start, end = found[0]
+        first = StateRecord(task_run_id, flow_run_id, "RUNNING", "Running", None, start)
+        last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
+        return [first, *middle, last]
 
     def logs(self, flow_run_id: str, after: int = 0) -> list[tuple[int, LogRecord]]:
         """Log lines of a flow run (and its task runs) after log id `after`, oldest first."""
