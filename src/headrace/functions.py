@@ -61,6 +61,7 @@ class FunctionFlow:
         if not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.retries = retries
+        self.retry_delay = retry_delay
         self.retry_delay_seconds = _normalize_retry_delay(retry_delay)
         if isinstance(timeout, datetime.timedelta):
             timeout = timeout.total_seconds()
@@ -97,6 +98,7 @@ class FunctionFlow:
             "name": self.name,
             "flow_run_name": self.flow_run_name,
             "retries": self.retries,
+            "retry_delay": self.retry_delay,
             "timeout": self.timeout,
             "executor": self.executor,
             "throttle": self.throttle,
