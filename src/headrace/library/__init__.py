@@ -1,0 +1,1 @@
+"""The task library: ready-made tasks for common work (SQLite, HTTP)."""
