@@ -56,7 +56,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from headrace.edges import flatten_once
-from headrace.engine import logs
+from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.names import slug
@@ -188,6 +188,10 @@ class FlowRunner:
             parameters=parameters,
         )
         self.store = store
+        self.progress = None
+        if progress.enabled():
+            logger = logs.flow_logger(self.flow_ctx.flow_run_name, self.flow_ctx.flow_run_id)
+            self.progress = progress.Progress(logger)
         self.runs: dict[Any, NodeRun] = {t: NodeRun(t) for t in flow.sorted_tasks()}
         for k, nr in enumerate(self.runs.values()):
             nr.run_id = f"{self.flow_ctx.flow_run_id}-{k}"
@@ -410,6 +414,8 @@ class FlowRunner:
         nr.holds = [len(nr.downs)] * length
         elements = [up for up, mode in nr.ups if mode == ELEMENT]
         nr.child_wait = [sum(1 for up in elements if up.children[i] is None) for i in range(length)]
+        if self.progress is not None:
+            self.progress.expanded(nr, nr.name, length)
         for down, mode in nr.downs:
             if mode == ELEMENT:
                 self._prerequisite_met(down)
@@ -462,6 +468,8 @@ class FlowRunner:
                     self._prerequisite_met(down)
             return
         nr.children[index] = state
+        if self.progress is not None:
+            self.progress.child_done(nr, state.is_failed())
         for down, mode in nr.downs:
             if mode == ELEMENT and down.child_wait is not None and down.state is None:
                 down.child_wait[index] -= 1
@@ -664,6 +672,8 @@ def run_flow(
         state = runner.run()
         executor.localize(runner.kept_states())
     finally:
+        if runner.progress is not None:
+            runner.progress.close()
         if owned:
             executor.shutdown()
         if state is None:  # interrupted: the run did not finish
