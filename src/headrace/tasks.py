@@ -246,6 +246,11 @@ class Task:
         ctx = _build.current()
         if ctx.flow is not None:
             return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
+        if upstream_tasks:
+            raise TypeError(
+                "upstream_tasks= only has a meaning inside `with Flow(...)`; "
+                "in a @flow use wait_for=[...]"
+            )
         run = _build.function_run.get()
         if run is not None:
             return run.map(self, args, kwargs)

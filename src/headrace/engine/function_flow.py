@@ -207,6 +207,8 @@ class FunctionRun:
             return _value_for(value)
         if isinstance(value, list | tuple) and value and any(_is_future(v) for v in value):
             return type(value)(self._resolve(v, upstream, states) for v in value)
+        if isinstance(value, dict) and any(_is_future(v) for v in value.values()):
+            return {k: self._resolve(v, upstream, states) for k, v in value.items()}
         if not isinstance(value, _UNTRACKED):
             made = self._producers.get(id(value))
             if made is not None and made[1] is value:
@@ -284,6 +286,8 @@ class FunctionRun:
         for v in arguments.values():
             if isinstance(v, list | tuple):
                 deps.extend(x for x in v if _is_future(x))
+            elif isinstance(v, dict):
+                deps.extend(x for x in v.values() if _is_future(x))
         deps.extend(d for d in wait_for or () if _is_future(d))
         future_ids = [*sources, *(d.record.id for d in deps)]
         record = self._record(task, map_index, future_ids)
