@@ -592,3 +592,161 @@ def test_class_task_construction_default_is_passed_whole_to_map():
         final = insert_episode.map(script=["INSERT 1", "INSERT 2"])
     state = flow.run()
     assert state[final].result() == ["xfiles.sqlite: INSERT 1", "xfiles.sqlite: INSERT 2"]
+
+
+# -- coming-from-prefect.md: the function-flow table (Prefect 2.x) ------------------------------
+
+FUNCTION_TABLE_TITLE = "Function flows (Prefect 2.x)"
+FUNCTION_HEADER, FUNCTION_ROWS = _table(TRANSLATION.read_text(), FUNCTION_TABLE_TITLE)
+
+# Constructs of seed 004 that the table must translate (checked in its first column).
+FUNCTION_SEED_CONSTRUCTS = [
+    "from prefect import flow, task",
+    "!prefect version",
+    "@flow",
+    "@task",
+    '@task(name="cat-url")',
+    '@flow(name="cat")',
+    "result = add_one(1)",
+    "add_one(1, return_state=True)",
+    "state = my_add_one_flow()",
+    "state.result()",
+    "Completed(message=None, type=COMPLETED, result=42)",
+    'state_bad = api_flow("foo")',
+    "print(state)",
+    "data = common_flow(config={})",
+    "await call_api(url)",
+    "asyncio.run(async_flow(url))",
+    "prefect orion start",
+]
+
+
+def _function_column(name: str) -> int:
+    lowered = [h.lower() for h in FUNCTION_HEADER]
+    assert name in lowered, f"the table has no {name!r} column; columns are {FUNCTION_HEADER}"
+    return lowered.index(name)
+
+
+def test_function_table_translates_every_seed_construct():
+    prefect_column = " ".join(cells[0] for _, cells in FUNCTION_ROWS)
+    missing = [c for c in FUNCTION_SEED_CONSTRUCTS if c not in prefect_column]
+    assert not missing, f"seed 004 constructs with no row in the table: {missing}"
+
+
+def test_function_table_coming_rows_are_only_the_announced_ones():
+    note = _function_column("note")
+    coming = {
+        re.search(r"coming with issue: ([\w ]+)", cells[note], re.I)[1].strip().lower()
+        for _, cells in FUNCTION_ROWS
+        if COMING.search(cells[note])
+    }
+    assert coming <= {"run history"}, coming
+
+
+def _seed_004_variables() -> dict[str, object]:
+    """The seed's variables as the headrace objects they are in a translated notebook.
+
+    Values, not classes: a function flow's runs, records and futures carry their fields
+    as instance attributes, so the checker looks attributes up on real objects, made by
+    running a small flow of the seed's shape.
+    """
+    import asyncio
+
+    from headrace import flow, task
+
+    @task
+    def add_one(x):
+        return x + 1
+
+    @task
+    def call_api(url):
+        if url == "foo":
+            raise ValueError("unknown url type: 'foo'")
+        return {"url": url}
+
+    made = {}
+
+    @flow
+    def api_flow(url):
+        made["future"] = add_one.submit(1)
+        made["futures"] = add_one.map([1, 2])
+        return call_api(url, return_state=True)
+
+    @flow
+    def main_flow():
+        return api_flow("http://127.0.0.1/")
+
+    @flow
+    async def async_flow(url):
+        return await call_api(url)
+
+    state = main_flow()
+    return {
+        "add_one": add_one,
+        "call_api": call_api,
+        "api_flow": api_flow,
+        "my_add_one_flow": api_flow,
+        "common_flow": api_flow,
+        "main_flow": main_flow,
+        "async_flow": async_flow,
+        "state": state,
+        "state_bad": api_flow("foo", return_state=True),
+        "future": made["future"],
+        "futures": made["futures"],
+        "url": "http://127.0.0.1/",
+        "asyncio": asyncio,
+    }
+
+
+@pytest.fixture
+def seed_004_names(monkeypatch):
+    """Point the span checker at seed 004's variables and the function-flow classes."""
+    from headrace.engine.function_flow import FunctionRun, FutureList, TaskFuture
+    from headrace.functions import FunctionFlow
+
+    # The checker reads these module globals when it runs; swap them for this table only.
+    monkeypatch.setitem(globals(), "EXAMPLE_VARIABLES", _seed_004_variables())
+    classes = (*HEADRACE_CLASSES, FunctionFlow, FunctionRun, TaskFuture, FutureList)
+    monkeypatch.setitem(globals(), "HEADRACE_CLASSES", classes)
+
+
+def _checkable_function_rows():
+    headrace_column, note_column = _function_column(HEADRACE_COLUMN), _function_column("note")
+    for line, cells in FUNCTION_ROWS:
+        if COMING.search(cells[note_column]):
+            continue
+        spans = _spans(cells[headrace_column])
+        yield pytest.param(spans, cells[note_column], id=f"L{line}-{spans[0] if spans else ''}")
+
+
+@pytest.mark.parametrize(("spans", "note"), list(_checkable_function_rows()))
+def test_function_table_headrace_form_resolves(spans, note, seed_004_names):
+    assert spans, "a row's headrace form must be written as `code`"
+    for span in spans:
+        tree = _parse(span)
+        _SpanChecker(span, tree).check(tree)
+    for span in _spans(note):
+        for path in re.findall(r"\bheadrace(?:\.\w+)+", span):
+            _resolve_dotted(path)
+
+
+def test_function_table_has_rows_to_check():
+    assert len(list(_checkable_function_rows())) >= 20
+
+
+def test_span_checker_rejects_what_function_flows_do_not_have(seed_004_names):
+    bad = [
+        "from headrace import flwo",
+        "api_flow.last_runn",
+        "api_flow.last_run.record",
+        "add_one.sumbit(1)",
+        "state_bad.exceptoin",
+        "future.reslt()",
+        "futures.results()",
+        "add_one.submit(1).wiat()",
+        "asyncio.runn(async_flow(url))",
+    ]
+    for span in bad:
+        tree = _parse(span)
+        with pytest.raises((AssertionError, ImportError)):
+            _SpanChecker(span, tree).check(tree)

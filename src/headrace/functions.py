@@ -8,7 +8,9 @@
         return total
 
     my_flow(1)                             # runs now, returns 2 (raises if the flow failed)
-    my_flow(1, return_state=True)          # the final State; never raises
+    my_flow(1, return_state=True)          # the final State; never raises for what the
+                                           # flow does (a call that does not fit its
+                                           # signature raises ParameterError either way)
 
 Options: `name` (default: the function's name with `_` as `-`),
 `flow_run_name` (a template like "run-{n}", or a callable of no

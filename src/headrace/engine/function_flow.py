@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from headrace import _build
-from headrace.edges import unmapped
+from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
@@ -257,12 +257,8 @@ class FunctionRun:
                 if self.throttle:
                     self._relaunch(self.throttle.release(task.tags))
         self._finish(task, record, state, allowed=return_state)
-        if return_state:
-            return state
-        value = state.result()
-        if not isinstance(value, _UNTRACKED):
-            self._producers[id(value)] = (record, value)
-        return value
+        self._note_producer(record, state)
+        return state if return_state else state.result()
 
     def _run_inline(self, spec: TaskSpec, arguments: dict, name: str, run_id: str) -> State:
         run_count, loop = 1, (1, None)
@@ -362,7 +358,14 @@ class FunctionRun:
 
     def _complete(self, task, future: TaskFuture, state: State) -> None:
         self._finish(task, future.record, state, allowed=False)
+        self._note_producer(future.record, state)
         future._future.set_result(state)
+
+    def _note_producer(self, record: TaskRunRecord, state: State) -> None:
+        """Remember who made a result, to record it as upstream where it is passed on."""
+        value = state._value
+        if state.is_successful() and not isinstance(value, _UNTRACKED):
+            self._producers[id(value)] = (record, value)
 
     def map(self, task, args: tuple, kwargs: dict) -> FutureList:
         wait_for = _pop_option(task, kwargs, "wait_for", None)
@@ -372,6 +375,9 @@ class FunctionRun:
             if isinstance(value, unmapped):
                 fixed[key] = value.value
                 continue
+            flat = isinstance(value, flatten)
+            if flat:
+                value = value.value
             if isinstance(value, TaskFuture):  # iterate its result: wait for it here
                 sources.append(value.record.id)
                 value = value.result()
@@ -379,6 +385,8 @@ class FunctionRun:
                 made = self._producers.get(id(value))
                 if made is not None and made[1] is value:
                     sources.append(made[0].id)
+            if flat:
+                value = flatten_once(value, key)
             iterated[key] = check_mappable(value, key, task.name)
         n = check_lengths(iterated, task.name)
         futures = FutureList()
@@ -424,9 +432,11 @@ class FunctionRun:
                     self._executor = executor
         return self._executor
 
-    def wait_for_submitted(self) -> None:
-        for future in list(self._pending):
-            future.result()
+    def wait_for_submitted(self, timed_out: bool = False) -> None:
+        """Wait for every submitted run (not after a timeout: those are abandoned)."""
+        if not timed_out:
+            for future in list(self._pending):
+                future.result()
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown()
 
@@ -555,7 +565,7 @@ def run_function_flow(flow, args: tuple, kwargs: dict, return_state: bool, clock
             state = None
         finally:
             _exit(tokens)
-        run.wait_for_submitted()
+        run.wait_for_submitted(timed_out=state is not None and state.name == "TimedOut")
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:
             return _end(flow, run, parent, state, return_state)
@@ -583,7 +593,8 @@ async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=
                 state = _failed_body(run, flow, exc)
         finally:
             _exit(tokens)
-        await asyncio.to_thread(run.wait_for_submitted)
+        timed_out = state is not None and state.name == "TimedOut"
+        await asyncio.to_thread(run.wait_for_submitted, timed_out)
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:
             return _end(flow, run, parent, state, return_state)
