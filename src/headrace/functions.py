@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headrace.errors import ParameterError
-from headrace.tasks import _normalize_retry_delay
+from headrace.tasks import _normalize_retry_delay, check_retries_and_timeout
 
 
 class FunctionFlow:
@@ -60,16 +60,9 @@ class FunctionFlow:
         self.fn = fn
         self.name = name or fn.__name__.replace("_", "-")
         self.flow_run_name = flow_run_name
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        self.retries = retries
+        self.retries, self.timeout = check_retries_and_timeout(retries, timeout)
         self.retry_delay = retry_delay
         self.retry_delay_seconds = _normalize_retry_delay(retry_delay)
-        if isinstance(timeout, datetime.timedelta):
-            timeout = timeout.total_seconds()
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        self.timeout = timeout
         self.executor = executor
         self.throttle = dict(throttle or {})
         self.log_prints = log_prints

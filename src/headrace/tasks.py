@@ -62,6 +62,25 @@ def _normalize_retry_delay(value: Any) -> Callable[[int], float]:
     return lambda attempt: fixed
 
 
+def check_retries_and_timeout(retries: Any, timeout: Any) -> tuple[int, float | None]:
+    """Validate the retry count and the timeout (seconds or a timedelta) of a task or flow."""
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(timeout, datetime.timedelta):
+        timeout = timeout.total_seconds()
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    return retries, timeout
+
+
+def _refuse_upstream_tasks(upstream_tasks) -> None:
+    if upstream_tasks:
+        raise TypeError(
+            "upstream_tasks= only has a meaning inside `with Flow(...)`; "
+            "in a @flow use wait_for=[...]"
+        )
+
+
 class Task:
     """A unit of work. See the module docstring for how calls build graphs.
 
@@ -101,16 +120,9 @@ class Task:
         if self.name == "run" and fn == getattr(self, "run", None):
             self.name = type(self).__name__
         self.tags = frozenset([tags] if isinstance(tags, str) else (tags or ()))
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        self.retries = retries
+        self.retries, self.timeout = check_retries_and_timeout(retries, timeout)
         self.retry_delay = retry_delay
         self._retry_delay_fn = _normalize_retry_delay(retry_delay)
-        if isinstance(timeout, datetime.timedelta):
-            timeout = timeout.total_seconds()
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        self.timeout = timeout
         if trigger is not None and not callable(trigger):
             raise TypeError(f"trigger must be a callable of upstream states, got {trigger!r}")
         self.trigger = trigger
@@ -221,11 +233,7 @@ class Task:
         ctx = _build.current()
         if ctx.flow is not None:
             return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=False)
-        if upstream_tasks:
-            raise TypeError(
-                "upstream_tasks= only has a meaning inside `with Flow(...)`; "
-                "in a @flow use wait_for=[...]"
-            )
+        _refuse_upstream_tasks(upstream_tasks)
         run = _build.function_run.get()
         if run is not None:
             return run.call(self, args, kwargs)
@@ -246,11 +254,7 @@ class Task:
         ctx = _build.current()
         if ctx.flow is not None:
             return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
-        if upstream_tasks:
-            raise TypeError(
-                "upstream_tasks= only has a meaning inside `with Flow(...)`; "
-                "in a @flow use wait_for=[...]"
-            )
+        _refuse_upstream_tasks(upstream_tasks)
         run = _build.function_run.get()
         if run is not None:
             return run.map(self, args, kwargs)
