@@ -38,9 +38,9 @@ from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.names import slug
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
-from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
+from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
-from headrace.states import Completed, Crashed, Failed, Retrying, State, StateType, TimedOut
+from headrace.states import Completed, Failed, State, StateType, TimedOut
 from headrace.store import get_store
 from headrace.tasks import check_lengths, check_mappable
 
@@ -327,13 +327,7 @@ class FunctionRun:
 
     def _on_done(self, attempt: tuple, done: Future) -> None:
         task, arguments, future, run_count, loop = attempt
-        try:
-            state = done.result()
-        except Exception as exc:  # the executor or its worker failed, not the task
-            message = f"The executor failed to run the task: {exc!r}"
-            state = Crashed(message, exception=exc)
-            if run_count <= task.retries:
-                state = Retrying(f"Attempt {run_count} crashed. {message}", exception=exc)
+        state = outcome(done, run_count, task.retries)
         self._relaunch(self.throttle.release(task.tags))
         if state.name == "Retrying":
             spec = self._spec(task)

@@ -61,7 +61,7 @@ from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.names import slug
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
-from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, run_task
+from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
 from headrace.errors import MappingError, ParameterError, ResultReleasedError
 from headrace.states import (
@@ -72,7 +72,6 @@ from headrace.states import (
     MappedState,
     NotRun,
     RemoteValue,
-    Retrying,
     State,
     StateType,
     _Released,
@@ -312,13 +311,7 @@ class FlowRunner:
         nr, index, spec, arguments, run_count, loop, start = unit
         self.running -= 1
         if future is not None:
-            try:
-                state = future.result()
-            except Exception as exc:  # the executor or its worker failed, not the task
-                message = f"The executor failed to run the task: {exc!r}"
-                state = Crashed(message, exception=exc)
-                if run_count <= spec.retries:
-                    state = Retrying(f"Attempt {run_count} crashed. {message}", exception=exc)
+            state = outcome(future, run_count, spec.retries)
         if self.throttle:
             self._free_slots(nr)
         if state.name == "Retrying":

@@ -33,6 +33,7 @@ from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var
 from headrace.errors import HeadraceError
 from headrace.states import (
     Completed,
+    Crashed,
     Failed,
     Retrying,
     Skipped,
@@ -311,6 +312,18 @@ def run_task(
             prints_token.var.reset(prints_token)
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+
+
+def outcome(future, run_count: int, retries: int) -> State:
+    """The state a finished executor future holds. If the executor or its worker
+    failed (not the task), the run is Crashed, or Retrying while retries remain."""
+    try:
+        return future.result()
+    except Exception as exc:
+        message = f"The executor failed to run the task: {exc!r}"
+        if run_count <= retries:
+            return Retrying(f"Attempt {run_count} crashed. {message}", exception=exc)
+        return Crashed(message, exception=exc)
 
 
 def after_run(task, state: State, run_name: str, run_id: str | None = None) -> None:
