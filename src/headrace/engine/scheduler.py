@@ -38,12 +38,21 @@ Throttle: a unit whose tag is at its cap waits in that tag's queue and is
 pushed back when a unit holding the tag finishes. A unit with several
 capped tags takes a slot of each.
 
-Results are released once their last consumer has started, except for
-terminal tasks and `return_tasks`. States are never released. States
-reused from `task_states` are never changed.
+Retries: a run that returns Retrying frees its throttle slots and waits
+in a timer heap on the run's clock; the loop resubmits it when due, with
+the same inputs. No worker is held while a retry waits.
 
-No polling and no sleeps: with a non-inline executor the loop blocks on a
-queue fed by future callbacks.
+Results are released once their last consumer has started, except for
+terminal tasks, `return_tasks` and parameters. States are never released.
+States reused from `task_states` are never changed.
+
+Every produced final state goes through `_after`: the task's hooks, the
+failure's traceback in the log, and a row of run history (put on the
+store's queue, never waited for). Map sizes and finished children feed the
+progress display.
+
+No polling and no sleeps: the loop blocks on a queue fed by future
+callbacks, or on the clock until the next retry is due.
 """
 
 from __future__ import annotations
