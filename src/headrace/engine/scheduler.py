@@ -680,10 +680,11 @@ def run_flow(
             executor.shutdown()
         if state is None:  # interrupted: the run did not finish
             state = Crashed("The flow run was interrupted before it finished.")
-        flow_run_ended(store, ctx.flow_run_id, state)
+        # The last line first: whoever follows the log stops reading at the run's end.
         logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
             40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
         )
+        flow_run_ended(store, ctx.flow_run_id, state)
         store.flush()
     return state
 

@@ -3,7 +3,9 @@
 `get_store()` returns this process's store, opened on first use from the
 settings: HEADRACE_DATABASE_URL (`postgresql://...`, or `sqlite:///path`),
 else `$HEADRACE_HOME/headrace.db` (HEADRACE_HOME defaults to ~/.headrace).
-HEADRACE_HISTORY=off turns recording off. A store that cannot be written
+HEADRACE_HISTORY=off turns recording off. HEADRACE_HISTORY_RETENTION ("30d";
+units s, m, h, d; unset keeps everything) prunes finished runs that ended
+longer ago than that whenever a store is opened. A store that cannot be written
 (read-only directory, full disk) is reported once and runs go on; one that
 is not headrace's, or is newer, raises StoreError when opened.
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import threading
+import time
 from pathlib import Path
 
 from headrace.store.sql import SQLStore, StoreError
@@ -32,21 +36,46 @@ def database_url() -> str:
     return url or f"sqlite:///{home() / 'headrace.db'}"
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def retention() -> float | None:
+    """Seconds of history to keep, from HEADRACE_HISTORY_RETENTION; None keeps everything."""
+    text = os.environ.get("HEADRACE_HISTORY_RETENTION", "").strip().lower()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+    if match is None:
+        raise StoreError(
+            f"HEADRACE_HISTORY_RETENTION={text!r} is not understood: give a number and a "
+            "unit, s, m, h or d (e.g. 30d), or unset it to keep every run."
+        )
+    return float(match[1]) * _UNITS[match[2]]
+
+
 def open_store(url: str | None = None) -> SQLStore:
-    """Open (creating or upgrading) the store at `url`; StoreError when it cannot be used."""
+    """Open (creating or upgrading) the store at `url`; StoreError when it cannot be used.
+
+    With HEADRACE_HISTORY_RETENTION set, finished runs older than that are pruned here.
+    """
     url = url or database_url()
+    keep = retention()  # a bad setting is refused before anything is opened
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         from headrace.store.postgres import open_postgres
 
-        return open_postgres(url)
-    if url.startswith("sqlite:///"):
+        store = open_postgres(url)
+    elif url.startswith("sqlite:///"):
         from headrace.store.sqlite import open_sqlite
 
-        return open_sqlite(url[len("sqlite:///") :])
-    raise StoreError(
-        f"HEADRACE_DATABASE_URL={url!r} is not understood: use postgresql://user@host/db "
-        "or sqlite:////absolute/path.db"
-    )
+        store = open_sqlite(url[len("sqlite:///") :])
+    else:
+        raise StoreError(
+            f"HEADRACE_DATABASE_URL={url!r} is not understood: use postgresql://user@host/db "
+            "or sqlite:////absolute/path.db"
+        )
+    if keep is not None:
+        store.prune(time.time() - keep)
+    return store
 
 
 class NullStore:
@@ -109,4 +138,13 @@ def _flush_at_exit() -> None:
 
 atexit.register(_flush_at_exit)
 
-__all__ = ["get_store", "open_store", "home", "database_url", "StoreError", "NullStore", "NULL"]
+__all__ = [
+    "get_store",
+    "open_store",
+    "home",
+    "database_url",
+    "retention",
+    "StoreError",
+    "NullStore",
+    "NULL",
+]

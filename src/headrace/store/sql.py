@@ -196,7 +196,11 @@ class SQLStore:
         cur.execute("SELECT key, value FROM headrace_meta")
         meta = dict(cur.fetchall())
         if meta.get("app") != APP:
-            raise StoreError(f"The database at {self.where} is not a headrace database.")
+            raise StoreError(
+                f"The database at {self.where} is not a headrace database (its headrace_meta "
+                f"names app {meta.get('app')!r}). Nothing was changed. Point HEADRACE_HOME or "
+                "HEADRACE_DATABASE_URL at another location."
+            )
         return int(meta["schema_version"])
 
     def _check_schema(self, conn) -> None:
@@ -211,8 +215,17 @@ class SQLStore:
             self.upgrade(conn, version or 0)
 
     def upgrade(self, conn, current: int) -> int:
-        """Apply the migrations after `current`; returns the new version."""
+        """Apply the migrations after `current` in one transaction; returns the new version."""
         cur = conn.cursor()
+        if self.dialect.name == "sqlite":
+            # Processes opening a new file at once race here. Take the write lock, then look
+            # again: another may have made the schema meanwhile, and made piecemeal (DDL
+            # outside a transaction) a reader could see headrace_meta before its rows.
+            cur.execute("BEGIN IMMEDIATE")
+            current = self.schema_version(conn) or 0
+            if current >= SCHEMA_VERSION:
+                conn.commit()
+                return current
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version](self.dialect):
                 cur.execute(statement)
@@ -388,13 +401,16 @@ class SQLStore:
                 return
 
     def _disable(self, reason: str) -> None:
+        # Only the writer thread calls this, so warning before setting the flag cannot warn
+        # twice; the other order let `flush()` return on the flag and the process exit
+        # before the warning was printed.
         if self._disabled is None:
-            self._disabled = reason
             log.warning(
                 "Run history is not being recorded: %s. Flows still run; fix the cause "
                 "(free disk space, a writable HEADRACE_HOME) to record them again.",
                 reason,
             )
+            self._disabled = reason
 
     @property
     def recording(self) -> bool:
@@ -447,7 +463,10 @@ class SQLStore:
         cols = ", ".join(FLOW_RUN_COLUMNS)
         rows = self._query(f"SELECT {cols} FROM flow_runs WHERE id = ? OR name = ?", (ref, ref))
         if not rows:
-            rows = self._query(f"SELECT {cols} FROM flow_runs WHERE id LIKE ?", (ref + "%",))
+            # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+            rows = self._query(
+                f"SELECT {cols} FROM flow_runs WHERE LOWER(id) LIKE LOWER(?)", (ref + "%",)
+            )
         if len(rows) > 1:
             shown = ", ".join(f"{r[1]} ({r[0][:8]})" for r in rows[:5])
             raise StoreError(f"{ref!r} matches {len(rows)} flow runs: {shown}. Use a longer id.")
@@ -458,7 +477,10 @@ class SQLStore:
     def task_runs(self, flow_run_id: str) -> list[TaskRun]:
         cols = ", ".join(TASK_RUN_COLUMNS)
         rows = self._query(
-            f"SELECT {cols} FROM task_runs WHERE flow_run_id = ? ORDER BY start_time, id",
+            # A mapped task's own row has no start; it leads on every database (PostgreSQL
+            # would sort NULL last, SQLite sorts it first).
+            f"SELECT {cols} FROM task_runs WHERE flow_run_id = ? "
+            "ORDER BY start_time IS NOT NULL, start_time, id",
             (flow_run_id,),
         )
         return [_task_run(row) for row in rows]
@@ -541,7 +563,13 @@ def _task_run(row: tuple) -> TaskRun:
     return TaskRun(**values)
 
 
+# PostgreSQL's serialization_failure, deadlock_detected, lock_not_available (lock_timeout).
+_LOCK_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
 def _is_lock(exc: Exception) -> bool:
+    if getattr(exc, "sqlstate", None) in _LOCK_SQLSTATES:
+        return True
     text = str(exc).lower()
     return "locked" in text or "busy" in text or "deadlock" in text
 

@@ -1,0 +1,163 @@
+"""PostgreSQL: the shared store for a team, at HEADRACE_DATABASE_URL=postgresql://user@host/db.
+
+The same schema and writer as SQLite (`store.sql`), on psycopg 3 (imported
+only when a postgresql:// URL is used). Every connection is a plain
+transactional one (autocommit off); the writer commits one batch per
+transaction, readers end their transaction after each query.
+
+Contracts:
+- A server that cannot be reached, a missing database or a refused login
+  is a StoreError naming the host, port, database and user (never the
+  password) and what to check.
+- A database whose current schema holds tables that are not headrace's, or
+  headrace tables from a newer headrace, is refused and left unchanged.
+- Processes opening an empty database at the same time do not race: the
+  schema is checked and created under a transaction-scoped advisory lock.
+- NUL characters, which PostgreSQL text cannot hold, are written as U+FFFD
+  so one odd log line cannot turn history off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from headrace.store.sql import Dialect, SQLStore, StoreError
+
+SCHEMA_LOCK = 0x68656164_72616365  # "headrace" as an advisory-lock key shared by every process
+CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            "HEADRACE_DATABASE_URL names a PostgreSQL database, but the driver is not "
+            'installed: pip install "psycopg[binary]>=3.1".'
+        ) from None
+    return psycopg
+
+
+def open_postgres(url: str) -> SQLStore:
+    """Open the store at a postgresql:// (or postgres://, postgresql+psycopg://) URL.
+
+    Creates the schema in an empty database; raises StoreError when the
+    server cannot be reached or the database cannot be used as it is.
+    """
+    psycopg = _psycopg()
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = re.sub(r"^postgresql\+psycopg://", "postgresql://", url)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(
+            f"HEADRACE_DATABASE_URL is not a valid PostgreSQL URL ({_one_line(exc)}); use "
+            "postgresql://user:password@host:port/database."
+        ) from None
+    options: dict[str, Any] = {"autocommit": False, "cursor_factory": _nul_free_cursor(psycopg)}
+    if "connect_timeout" not in params:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    if "application_name" not in params:
+        options["application_name"] = "headrace"
+    where = _describe(params)
+
+    def connect():
+        try:
+            conn = psycopg.connect(url, **options)
+        except psycopg.OperationalError as exc:
+            raise StoreError(_unreachable(where, params, exc)) from None
+        return conn
+
+    dialect = Dialect(
+        name="postgresql",
+        placeholder="%s",
+        real="DOUBLE PRECISION",
+        serial_key="BIGSERIAL PRIMARY KEY",
+        errors=(psycopg.Error,),
+    )
+    return PostgresStore(dialect, connect, where).open()
+
+
+class PostgresStore(SQLStore):
+    """SQLStore on PostgreSQL: the schema check is serialised across processes."""
+
+    def _check_schema(self, conn) -> None:
+        import psycopg
+
+        try:
+            # Two processes creating the tables at once would collide in the catalog; the
+            # lock is released when the upgrade commits (or the connection closes).
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            super()._check_schema(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            user = conn.info.user
+            raise StoreError(
+                f"The PostgreSQL user {user!r} lacks a privilege headrace needs in "
+                f"{self.where} ({_one_line(exc)}). Nothing was changed. To let it create the "
+                f"tables: GRANT CREATE ON SCHEMA public TO {user}; to let it use tables made "
+                "by another user: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                f"public TO {user} and GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {user}."
+            ) from None
+
+
+def _nul_free_cursor(psycopg):
+    """A cursor class that writes NUL characters in string parameters as U+FFFD.
+
+    Checking a whole batch with one join costs well under a microsecond a row;
+    a custom str dumper would cost several (a Python call per value).
+    """
+
+    def clean(row):
+        if isinstance(row, tuple | list):
+            return tuple(v.replace("\x00", "\ufffd") if v.__class__ is str else v for v in row)
+        return row
+
+    class NulFreeCursor(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            return super().execute(query, clean(params), **kwargs)
+
+        def executemany(self, query, params_seq, **kwargs):
+            rows = params_seq if isinstance(params_seq, list) else list(params_seq)
+            if "\x00" in "".join([v for row in rows for v in row if v.__class__ is str]):
+                rows = [clean(row) for row in rows]
+            return super().executemany(query, rows, **kwargs)
+
+    return NulFreeCursor
+
+
+def _target(params: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """Host, port, database and user libpq will use (the URL, else PG* variables, else defaults)."""
+    env = os.environ
+    user = params.get("user") or env.get("PGUSER")
+    host = params.get("host") or env.get("PGHOST") or "the local socket"
+    port = params.get("port") or env.get("PGPORT") or "5432"
+    db = params.get("dbname") or env.get("PGDATABASE") or user or "(default)"
+    return host, port, db, user
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """The URL without its password, for messages."""
+    host, port, db, user = _target(params)
+    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+
+
+def _unreachable(where: str, params: dict[str, Any], exc: Exception) -> str:
+    host, port, db, _ = _target(params)
+    return (
+        f"Cannot connect to the PostgreSQL history database {where} (host {host}, port "
+        f"{port}, database {db}): {_one_line(exc)}. Check that the server is running and "
+        f"accepts connections on {host}:{port}, that the database {db!r} exists "
+        "(createdb), and the user and password in HEADRACE_DATABASE_URL; or unset it to "
+        "record to the local SQLite file."
+    )
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+__all__ = ["open_postgres", "PostgresStore"]

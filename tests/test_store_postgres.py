@@ -1,0 +1,601 @@
+"""Run history on PostgreSQL: the same records and read API as SQLite, shared by processes.
+
+The PostgreSQL tests start a throwaway PostgreSQL 15 cluster for this module:
+`initdb` into a fresh directory under /tmp (trust authentication, superuser
+`headrace`, C locale, no fsync), then `pg_ctl start` listening on 127.0.0.1
+on a free port with its unix socket in that same directory; `pg_ctl stop`
+and removing the directory end it. initdb refuses to run as root, and CI
+runs pytest as root: then the cluster's directory is handed to the
+`postgres` system user (which the Debian package providing the binaries
+creates; `nobody` when it is missing) and initdb/pg_ctl run as that user
+(subprocess's `user=`/`group=`). Each test gets its own database.
+
+They skip only when /usr/lib/postgresql/15/bin/initdb is absent. The SQLite
+half of the shared read-API test runs everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from headrace import Flow, Parameter, context, flow, get_run_logger, task
+from headrace.engine.clock import ManualClock
+from headrace.store import get_store, open_store
+from headrace.store.records import FlowRun
+from headrace.store.sql import StoreError, _is_lock
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+needs_pg = pytest.mark.skipif(
+    not (PG_BIN / "initdb").exists(),
+    reason="PostgreSQL 15 is not installed (no /usr/lib/postgresql/15/bin/initdb); "
+    "apt-get install postgresql-15 to run these tests",
+)
+
+
+# -- the throwaway cluster --------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    port: int
+    directory: Path
+
+    def url(self, db: str, user: str = "headrace") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
+
+    def admin(self, db: str = "postgres"):
+        import psycopg
+
+        return psycopg.connect(self.url(db), autocommit=True)
+
+    def create_database(self) -> str:
+        name = "hr_" + uuid.uuid4().hex[:12]
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return name
+
+    def server_log(self) -> str:
+        return (self.directory / "server.log").read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _owner() -> dict:
+    """subprocess keywords that run the server as a non-root user when we are root."""
+    if os.geteuid() != 0:
+        return {}
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    pytest.fail("running as root, and neither a postgres nor a nobody user exists for initdb")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed (no /usr/lib/postgresql/15/bin/initdb)")
+    owner = _owner()
+    directory = Path(tempfile.mkdtemp(prefix="headrace-pg-"))
+    if owner:
+        os.chown(directory, owner["user"], owner["group"])
+    run = {"cwd": directory, "capture_output": True, "text": True, "timeout": 60, **owner}
+    data = directory / "data"
+    done = subprocess.run(
+        [PG_BIN / "initdb", "-D", data, "-U", "headrace", "--auth=trust", "-E", "UTF8",
+         "--locale=C", "--no-sync", "--no-instructions"],
+        **run,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    started = None
+    for _ in range(3):  # a free port can be taken between choosing and listening
+        port = _free_port()
+        settings = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} "
+            f"-c unix_socket_directories={directory} -c fsync=off -c full_page_writes=off "
+            "-c synchronous_commit=off -c max_connections=200"
+        )
+        started = subprocess.run(
+            [PG_BIN / "pg_ctl", "-D", data, "-l", directory / "server.log", "-w", "-t", "30",
+             "-o", settings, "start"],
+            **run,
+        )  # fmt: skip
+        if started.returncode == 0:
+            break
+    assert started.returncode == 0, (directory / "server.log").read_text()
+    try:
+        yield Cluster(port, directory)
+    finally:
+        subprocess.run([PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **run)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(cluster) -> str:
+    """A new, empty database on the cluster."""
+    return cluster.url(cluster.create_database())
+
+
+# -- flows used by the tests ---------------------------------------------------------------------------
+
+
+@task(retries=1)
+def numbers(n):
+    if context.task_run_count == 1:
+        raise ValueError("flaky on the first try")
+    return list(range(n))
+
+
+@task(tags=["b", "a"])
+def double(x):
+    if x == 1:
+        get_run_logger().info("doubling %s", x)
+    if x == 2:
+        raise ValueError("two is not allowed")
+    return 2 * x
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+def etl_flow() -> Flow:
+    with Flow("etl") as f:
+        n = Parameter("n")
+        total(double.map(numbers(n)))
+    return f
+
+
+@task
+def inc(x):
+    return x + 1
+
+
+@flow(name="inner")
+def inner(x):
+    return inc(x)
+
+
+@flow(name="outer")
+def outer():
+    a = inc.submit(1)
+    b = inc(a)
+    get_run_logger().info("calling inner with %s", b)
+    return inner(b)
+
+
+def record_everything():
+    """Two graph runs (one fails, one retries), a function flow with a subflow."""
+    f = etl_flow()
+    failed = f.run(parameters={"n": 3}, clock=ManualClock())
+    assert failed.is_failed()
+    ok = f.run(parameters={"n": 2}, clock=ManualClock())
+    assert ok.is_successful()
+    assert outer() == 4
+    get_store().flush()
+
+
+# -- recording -----------------------------------------------------------------------------------
+
+
+@needs_pg
+def test_graph_and_function_flows_are_recorded(pg_url, monkeypatch):
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
+    record_everything()
+    store = open_store(pg_url)
+    assert store.where == pg_url
+    runs = store.flow_runs()
+    assert sorted(r.flow_name for r in runs) == ["etl", "etl", "inner", "outer"]
+    [inner_run] = store.flow_runs(flow="inner")
+    [outer_run] = store.flow_runs(flow="outer")
+    assert inner_run.parent_id == outer_run.id and outer_run.parent_id is None
+    assert (inner_run.style, outer_run.style) == ("function", "function")
+    assert inner_run.parameters == {"x": 3}
+
+    ok = store.flow_runs(flow="etl", state="Completed")[0]
+    tasks = store.task_runs(ok.id)
+    ids = {t.name: t.id for t in tasks}
+    assert [t.name for t in tasks] == ["double", "numbers", "double[0]", "double[1]", "total"]
+    assert tasks[2].upstream == [ids["numbers"]]
+    assert tasks[2].parent_task_run_id == ids["double"]
+    assert tasks[-1].upstream == [ids["double"]]
+    assert tasks[2].tags == ["a", "b"]
+    assert [s.name for s in store.states(ids["numbers"])] == ["Running", "Retrying", "Completed"]
+    assert store.states(ids["numbers"])[1].message.endswith("ValueError: flaky on the first try")
+    lines = [(r.task_run_id, r.message) for _, r in store.logs(ok.id)]
+    assert (ids["double[1]"], "doubling 1") in lines
+
+    outer_tasks = store.task_runs(outer_run.id)
+    first, second = (t for t in outer_tasks if t.task_name == "inc")
+    assert second.upstream == [first.id]  # a future passed on links the runs
+    assert [r.message for _, r in store.logs(outer_run.id)].count("calling inner with 3") == 1
+    get_store().flush()
+
+
+# -- the read API, the same on both databases ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def test_read_api_is_the_same_on_sqlite_and_postgresql(backend, tmp_path, request, monkeypatch):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+    started = time.time()
+    record_everything()
+    store = open_store(url)
+
+    runs = store.flow_runs()
+    assert [r.flow_name for r in runs] == ["inner", "outer", "etl", "etl"]  # newest first
+    assert all(isinstance(r, FlowRun) for r in runs)
+    inner_run, outer_run, ok, failed = runs
+    assert [r.state_name for r in runs] == ["Completed", "Completed", "Completed", "Failed"]
+    assert [r.state_type for r in runs] == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
+    for r in runs:
+        assert started <= r.start_time <= r.end_time <= time.time()
+        assert type(r.start_time) is float and type(r.pid) is int
+        assert (r.pid, r.host) == (os.getpid(), socket.gethostname())
+    assert ok.parameters == {"n": 2} and failed.parameters == {"n": 3}
+    assert (ok.style, ok.executor, ok.parent_id) == ("graph", "LocalExecutor()", None)
+
+    # filters
+    assert [r.id for r in store.flow_runs(flow="etl")] == [ok.id, failed.id]
+    for spelling in ("failed", "FAILED", "Failed"):
+        assert [r.id for r in store.flow_runs(state=spelling)] == [failed.id]
+    assert len(store.flow_runs(state="completed")) == 3
+    assert [r.id for r in store.flow_runs(parent_id=outer_run.id)] == [inner_run.id]
+    assert [r.id for r in store.flow_runs(limit=1)] == [inner_run.id]
+    assert store.flow_runs(flow="no-such-flow") == []
+
+    # one run by id, prefix (any case) or name
+    for ref in (ok.id, ok.id[:10], ok.id[:10].upper(), ok.name):
+        assert store.flow_run(ref) == ok
+    with pytest.raises(StoreError, match="matches 4 flow runs"):
+        store.flow_run("")
+    with pytest.raises(StoreError, match="No flow run has the id, id prefix or name 'zzz'"):
+        store.flow_run("zzz")
+
+    # task runs, states, logs
+    tasks = store.task_runs(ok.id)
+    shape = [
+        (t.name, t.task_name, t.task_key, t.map_index, t.state_name, t.tags, t.run_count)
+        for t in tasks
+    ]
+    assert shape == [
+        ("double", "double", "double-1", None, "Mapped", ["a", "b"], 1),
+        ("numbers", "numbers", "numbers-1", None, "Completed", [], 2),
+        ("double[0]", "double", "double-1", 0, "Completed", ["a", "b"], 1),
+        ("double[1]", "double", "double-1", 1, "Completed", ["a", "b"], 1),
+        ("total", "total", "total-1", None, "Completed", [], 1),
+    ]
+    assert all(t.flow_run_id == ok.id for t in tasks)
+    assert tasks[0].start_time is None and type(tasks[1].start_time) is float
+    bad = {t.name: t for t in store.task_runs(failed.id)}
+    assert bad["double[2]"].state_name == "Failed"
+    assert bad["double[2]"].state_message.endswith("ValueError: two is not allowed")
+    assert bad["total"].state_name == "TriggerFailed"
+    states = store.states(tasks[1].id)
+    assert [(s.type, s.name) for s in states] == [
+        ("RUNNING", "Running"),
+        ("SCHEDULED", "Retrying"),
+        ("COMPLETED", "Completed"),
+    ]
+    assert states[0].time <= states[1].time <= states[2].time
+    assert store.states("no-such-task-run") == []
+
+    logs = store.logs(ok.id)
+    ids = [i for i, _ in logs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [r.message for _, r in logs if r.task_run_id == tasks[3].id] == ["doubling 1"]
+    assert logs[0][1].message == f"Created flow run {ok.name!r} for flow 'etl'"
+    assert logs[0][1].level == 20 and type(logs[0][1].time) is float
+    assert store.logs(ok.id, after=ids[0]) == logs[1:]
+    assert store.logs(ok.id, after=ids[-1]) == []
+    get_store().flush()
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+WORKER = """
+import sys
+from headrace import Flow, Parameter, task
+
+@task
+def numbers(n):
+    return list(range(n))
+
+@task
+def double(x):
+    return 2 * x
+
+@task
+def total(xs):
+    return sum(xs)
+
+with Flow("load") as f:
+    total(double.map(numbers(Parameter("n"))))
+
+print("ready", flush=True)
+sys.stdin.readline()  # both processes start their runs together
+state = f.run(parameters={"n": 500})
+print(state.name, flush=True)
+"""
+
+
+@needs_pg
+def test_two_processes_record_to_one_database_at_once(pg_url, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    env = {**os.environ, "HEADRACE_DATABASE_URL": pg_url}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        assert w.stdout.readline().strip() == "ready", w.stderr.read()
+    for w in workers:  # the database is empty: both create the schema at the same moment
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    for w in workers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+        assert "not being recorded" not in err, err
+        assert out.strip() == "Completed", err
+
+    store = open_store(pg_url)
+    runs = store.flow_runs(flow="load")
+    assert len(runs) == 2 and {r.pid for r in runs} == {w.pid for w in workers}
+    for run in runs:
+        assert run.state_name == "Completed"
+        tasks = store.task_runs(run.id)
+        assert len(tasks) == 503
+        children = [t for t in tasks if t.map_index is not None]
+        assert sorted(t.map_index for t in children) == list(range(500))
+        assert all(t.state_type == "COMPLETED" for t in tasks)
+        messages = [r.message for _, r in store.logs(run.id)]
+        assert messages[0].startswith("Created flow run") and "Finished in state" in messages[-1]
+
+
+# -- refusing what is not ours -----------------------------------------------------------------------
+
+
+@needs_pg
+def test_an_unreachable_server_is_a_clear_error(monkeypatch):
+    port = _free_port()  # nothing listens there
+    url = f"postgresql://alice:s3cret@127.0.0.1:{port}/history"
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    for part in (f"host 127.0.0.1, port {port}, database history", "Connection refused"):
+        assert part in message
+    assert "Check that the server is running" in message and "s3cret" not in message
+
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)  # a run says so too, before it starts
+    ran = []
+
+    @task
+    def note():
+        ran.append(1)
+
+    with Flow("never") as f:
+        note()
+    with pytest.raises(StoreError, match=f"port {port}"):
+        f.run()
+    assert ran == []
+
+
+@needs_pg
+def test_every_url_spelling_opens_the_same_database(pg_url):
+    store = open_store(pg_url)
+    store.started(FlowRun(id="run-1", name="spelled", flow_name="f", style="graph"))
+    store.flush()
+    for scheme in ("postgres://", "postgresql+psycopg://"):
+        other = open_store(pg_url.replace("postgresql://", scheme))
+        assert other.flow_run("run-1").name == "spelled"
+    store.ended("run-1", "COMPLETED", "Completed", None, time.time())
+    store.flush()
+    with pytest.raises(StoreError, match="not a valid PostgreSQL URL .*postgresql://user"):
+        open_store("postgresql://[::1")
+
+
+@needs_pg
+def test_a_missing_database_or_user_is_a_clear_error(cluster):
+    with pytest.raises(StoreError, match='database "nope" does not exist'):
+        open_store(cluster.url("nope"))
+    with pytest.raises(StoreError, match='role "bob" does not exist'):
+        open_store(cluster.url("postgres", user="bob"))
+
+
+def _tables(conn) -> set[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+@needs_pg
+def test_a_database_with_other_tables_is_refused_and_left_unchanged(cluster):
+    name = cluster.create_database()
+    with cluster.admin(name) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers VALUES (1, 'Ada')")
+    with pytest.raises(StoreError, match="is not a headrace database .*customers.*Nothing was"):
+        open_store(cluster.url(name))
+    with cluster.admin(name) as conn:
+        assert _tables(conn) == {"customers"}
+        assert conn.execute("SELECT * FROM customers").fetchall() == [(1, "Ada")]
+
+
+@needs_pg
+def test_a_newer_schema_is_refused_and_left_unchanged(pg_url, cluster):
+    open_store(pg_url)
+    with cluster.admin(pg_url.rsplit("/", 1)[1]) as conn:
+        before = _tables(conn)
+        assert {"headrace_meta", "flow_runs", "task_runs", "logs"} <= before
+        conn.execute("UPDATE headrace_meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 2, made by a newer headrace"):
+        open_store(pg_url)
+    with cluster.admin(pg_url.rsplit("/", 1)[1]) as conn:
+        assert _tables(conn) == before
+        meta = dict(conn.execute("SELECT key, value FROM headrace_meta").fetchall())
+        assert meta == {"app": "headrace", "schema_version": "2"}
+
+
+@needs_pg
+def test_a_user_who_may_not_create_tables_is_told_what_to_grant(cluster):
+    name = cluster.create_database()
+    with cluster.admin(name) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE viewer LOGIN; EXCEPTION WHEN OTHERS THEN END $$")
+    with pytest.raises(StoreError, match="GRANT CREATE ON SCHEMA public TO viewer"):
+        open_store(cluster.url(name, user="viewer"))
+    with cluster.admin(name) as conn:
+        assert _tables(conn) == set()
+    open_store(cluster.url(name))  # the owner creates the tables; viewer may not use them
+    with pytest.raises(StoreError, match="GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"):
+        open_store(cluster.url(name, user="viewer"))
+
+
+# -- locks and odd text ------------------------------------------------------------------------------
+
+
+@needs_pg
+def test_lock_and_serialization_errors_count_as_lock_waits(pg_url):
+    import psycopg
+
+    errors = []
+    with psycopg.connect(pg_url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        setup.execute("INSERT INTO t VALUES (1, 0), (2, 0)")
+    a, b = psycopg.connect(pg_url), psycopg.connect(pg_url)
+    try:
+        # serialization failure: a repeatable-read transaction updates a row changed since
+        a.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        a.execute("SELECT v FROM t WHERE id = 1").fetchall()
+        b.execute("UPDATE t SET v = 1 WHERE id = 1")
+        b.commit()
+        with pytest.raises(psycopg.Error) as caught:
+            a.execute("UPDATE t SET v = 2 WHERE id = 1")
+        errors.append(caught.value)
+        a.rollback()
+
+        # lock not available: NOWAIT on a row another transaction holds
+        b.execute("SELECT v FROM t WHERE id = 1 FOR UPDATE")
+        with pytest.raises(psycopg.Error) as caught:
+            a.execute("SELECT v FROM t WHERE id = 1 FOR UPDATE NOWAIT")
+        errors.append(caught.value)
+        a.rollback()
+        b.rollback()
+
+        # deadlock: each holds the row the other wants
+        for conn in (a, b):
+            conn.execute("SET deadlock_timeout = '20ms'")
+        a.execute("UPDATE t SET v = 3 WHERE id = 1")
+        b.execute("UPDATE t SET v = 3 WHERE id = 2")
+        outcome = {}
+
+        def take(conn, row, who):
+            try:
+                conn.execute("UPDATE t SET v = 4 WHERE id = %s", (row,))
+                outcome[who] = None
+            except psycopg.Error as exc:
+                outcome[who] = exc
+                conn.rollback()  # lets the other one through
+
+        other = threading.Thread(target=take, args=(a, 2, "a"))
+        other.start()
+        take(b, 1, "b")
+        other.join(30)
+        [deadlock] = [e for e in outcome.values() if e is not None]
+        errors.append(deadlock)
+    finally:
+        a.close()
+        b.close()
+
+    assert [e.sqlstate for e in errors] == ["40001", "55P03", "40P01"]
+    assert all(_is_lock(e) for e in errors)
+    with psycopg.connect(pg_url) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute("INSERT INTO t VALUES (1, 0)")
+    assert not _is_lock(caught.value)  # a real error is not waited out
+
+
+@needs_pg
+def test_the_writer_waits_out_a_lock_timeout(pg_url, cluster):
+    import psycopg
+
+    store = open_store(pg_url)  # creates the tables
+    db = pg_url.rsplit("/", 1)[1]
+    with cluster.admin() as admin:
+        admin.execute(f"ALTER DATABASE {db} SET lock_timeout = '20ms'")
+    store = open_store(pg_url)  # its connections start with the setting
+    marker = f"lock timeout test {uuid.uuid4().hex}"
+    seen = cluster.server_log().count("canceling statement due to lock timeout")
+    holder = psycopg.connect(pg_url)
+    holder.execute("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
+    store.started(FlowRun(id="run-1", name=marker, flow_name="f", style="graph"))
+    store.put("log", ("run-1", None, 20, time.time(), "test", marker))
+    writer_done = threading.Thread(target=store.flush, args=(60,))
+    writer_done.start()
+    # Release the lock only once the writer has been turned away by it at least once.
+    deadline = time.monotonic() + 30
+    while cluster.server_log().count("canceling statement due to lock timeout") == seen:
+        assert time.monotonic() < deadline, "the writer never hit the lock"
+        time.sleep(0.02)
+    holder.rollback()
+    holder.close()
+    writer_done.join(60)
+    assert not writer_done.is_alive()
+    assert store.recording
+    assert [r.message for _, r in store.logs("run-1")] == [marker]
+    assert store.flow_run("run-1").name == marker
+    store.ended("run-1", "COMPLETED", "Completed", None, time.time())
+    store.flush()
+
+
+@needs_pg
+def test_a_nul_character_is_recorded_not_fatal(pg_url, monkeypatch):
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
+
+    @task
+    def noisy():
+        get_run_logger().info("bytes: a\x00b")
+        return 1
+
+    with Flow("nul") as f:
+        noisy()
+    assert f.run().is_successful()
+    assert get_store().recording
+    store = open_store(pg_url)
+    [run] = store.flow_runs()
+    assert "bytes: a\ufffdb" in [r.message for _, r in store.logs(run.id)]
+    with pytest.raises(StoreError, match="No flow run"):  # in a lookup too
+        store.flow_run("a\x00b")
