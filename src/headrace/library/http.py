@@ -11,6 +11,7 @@ standard library is used.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -57,7 +58,12 @@ class FetchURL(Task):
                 error = HTTPError(url, exc.code, exc.reason)
                 if exc.code < 500:
                     raise error from None  # the request is wrong: trying again will not help
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,
+                TimeoutError,
+                ConnectionError,
+            ) as exc:
                 error = ConnectionError(f"GET {url} failed: {getattr(exc, 'reason', exc)}")
             if attempt < self.attempts:
                 self._sleep(delay)

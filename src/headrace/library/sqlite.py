@@ -46,7 +46,8 @@ class SQLiteQuery(Task):
         if not query:
             raise ValueError("no query given: pass query= when making the task or calling it")
         with closing(_connect(db)) as conn, conn:
-            many = isinstance(data, list) and data and isinstance(data[0], list | tuple | dict)
+            # A list of rows (possibly empty: then the statement runs zero times).
+            many = isinstance(data, list) and (not data or isinstance(data[0], list | tuple | dict))
             if many:
                 cursor = conn.executemany(query, data)
             else:
