@@ -266,7 +266,7 @@ class FunctionRun:
             state = run_task(spec, arguments, name, None, self.ctx, run_count, loop, run_id)
             if state.name != "Retrying":
                 return state
-            self._log_retry(name, state, spec, run_count)
+            self._log_retry(run_id, name, state, spec.retry_delay(run_count))
             task_state(self.store, run_id, self.id, state)
             loop = state._value or loop
             self.clock.sleep(spec.retry_delay(run_count))
@@ -331,7 +331,9 @@ class FunctionRun:
         self._relaunch(self.throttle.release(task.tags))
         if state.name == "Retrying":
             spec = self._spec(task)
-            self._log_retry(future.record.name, state, spec, run_count)
+            self._log_retry(
+                future.record.id, future.record.name, state, spec.retry_delay(run_count)
+            )
             task_state(self.store, future.record.id, self.id, state)
             self._run_counts[future.record.id] = run_count + 1
             retry = (task, arguments, future, run_count + 1, state._value or loop)
@@ -397,20 +399,21 @@ class FunctionRun:
         record.allowed = record.allowed or allowed
         failed = state.is_failed()
         level = 40 if failed else 20 if len(self.records) <= QUIET_AFTER else 10
-        after_run(task, state, record.name, record.id)
+        after_run(task, state, record.name, record.id, self.id)
         task_run_done(
             self.store, record.id, self.id, task.name, record.name, None, record.map_index,
             None, record.upstream, task.tags, state, record.start,
             self._run_counts.pop(record.id, 1),
         )  # fmt: skip
         if logs.TASK_RUNS.isEnabledFor(level):
-            logs.task_logger(record.name, record.id).log(
+            logs.task_logger(record.name, record.id, self.id).log(
                 level, "Finished in state %s", logs.state_label(state)
             )
 
-    def _log_retry(self, name: str, state: State, spec: TaskSpec, run_count: int) -> None:
-        delay = spec.retry_delay(run_count)
-        logs.task_logger(name).warning("%s Retrying in %g s.", state.message, delay)
+    def _log_retry(self, record_id: str, name: str, state: State, delay: float) -> None:
+        logs.task_logger(name, record_id, self.id).warning(
+            "%s Retrying in %g s.", state.message, delay
+        )
 
     @property
     def executor(self):

@@ -549,7 +549,7 @@ class FlowRunner:
         """A unit's final state: log, hooks, and its record in the run history."""
         run_name = nr.name if index is None else f"{nr.name}[{index}]"
         run_id = self._run_id(nr, index)
-        after_run(nr.node, state, run_name, run_id)
+        after_run(nr.node, state, run_name, run_id, self.flow_ctx.flow_run_id)
         if not self.store.recording:
             return
         upstream = [

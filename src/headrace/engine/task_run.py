@@ -326,13 +326,15 @@ def outcome(future, run_count: int, retries: int) -> State:
         return Crashed(message, exception=exc)
 
 
-def after_run(task, state: State, run_name: str, run_id: str | None = None) -> None:
+def after_run(
+    task, state: State, run_name: str, run_id: str | None = None, flow_run_id: str | None = None
+) -> None:
     """What follows a task run's final state in both runners: log a failure's
     traceback (once, not for TriggerFailed) and call the task's hooks."""
     failed = state.is_failed()
     traceback_due = failed and state.exception is not None and state.name != "TriggerFailed"
     if traceback_due and logs.TASK_RUNS.isEnabledFor(40):
-        logs.log_exception(logs.task_logger(run_name, run_id), state.exception)
+        logs.log_exception(logs.task_logger(run_name, run_id, flow_run_id), state.exception)
     if failed:
         hooks = task.on_failure
     elif state.type is StateType.COMPLETED and state.name != "Skipped":
@@ -343,7 +345,7 @@ def after_run(task, state: State, run_name: str, run_id: str | None = None) -> N
         try:
             hook(task, state)
         except Exception:
-            logs.task_logger(run_name, run_id).exception(
+            logs.task_logger(run_name, run_id, flow_run_id).exception(
                 "An %s hook raised; the task run's state is unchanged",
                 "on_failure" if failed else "on_completion",
             )
