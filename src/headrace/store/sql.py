@@ -13,10 +13,14 @@ retries. A database that is not headrace's, or is from a newer headrace,
 is refused when opened, and nothing in it is changed.
 
 Readers use their own connection; in WAL mode they never block the writer.
+A fork waits while the writer is inside the database driver: SQLite's
+mutexes do not survive a fork, and a child forked mid-write (a process
+executor's worker, say) would hang on its first connect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +43,36 @@ HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
+
+# Held by writer threads while they are inside the driver, and taken around every fork.
+_DRIVER = threading.Lock()
+_forking = False  # a fork waits for _DRIVER: writers let it go first (the lock is not fair)
+
+
+def _before_fork() -> None:
+    global _forking
+    _forking = True
+    _DRIVER.acquire()
+
+
+def _after_fork() -> None:
+    global _forking
+    _forking = False
+    _DRIVER.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
+
+
+@contextlib.contextmanager
+def _in_driver():
+    while _forking:
+        time.sleep(0.001)
+    with _DRIVER:
+        yield
 
 
 class StoreError(HeadraceError):
@@ -347,7 +381,8 @@ class SQLStore:
     def _write_loop(self) -> None:
         conn = None
         try:
-            conn = self._connect()
+            with _in_driver():
+                conn = self._connect()
         except Exception as exc:
             self._disable(f"cannot open {self.where}: {exc}")
         statements = {k: self._sql(v) for k, v in self._STATEMENTS.items()}
@@ -381,24 +416,26 @@ class SQLStore:
     def _write(self, conn, statements: dict, rows: dict[str, list]) -> None:
         delay = 0.01
         while True:
-            try:
-                cur = conn.cursor()
-                for kind in self._ORDER:
-                    if kind in rows:
-                        cur.executemany(statements[kind], rows[kind])
-                conn.commit()
-                return
-            except self.dialect.errors as exc:
+            with _in_driver():
                 try:
-                    conn.rollback()
-                except Exception:
-                    pass
-                if _is_lock(exc):  # another process holds the write lock: wait our turn
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                self._disable(f"writing to {self.where} failed: {exc}")
-                return
+                    cur = conn.cursor()
+                    for kind in self._ORDER:
+                        if kind in rows:
+                            cur.executemany(statements[kind], rows[kind])
+                    conn.commit()
+                    return
+                except self.dialect.errors as exc:
+                    error = exc
+                    try:
+                        conn.rollback()
+                    except Exception:
+                        pass
+            if _is_lock(error):  # another process holds the write lock: wait our turn
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self._disable(f"writing to {self.where} failed: {error}")
+            return
 
     def _disable(self, reason: str) -> None:
         # Only the writer thread calls this, so warning before setting the flag cannot warn

@@ -1,0 +1,605 @@
+"""Run history in the SQLite store (src/headrace/store, engine/recorder.py).
+
+1. Everything a run does is recorded: a graph flow (map, reduce, a failing
+   child, a retry) and a function flow with a subflow leave their flow runs,
+   task runs, states and log lines, read back through the store's own API.
+2. Flush: when `flow.run()` (or a top-level @flow call) returns, its rows are
+   readable at once from a separate connection.
+3. Retention: HEADRACE_HISTORY_RETENTION prunes old finished runs when a store
+   is opened; `SQLStore.prune` and `reset`.
+4. `get_store()`: HEADRACE_HISTORY=off, one store per database and process,
+   runs left Running by a dead or silent process read Crashed, and a failed
+   write warns once, before `flush()` returns.
+
+Each test records into its own SQLite file under tmp_path (HEADRACE_HOME set per
+test; `get_store()` opens a store per database URL and process). Faults (locks,
+kill -9, foreign files, unwritable or full disks) are in test_store_faults.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from headrace import Flow, Parameter, flow, get_run_logger, task
+from headrace.engine.clock import ManualClock
+from headrace.executors import ThreadExecutor
+from headrace.store import NULL, get_store, open_store, retention
+from headrace.store.sql import PARAMETER_LIMIT, STALE_SECONDS, StoreError
+
+BACKSTOP = 10.0  # seconds a blocked thread waits before the test fails instead of hanging
+DAY = 86400.0
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh HEADRACE_HOME; the path of its database."""
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEADRACE_HISTORY", raising=False)
+    monkeypatch.delenv("HEADRACE_HISTORY_RETENTION", raising=False)
+    return tmp_path / "home" / "headrace.db"
+
+
+def by_name(task_runs) -> dict:
+    return {tr.name: tr for tr in task_runs}
+
+
+def state_names(store, task_run_id: str) -> list[str]:
+    return [s.name for s in store.states(task_run_id)]
+
+
+def raw(path, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+# -- 1. everything recorded: a graph flow --------------------------------------------------
+
+
+def graph_flow():
+    """numbers -> invert.map (child 0 divides by zero) -> total (TriggerFailed); flaky retries."""
+    attempts = []
+
+    @task
+    def numbers(n):
+        return list(range(n))
+
+    @task(tags=["math", "cpu"])
+    def invert(x):
+        get_run_logger().info("inverting %d", x)
+        return 1 / x
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    @task(retries=1, retry_delay=5)
+    def flaky():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("first attempt fails")
+        return "ok"
+
+    with Flow("recorded-graph") as f:
+        n = Parameter("n", default=4)
+        Parameter("blob", default="x" * (PARAMETER_LIMIT + 10))
+        Parameter("odd", default={1, 2})  # not JSON: recorded as a marker
+        total(invert.map(numbers(n)))
+        flaky()
+    return f
+
+
+def test_graph_flow_run_is_recorded_whole(home):
+    clock = ManualClock()
+    state = graph_flow().run(clock=clock)
+    assert state.is_failed()
+    assert clock.sleeps == [5]
+    store = get_store()
+    assert store.where == str(home)
+
+    [run] = store.flow_runs()
+    assert (run.flow_name, run.style, run.parent_id) == ("recorded-graph", "graph", None)
+    assert (run.state_type, run.state_name) == ("FAILED", "Failed")
+    assert run.state_message == state.message
+    assert (run.host, run.pid) == (socket.gethostname(), os.getpid())
+    assert run.executor == "LocalExecutor()"
+    assert run.start_time <= run.end_time
+    assert run.parameters["n"] == 4
+    blob = run.parameters["blob"]
+    assert blob["__truncated__"] is True
+    assert (blob["type"], blob["size"]) == ("str", PARAMETER_LIMIT + 12)  # JSON adds quotes
+    assert blob["repr"].startswith("'xxxx") and len(blob["repr"]) == 200
+    assert run.parameters["odd"]["__truncated__"] is True
+    assert run.parameters["odd"]["repr"] == "{1, 2}"
+
+    runs = by_name(store.task_runs(run.id))
+    assert set(runs) == {
+        "numbers",
+        "invert",
+        "invert[0]",
+        "invert[1]",
+        "invert[2]",
+        "invert[3]",
+        "total",
+        "flaky",
+    }
+    assert all(tr.flow_run_id == run.id for tr in runs.values())
+    whole = runs["invert"]
+    assert (whole.state_name, whole.map_index, whole.parent_task_run_id) == ("Mapped", None, None)
+    assert whole.upstream == [runs["numbers"].id]
+    for i in range(4):
+        child = runs[f"invert[{i}]"]
+        assert child.map_index == i
+        assert child.parent_task_run_id == whole.id
+        assert child.upstream == [runs["numbers"].id]
+        assert child.tags == ["cpu", "math"]
+        assert child.task_key == whole.task_key == "invert-1"
+    assert runs["invert[0]"].state_name == "Failed"
+    assert "ZeroDivisionError" in runs["invert[0]"].state_message
+    assert runs["invert[3]"].state_name == "Completed"
+    assert runs["total"].state_name == "TriggerFailed"
+    assert runs["total"].upstream == [whole.id]
+    assert runs["flaky"].run_count == 2
+    assert runs["numbers"].run_count == 1
+
+    assert state_names(store, runs["flaky"].id) == ["Running", "Retrying", "Completed"]
+    retrying = store.states(runs["flaky"].id)[1]
+    assert "ConnectionError: first attempt fails" in retrying.message
+    assert state_names(store, runs["invert[0]"].id) == ["Running", "Failed"]
+    assert state_names(store, runs["total"].id) == ["Running", "TriggerFailed"]
+    times = [s.time for s in store.states(runs["flaky"].id)]
+    assert times == sorted(times)
+
+    lines = [record for _, record in store.logs(run.id)]
+    assert all(line.flow_run_id == run.id for line in lines)
+    first, last = lines[0], lines[-1]
+    assert first.message == f"Created flow run {run.name!r} for flow 'recorded-graph'"
+    assert (first.logger, first.task_run_id) == ("headrace.engine", None)
+    assert last.message.startswith("Finished in state Failed(")
+    assert (last.logger, last.task_run_id, last.level) == (f"Flow run {run.name!r}", None, 40)
+    task_lines = {line.message: line for line in lines if line.message.startswith("inverting")}
+    assert set(task_lines) == {f"inverting {i}" for i in range(4)}
+    for i in range(4):
+        line = task_lines[f"inverting {i}"]
+        assert line.task_run_id == runs[f"invert[{i}]"].id
+        assert line.logger == f"Task run 'invert[{i}]'"
+    ids = [log_id for log_id, _ in store.logs(run.id)]
+    assert store.logs(run.id, after=ids[1]) == store.logs(run.id)[2:]
+
+
+def test_graph_flow_failure_traceback_is_recorded(home):
+    graph_flow().run(clock=ManualClock())
+    store = get_store()
+    [run] = store.flow_runs()
+    child = by_name(store.task_runs(run.id))["invert[0]"]
+    lines = [record for _, record in store.logs(run.id)]
+    tracebacks = [line for line in lines if "Encountered exception" in line.message]
+    assert [line.task_run_id for line in tracebacks] == [child.id]
+
+
+# -- 1. everything recorded: a function flow with a subflow ---------------------------------
+
+
+def function_flows():
+    failed_once: set[int] = set()
+
+    @task(retries=1, tags=["io"])
+    def fetch(i):
+        get_run_logger().info("fetching %d", i)
+        if i == 0 and i not in failed_once:
+            failed_once.add(i)
+            raise TimeoutError("slow server")
+        return {"i": i}
+
+    @task
+    def merge(parts):
+        return sorted(p["i"] for p in parts)
+
+    @flow(name="recorded-child")
+    def child(numbers):
+        get_run_logger().info("child got %d numbers", len(numbers))
+        return merge([{"i": n} for n in numbers])
+
+    @flow(name="recorded-parent", clock=ManualClock())
+    def parent(n, blob):
+        first = fetch.submit(0)
+        rest = fetch.map(range(1, n))
+        merged = merge.submit([first, *rest])
+        return child(merged.result())
+
+    return parent
+
+
+def test_function_flow_and_subflow_are_recorded(home):
+    parent = function_flows()
+    assert parent(3, "y" * (PARAMETER_LIMIT + 1)) == [0, 1, 2]
+    store = get_store()
+
+    runs = {r.flow_name: r for r in store.flow_runs()}
+    assert set(runs) == {"recorded-parent", "recorded-child"}
+    top, sub = runs["recorded-parent"], runs["recorded-child"]
+    assert (top.style, sub.style) == ("function", "function")
+    assert top.parent_id is None and sub.parent_id == top.id
+    assert store.flow_runs(parent_id=top.id) == [sub]
+    assert (top.state_name, sub.state_name) == ("Completed", "Completed")
+    assert top.parameters["n"] == 3
+    assert top.parameters["blob"]["__truncated__"] is True
+    assert sub.parameters == {"numbers": [0, 1, 2]}
+    assert top.start_time <= sub.start_time <= sub.end_time <= top.end_time
+
+    tasks = by_name(store.task_runs(top.id))
+    assert set(tasks) == {"fetch-0", "fetch[0]", "fetch[1]", "merge-0"}
+    assert tasks["fetch-0"].run_count == 2
+    assert tasks["fetch-0"].tags == ["io"]
+    assert state_names(store, tasks["fetch-0"].id) == ["Running", "Retrying", "Completed"]
+    assert [tasks[f"fetch[{i}]"].map_index for i in (0, 1)] == [0, 1]
+    assert tasks["merge-0"].upstream == [
+        tasks["fetch-0"].id,
+        tasks["fetch[0]"].id,
+        tasks["fetch[1]"].id,
+    ]
+    assert [tr.name for tr in store.task_runs(sub.id)] == ["merge-0"]
+
+    lines = [record for _, record in store.logs(top.id)]
+    messages = [line.message for line in lines]
+    assert messages[0] == f"Created flow run {top.name!r} for flow 'recorded-parent'"
+    assert "Created task run 'fetch-0' for task 'fetch'" in messages
+    assert f"Created subflow run {sub.name!r} for flow 'recorded-child'" in messages
+    assert messages[-1] == "Finished in state Completed('All states completed.')"
+    fetching = [line for line in lines if line.message == "fetching 0"]
+    assert [line.task_run_id for line in fetching] == [tasks["fetch-0"].id] * 2
+    for i in (1, 2):
+        [line] = [line for line in lines if line.message == f"fetching {i}"]
+        assert line.task_run_id == tasks[f"fetch[{i - 1}]"].id
+    sub_messages = [record.message for _, record in store.logs(sub.id)]
+    assert "child got 3 numbers" in sub_messages
+    assert "child got 3 numbers" not in messages
+    assert sub_messages[-1].startswith("Finished in state Completed")
+
+
+def test_function_flow_retry_line_names_its_task_run(home):
+    function_flows()(2, "b")
+    store = get_store()
+    top = store.flow_runs(flow="recorded-parent")[0]
+    fetch = by_name(store.task_runs(top.id))["fetch-0"]
+    [retry] = [r for _, r in store.logs(top.id) if "Retrying in" in r.message]
+    assert retry.task_run_id == fetch.id
+
+
+def test_function_flow_lines_logged_on_worker_threads_are_recorded(home):
+    submitted = threading.Event()
+
+    @task
+    def late():
+        assert submitted.wait(BACKSTOP)  # finish only after submit() has returned
+        return 1
+
+    @flow(executor=ThreadExecutor(2))
+    def worker_thread_flow():
+        future = late.submit()
+        submitted.set()
+        return future.result()
+
+    assert worker_thread_flow() == 1
+    store = get_store()
+    [run] = store.flow_runs()
+    [late_run] = store.task_runs(run.id)
+    assert late_run.state_name == "Completed"  # the record itself lands ...
+    finished = [r for _, r in store.logs(run.id) if r.task_run_id == late_run.id]
+    assert [r.message for r in finished] == ["Finished in state Completed()"]  # ... its line not
+
+
+# -- 2. flush: a finished run is readable at once -------------------------------------------
+
+
+def test_rows_are_readable_from_another_connection_when_run_returns(home):
+    @task
+    def one(x):
+        get_run_logger().info("item %d", x)
+        return x
+
+    with Flow("flushed") as f:
+        one.map(list(range(3000)))
+    state = f.run()
+    # No flush, no wait: the end of the run flushed. A second store is a second connection.
+    other = open_store(f"sqlite:///{home}")
+    assert other is not get_store()
+    [run] = other.flow_runs()
+    assert run.state_name == "Completed" and run.end_time is not None
+    assert len(other.task_runs(run.id)) == 3001
+    lines = other.logs(run.id)
+    assert lines[-1][1].message == "Finished in state Completed('All reference tasks succeeded.')"
+    assert sum(r.message.startswith("item ") for _, r in lines) == 3000
+    assert raw(home, "SELECT count(*) FROM task_runs")[0][0] == 3001
+    assert state.is_successful()
+
+    @flow
+    def function_flow():
+        return [one(i) for i in range(50)]
+
+    function_flow()
+    [fn_run] = [r for r in other.flow_runs() if r.style == "function"]
+    assert fn_run.state_name == "Completed"
+    assert len(other.task_runs(fn_run.id)) == 50
+
+
+# -- 3. retention, prune, reset -------------------------------------------------------------
+
+
+def record_runs(count: int) -> list[str]:
+    """`count` finished graph-flow runs (a task, a retry, a log line each); their ids."""
+
+    failed: set[int] = set()
+
+    @task(retries=1)
+    def step(i):
+        get_run_logger().info("step %d", i)
+        if i not in failed:
+            failed.add(i)
+            raise ValueError("retry me")
+        return i
+
+    with Flow("kept") as f:
+        i = Parameter("i")
+        step(i)
+    for i in range(count):
+        assert f.run(parameters={"i": i}, clock=ManualClock()).is_successful()
+    return [r.id for r in sorted(get_store().flow_runs(), key=lambda r: r.start_time)]
+
+
+def age(path, run_id: str, days: float) -> None:
+    """Move a run's times `days` into the past, as if it ran then."""
+    shift = days * DAY
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "UPDATE flow_runs SET start_time = start_time - ?, end_time = end_time - ? WHERE id = ?",
+        (shift, shift, run_id),
+    )
+    conn.commit()
+    conn.close()
+
+
+def rows_of(path, run_id: str) -> dict[str, int]:
+    return {
+        table: raw(path, f"SELECT count(*) FROM {table} WHERE {column} = ?", (run_id,))[0][0]
+        for table, column in (
+            ("flow_runs", "id"),
+            ("task_runs", "flow_run_id"),
+            ("task_run_states", "flow_run_id"),
+            ("logs", "flow_run_id"),
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30d", 30 * DAY),
+        ("12h", 12 * 3600.0),
+        ("90m", 5400.0),
+        ("45s", 45.0),
+        (" 1.5H ", 5400.0),
+        ("2 d", 2 * DAY),
+        ("", None),
+    ],
+)
+def test_retention_setting_is_parsed(monkeypatch, text, seconds):
+    monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", text)
+    assert retention() == seconds
+
+
+def test_retention_unset_keeps_everything(monkeypatch):
+    monkeypatch.delenv("HEADRACE_HISTORY_RETENTION", raising=False)
+    assert retention() is None
+
+
+@pytest.mark.parametrize("text", ["30", "30x", "d", "-1d", "thirty days", "1w"])
+def test_retention_setting_that_is_not_understood_is_refused(home, monkeypatch, text):
+    monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", text)
+    with pytest.raises(StoreError, match=r"HEADRACE_HISTORY_RETENTION=.*s, m, h or d.*unset"):
+        retention()
+    with Flow("refused") as f:
+        task(lambda: 1)()
+    with pytest.raises(StoreError, match="HEADRACE_HISTORY_RETENTION"):
+        f.run()
+    assert not home.exists()  # refused before anything was opened or created
+
+
+def test_retention_prunes_old_finished_runs_when_a_store_is_opened(home, monkeypatch):
+    old, recent, fresh = record_runs(3)
+    age(home, old, 40)
+    age(home, recent, 10)
+    # A run still going whose start is long past: alive (this process), so never pruned.
+    conn = sqlite3.connect(home)
+    conn.execute(
+        "INSERT INTO flow_runs (id, name, flow_name, style, state_type, state_name, start_time,"
+        " host, pid, heartbeat) VALUES ('going', 'going', 'kept', 'graph', 'RUNNING', 'Running',"
+        " ?, ?, ?, ?)",
+        (time.time() - 90 * DAY, socket.gethostname(), os.getpid(), time.time()),
+    )
+    conn.commit()
+    conn.close()
+    before = rows_of(home, old)
+    assert before["task_runs"] == 1 and before["task_run_states"] == 1 and before["logs"] >= 3
+
+    monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", "30d")
+    store = open_store()
+    assert rows_of(home, old) == dict.fromkeys(before, 0)
+    assert [r.id for r in sorted(store.flow_runs(), key=lambda r: r.start_time)] == [
+        "going",
+        recent,
+        fresh,
+    ]
+    assert rows_of(home, recent) == rows_of(home, fresh) != dict.fromkeys(before, 0)
+
+    monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", "5d")
+    open_store()
+    assert sorted(r.id for r in store.flow_runs()) == sorted(["going", fresh])
+
+    monkeypatch.delenv("HEADRACE_HISTORY_RETENTION")
+    age(home, fresh, 365)
+    open_store()  # unset: keeps everything, however old
+    assert sorted(r.id for r in store.flow_runs()) == sorted(["going", fresh])
+
+
+def test_prune_deletes_only_finished_runs_that_ended_before_the_cutoff(home):
+    first, second = record_runs(2)
+    store = get_store()
+    cutoff = store.flow_run(second).end_time  # `second` ended at, not before, the cutoff
+    assert store.prune(cutoff) == 1
+    assert [r.id for r in store.flow_runs()] == [second]
+    assert rows_of(home, first) == dict.fromkeys(rows_of(home, first), 0)
+    assert rows_of(home, second)["task_run_states"] == 1
+    assert store.prune(cutoff) == 0
+    raw(home, "UPDATE flow_runs SET state_type = 'RUNNING', end_time = 1 WHERE id = ?", (second,))
+    assert store.prune(time.time()) == 0  # a running run is never pruned, whatever its times
+
+
+def test_reset_empties_the_history_and_recording_goes_on(home):
+    record_runs(2)
+    store = get_store()
+    store.reset()
+    for table in ("flow_runs", "task_runs", "task_run_states", "logs"):
+        assert raw(home, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert dict(raw(home, "SELECT key, value FROM headrace_meta")) == {
+        "app": "headrace",
+        "schema_version": "1",
+    }
+    [new] = record_runs(1)
+    assert get_store() is store
+    assert rows_of(home, new)["task_runs"] == 1
+
+
+# -- 4. get_store(), crash marking ------------------------------------------------------------
+
+
+def test_history_off_records_nothing(home, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HISTORY", "off")
+    assert get_store() is NULL
+    with Flow("unrecorded") as f:
+        task(lambda: 1)()
+    assert f.run().is_successful()
+    assert not home.exists()
+
+
+def test_one_store_per_database_and_process(home, tmp_path, monkeypatch):
+    store = get_store()
+    assert get_store() is store
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "elsewhere"))
+    other = get_store()
+    assert other is not store and other.where == str(tmp_path / "elsewhere" / "headrace.db")
+    monkeypatch.setenv("HEADRACE_HOME", str(home.parent))
+    assert get_store() is not store  # reopened: one store is cached at a time
+
+
+def test_a_new_process_opens_its_own_store(home, monkeypatch):
+    """The cache is per database and process: a forked child must not write through the
+    parent's store, whose writer thread did not come along. (A new pid stands in for a fork:
+    forking the test process itself, threads and all, is what test_store_faults guards.)"""
+    parent = get_store()
+    real_getpid, real_pid = os.getpid, os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)
+    child = get_store()
+    assert child is not parent and child.where == parent.where
+    assert get_store() is child
+    with Flow("child-process") as f:
+        task(lambda: 1)()
+    assert f.run().is_successful()
+    [run] = child.flow_runs()
+    assert (run.pid, run.state_name) == (real_pid + 1, "Completed")
+    monkeypatch.setattr(os, "getpid", real_getpid)
+    again = get_store()  # back in the first process: opened again
+    assert again not in (parent, child) and again.where == parent.where
+
+
+def insert_running(path, run_id: str, host: str, pid: int, heartbeat: float) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO flow_runs (id, name, flow_name, style, state_type, state_name, start_time,"
+        " host, pid, heartbeat) VALUES (?, ?, 'f', 'graph', 'RUNNING', 'Running', ?, ?, ?, ?)",
+        (run_id, run_id, heartbeat, host, pid, heartbeat),
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_runs_of_dead_or_silent_processes_are_marked_crashed_on_open(home):
+    open_store()  # the schema
+    proc = multiprocessing.get_context("spawn").Process(target=int)
+    proc.start()
+    proc.join(BACKSTOP)
+    here, now = socket.gethostname(), time.time()
+    insert_running(home, "dead", here, proc.pid, now)
+    insert_running(home, "alive", here, os.getpid(), now)
+    insert_running(home, "silent", "elsewhere", 1, now - STALE_SECONDS - 5)
+    insert_running(home, "remote", "elsewhere", 1, now)  # another host, beating: left alone
+
+    store = open_store()
+    states = {r.id: (r.state_type, r.state_name) for r in store.flow_runs()}
+    assert states == {
+        "dead": ("CRASHED", "Crashed"),
+        "silent": ("CRASHED", "Crashed"),
+        "alive": ("RUNNING", "Running"),
+        "remote": ("RUNNING", "Running"),
+    }
+    dead = store.flow_run("dead")
+    assert dead.state_message == "The process running this flow run stopped before it finished."
+    assert dead.end_time >= now
+
+
+# -- the writer's warning -------------------------------------------------------------------
+
+
+def test_a_failed_write_warns_once_and_flush_waits_for_the_warning(home):
+    """Regression: `_disable` set its flag before warning, so `flush()` could return on the
+    flag and the process exit before the warning was printed (seen 2 in 60 runs)."""
+    store = open_store(f"sqlite:///{home}")
+    raw(home, "DROP TABLE logs")  # the writer's next batch fails: not a lock, so history stops
+    entered, release, seen = threading.Event(), threading.Event(), []
+
+    class Gate(logging.Handler):
+        def emit(self, record):
+            entered.set()
+            assert release.wait(BACKSTOP)
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("headrace.store")
+    gate = Gate()
+    logger.addHandler(gate)
+    try:
+        store.put("log", ("run", None, 20, time.time(), "x", "a line"))
+        assert entered.wait(BACKSTOP)
+        # The writer is printing its warning: a flush now must not return before it is out.
+        assert store.recording
+        flushed = []
+
+        def flush() -> None:
+            store.flush(BACKSTOP)
+            flushed.append(list(seen))  # what had been printed when flush() returned
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        release.set()
+        flusher.join(BACKSTOP)
+        assert flushed == [[flushed[0][0]]]  # the warning was out before flush returned
+        assert not store.recording
+        store.put("log", ("run", None, 20, time.time(), "x", "another line"))
+        store.flush(BACKSTOP)
+    finally:
+        logger.removeHandler(gate)
+    [warning] = seen
+    assert warning.startswith(f"Run history is not being recorded: writing to {home} failed: ")
+    assert "no such table: logs" in warning
