@@ -153,9 +153,17 @@ def records_of(fn: FunctionFlow) -> dict[str, TaskRunRecord]:
 # == 1. seed 004, cell by cell ============================================================
 
 
-@pytest.mark.skip(reason="`!prefect version` belongs to the headrace command (issue: run history)")
 def test_in2_version_command():
-    """In [2]: `headrace version` prints the versions; the command is another issue's."""
+    """In [2]: `!prefect version` is `headrace version`, with the database it reports."""
+    from click.testing import CliRunner
+
+    from headrace.cli import main
+
+    result = CliRunner().invoke(main, ["version"])
+    assert result.exit_code == 0, result.output
+    for key in ("Version:", "Schema version:", "Python version:", "OS/Arch:", "Database:"):
+        assert key in result.output
+    assert "sqlite" in result.output and "SQLite version:" in result.output
 
 
 def test_in3_a_task_called_in_a_flow_returns_its_value():
