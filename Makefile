@@ -13,16 +13,27 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format src tests examples
-	$(VENV)/bin/ruff check --fix src tests examples
+	$(VENV)/bin/ruff format src tests examples benchmarks
+	$(VENV)/bin/ruff check --fix src tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmarks (benchmarks/bench.py writes benchmarks/RESULTS.md and prints it).
+# `bench` needs no peer; it merges the figures of the last `bench-peers` run.
+.PHONY: bench bench-peers
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+bench-peers: $(STAMP)
+	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh
+	$(PY) benchmarks/bench.py --peers
