@@ -219,7 +219,10 @@ class FunctionRun:
         arguments = task.bind(args, kwargs)
         upstream: list[str] = []
         states: list = []
-        resolved = {k: self._resolve(v, upstream, states) for k, v in arguments.items()}
+        if all(type(v) in _SCALARS for v in arguments.values()):
+            resolved = arguments  # nothing to resolve or trace: the common trivial call
+        else:
+            resolved = {k: self._resolve(v, upstream, states) for k, v in arguments.items()}
         for dep in wait_for or ():
             self._resolve(dep, upstream, states)
         return resolved, upstream, states
