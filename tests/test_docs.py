@@ -640,7 +640,7 @@ def test_function_table_coming_rows_are_only_the_announced_ones():
         for _, cells in FUNCTION_ROWS
         if COMING.search(cells[note])
     }
-    assert coming <= {"run history"}, coming
+    assert coming <= {"web ui"}, coming
 
 
 def _seed_004_variables() -> dict[str, object]:

@@ -353,7 +353,7 @@ def test_in25_26_a_flow_within_a_flow(capsys):
 
 
 @pytest.mark.skip(
-    reason="`!prefect start` (the UI) belongs to the headrace command (issue: run history)"
+    reason="`!prefect start` (the local web UI): no web UI yet; `headrace runs` reads the history"
 )
 def test_in_ui_start_command():
     """In [ ]: `prefect orion start`; the command and UI are another issue's."""
