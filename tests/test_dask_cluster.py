@@ -25,6 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if pytest dies, so a killed run leaves no cluster behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start(*args: str) -> subprocess.Popen:
     # Dask would re-run a task whose worker died; with no such retries the death
     # reaches headrace at once, which is what these tests observe.
@@ -35,6 +43,7 @@ def start(*args: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # so stopping it stops its worker processes too
+        preexec_fn=_die_with_parent,
     )
 
 
