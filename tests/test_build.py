@@ -214,3 +214,12 @@ def test_option_validation_names_the_option():
         task(retry_delay="soon")(lambda: 1)
     with pytest.raises(TypeError, match="define `run"):
         Task()
+
+
+def test_copy_changes_options_and_leaves_the_original():
+    flaky = add.copy(name="flaky_add", retries=2, retry_delay=[1, 5], tags=["web"])
+    assert (flaky.name, flaky.retries, flaky.tags) == ("flaky_add", 2, {"web"})
+    assert flaky.retry_delay_seconds(2) == 5
+    assert (add.name, add.retries, add.tags) == ("add", 0, frozenset())
+    with pytest.raises(TypeError, match="unknown task option 'retry'"):
+        add.copy(retry=1)

@@ -36,7 +36,6 @@ from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
-from headrace.engine.names import slug
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
@@ -622,5 +621,4 @@ __all__ = [
     "TaskRunRecord",
     "run_function_flow",
     "run_function_flow_async",
-    "slug",
 ]
