@@ -23,6 +23,7 @@ import pytest
 from headrace import Flow, Parameter, Task, context
 from headrace.errors import ContextError
 from headrace.states import FlowState, MappedState, State
+from markdown_blocks import python_blocks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONCEPTS = DOCS / "concepts.md"
@@ -34,24 +35,7 @@ COMING = re.compile(r"coming with issue:", re.IGNORECASE)
 # -- concepts.md ----------------------------------------------------------------------
 
 
-def _python_blocks(text: str) -> list[tuple[str, int, str]]:
-    """(section heading, line number, code) of every ```python block."""
-    blocks, heading, code, start = [], "", None, 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if code is None and line.startswith("#"):
-            heading = line.lstrip("#").strip()
-        elif code is None and line.strip() == "```python":
-            code, start = [], number + 1
-        elif code is not None and line.strip() == "```":
-            blocks.append((heading, start, "\n".join(code) + "\n"))
-            code = None
-        elif code is not None:
-            code.append(line)
-    assert code is None, f"{CONCEPTS.name}: a ```python block opened at line {start} never closes"
-    return blocks
-
-
-CONCEPT_BLOCKS = _python_blocks(CONCEPTS.read_text())
+CONCEPT_BLOCKS = python_blocks(CONCEPTS.read_text())
 
 # The rules of DESIGN §4 that concepts.md must cover, each with at least one example.
 CONCEPT_SECTIONS = [

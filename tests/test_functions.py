@@ -41,6 +41,7 @@ from headrace.executors import ProcessExecutor, ThreadExecutor
 from headrace.functions import FunctionFlow
 from headrace.states import State, StateType
 from headrace.tasks import Task
+from markdown_blocks import python_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = ROOT / "docs" / "function-flows.md"
@@ -1351,24 +1352,7 @@ def test_a_flow_returning_a_future_or_futures_returns_their_results():
 # == 3. the docs page and the example ==========================================================
 
 
-def _python_blocks(text: str) -> list[tuple[str, int, str]]:
-    """(section heading, first line, code) of every ```python block of a markdown page."""
-    blocks, heading, code, start = [], "", None, 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if code is None and line.startswith("#"):
-            heading = line.lstrip("#").strip()
-        elif code is None and line.strip() == "```python":
-            code, start = [], number + 1
-        elif code is not None and line.strip() == "```":
-            blocks.append((heading, start, "\n".join(code) + "\n"))
-            code = None
-        elif code is not None:
-            code.append(line)
-    assert code is None, f"a ```python block opened at line {start} never closes"
-    return blocks
-
-
-DOC_BLOCKS = _python_blocks(DOCS_PAGE.read_text()) if DOCS_PAGE.exists() else []
+DOC_BLOCKS = python_blocks(DOCS_PAGE.read_text()) if DOCS_PAGE.exists() else []
 
 
 def test_the_docs_page_has_examples():

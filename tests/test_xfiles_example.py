@@ -45,6 +45,7 @@ from examples.xfiles.site import (  # noqa: E402
 from headrace.executors import ProcessExecutor  # noqa: E402
 from headrace.states import MappedState  # noqa: E402
 from headrace.store import open_store  # noqa: E402
+from markdown_blocks import python_blocks  # noqa: E402
 
 EPISODES = 70  # the fewest that include transcrp/scrp320.htm, which stage 1 scrapes
 DELAY = 0.02
@@ -374,22 +375,11 @@ def test_the_server_counts_requests_and_declares_utf8(tmp_path):
 # -- the tutorial is the example's code ------------------------------------------------------------
 
 
-def python_blocks(text):
-    """(line number, code) of every ```python block."""
-    blocks, code, start = [], None, 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if code is None and line.strip() == "```python":
-            code, start = [], number + 1
-        elif code is not None and line.strip() == "```":
-            blocks.append((start, "\n".join(code)))
-            code = None
-        elif code is not None:
-            code.append(line)
-    assert code is None, f"a ```python block opened at line {start} never closes"
-    return blocks
-
-
-TUTORIAL_BLOCKS = python_blocks(TUTORIAL.read_text(encoding="utf-8"))
+# (line, code) of each block; the comparison with the source ignores the trailing newline.
+TUTORIAL_BLOCKS = [
+    (line, code.rstrip("\n"))
+    for _, line, code in python_blocks(TUTORIAL.read_text(encoding="utf-8"))
+]
 
 
 def appears_in_source(block, source_lines):
