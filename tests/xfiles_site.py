@@ -1,7 +1,7 @@
 """A tiny X-Files transcript site for the seed 000/001 acceptance tests.
 
 The pages are generated in memory (synthetic text only) in the 1990s markup
-the tutorial scrapes, and served by `http.server.ThreadingHTTPServer` on
+the tutorial scrapes, and served by the tutorial example's `SiteServer` on
 127.0.0.1, port 0, from a background thread:
 
     /                         the index: links to every episode page with a
@@ -30,10 +30,14 @@ from __future__ import annotations
 
 import collections
 import html
-import threading
-import time
+import sys
+import tempfile
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+# The tutorial example's server serves this site too (it counts requests and concurrency).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.xfiles.site import SiteServer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -186,18 +190,17 @@ def render_index(hrefs: list[str]) -> str:
 class XFilesSite:
     """The site, served while started. Use as a context manager or call start()/stop().
 
-    `delay` (seconds, may be changed while running) is spent in every request.
-    `broken=True` adds a link to a missing page (see the module docstring).
+    `delay` (seconds) is spent in every request. `broken=True` adds a link to
+    a missing page (see the module docstring). The pages are written to a
+    temporary directory and served by the example's `SiteServer`, which
+    does the counting.
     """
 
     delay: float = 0.0
     broken: bool = False
-    hits: collections.Counter = field(default_factory=collections.Counter, init=False)
-    max_concurrent: int = field(default=0, init=False)
-    _active: int = field(default=0, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _server: SiteServer | None = field(default=None, init=False, repr=False)
+    _served: SiteServer | None = field(default=None, init=False, repr=False)  # counts stay
+    _directory: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
     # -- content -------------------------------------------------------------
     @property
@@ -220,11 +223,19 @@ class XFilesSite:
         """The root URL, ending with "/"."""
         if self._server is None:
             raise RuntimeError("the site is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return self._server.url
 
     def url(self, href: str) -> str:
         return self.base_url + href
+
+    @property
+    def hits(self) -> collections.Counter:
+        """Requests per path, 404s included."""
+        return self._served.hits if self._served is not None else collections.Counter()
+
+    @property
+    def max_concurrent(self) -> int:
+        return self._served.max_concurrent if self._served is not None else 0
 
     def episode_hits(self) -> dict[str, int]:
         """Requests per episode path (every linked episode, fetched or not)."""
@@ -232,54 +243,22 @@ class XFilesSite:
 
     # -- serving -------------------------------------------------------------
     def start(self) -> XFilesSite:
-        pages = self.pages
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                with site._lock:
-                    site.hits[path] += 1
-                    site._active += 1
-                    site.max_concurrent = max(site.max_concurrent, site._active)
-                try:
-                    if site.delay:
-                        time.sleep(site.delay)  # simulated latency, see module docstring
-                finally:
-                    # Leave the count before answering: a client can only start its next
-                    # request after this answer, so the count never exceeds the real overlap.
-                    with site._lock:
-                        site._active -= 1
-                body = pages.get(path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format, *args):  # keep test output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            args=(0.05,),  # poll interval: how fast stop() returns
-            name="xfiles-site",
-            daemon=True,
-        )
-        self._thread.start()
+        self._directory = tempfile.TemporaryDirectory(prefix="xfiles-site-")
+        root = Path(self._directory.name)
+        for path, body in self.pages.items():
+            target = root / ("index.html" if path == "/" else path.lstrip("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+        self._server = self._served = SiteServer(root, delay=self.delay).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
+            self._server.stop()
             self._server = None
-            self._thread = None
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
 
     def __enter__(self) -> XFilesSite:
         return self.start()
