@@ -20,14 +20,11 @@ import ast
 import asyncio
 import datetime
 import inspect
-import json
 import os
 import re
 import subprocess
 import sys
 import threading
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -43,6 +40,10 @@ from headrace.states import State, StateType
 from headrace.tasks import Task
 from markdown_blocks import python_blocks
 
+# The seed's web APIs are stood in for by the example's local server, shared with it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.functions import FACT, http_get, start_server  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = ROOT / "docs" / "function-flows.md"
 EXAMPLE = ROOT / "examples" / "functions.py"
@@ -50,70 +51,15 @@ EXAMPLE = ROOT / "examples" / "functions.py"
 # Blocked work gives up after this long, so a broken engine fails a test instead of hanging.
 BACKSTOP = 10.0
 SLUG = re.compile(r"[a-z]+-[a-z]+")
-FACT = "The first cartoon cat was Felix the Cat in 1919."
-
-
-# -- the stand-in for the notebook's web APIs ---------------------------------------------
-
-
-class _JSONAPI(BaseHTTPRequestHandler):
-    """`/time` like time.jsontest.com, `/fact` like catfact.ninja/fact, 404 otherwise."""
-
-    def do_GET(self):
-        if self.path == "/time":
-            now = datetime.datetime.now(datetime.UTC)
-            body = {
-                "date": now.strftime("%m-%d-%Y"),
-                "milliseconds_since_epoch": int(now.timestamp() * 1000),
-                "time": now.strftime("%I:%M:%S %p"),
-            }
-        elif self.path == "/fact":
-            body = {"fact": FACT, "length": len(FACT)}
-        else:
-            self.send_error(404)
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        pass  # keep the captured stderr to headrace's own lines
 
 
 @pytest.fixture(scope="module")
 def api():
     """Base URL of the local JSON server."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JSONAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    server, base = start_server()  # the example's stand-in for the notebook's web APIs
+    yield base
     server.shutdown()
     server.server_close()
-    thread.join(BACKSTOP)
-
-
-# A proxy set in the environment must never see requests to 127.0.0.1.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class _Response:
-    """What the notebook reads from a `requests` response: `status_code` and `json()`."""
-
-    def __init__(self, status_code: int, body: bytes):
-        self.status_code = status_code
-        self._body = body
-
-    def json(self):
-        return json.loads(self._body)
-
-
-def http_get(url: str) -> _Response:
-    """`requests.get(url)` on the standard library; 'foo' raises ValueError."""
-    with _opener.open(url, timeout=BACKSTOP) as response:
-        return _Response(response.status, response.read())
 
 
 @pytest.fixture
