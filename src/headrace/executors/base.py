@@ -58,3 +58,27 @@ class Executor(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class PoolExecutor(Executor):
+    """An executor over a `concurrent.futures` pool of `max_workers` (threads or processes)."""
+
+    def __init__(self, max_workers: int | None, default_workers: int):
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self.max_workers = max_workers or default_workers
+        self._pool = None
+
+    @property
+    def max_in_flight(self) -> int:
+        # Enough queued work to keep every worker busy between scheduler turns.
+        return 2 * self.max_workers
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def _started_pool(self):
+        if self._pool is None:
+            raise RuntimeError(f"{type(self).__name__}.submit() before start()")
+        return self._pool

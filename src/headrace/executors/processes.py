@@ -17,7 +17,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from headrace.errors import HeadraceError
-from headrace.executors.base import Executor
+from headrace.executors.base import PoolExecutor
 
 
 class UnpicklableTaskError(HeadraceError, TypeError):
@@ -38,28 +38,11 @@ def _run_pickled(blob: bytes) -> bytes:
     return cloudpickle.dumps(fn(*args))
 
 
-def dumps_outcome(value) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(value)
-
-
-class ProcessExecutor(Executor):
+class ProcessExecutor(PoolExecutor):
     def __init__(self, max_workers: int | None = None, mp_context: str | None = None):
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-        self.max_workers = max_workers or os.cpu_count() or 1
+        super().__init__(max_workers, os.cpu_count() or 1)
         default = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self.mp_context = mp_context or default
-        self._pool: ProcessPoolExecutor | None = None
-
-    @property
-    def max_in_flight(self) -> int:
-        return 2 * self.max_workers
-
-    @property
-    def started(self) -> bool:
-        return self._pool is not None
 
     def start(self) -> None:
         if self._pool is None:
@@ -80,8 +63,7 @@ class ProcessExecutor(Executor):
     def submit(self, fn, *args) -> Future:
         import cloudpickle
 
-        if self._pool is None:
-            raise RuntimeError("ProcessExecutor.submit() before start()")
+        pool = self._started_pool()
         outer: Future = Future()
         try:
             blob = cloudpickle.dumps((fn, args))
@@ -90,7 +72,7 @@ class ProcessExecutor(Executor):
                 UnpicklableTaskError(f"the inputs of a task run cannot be pickled: {exc}")
             )
             return outer
-        inner = self._pool.submit(_run_pickled, blob)
+        inner = pool.submit(_run_pickled, blob)
 
         def unwrap(done: Future) -> None:
             try:

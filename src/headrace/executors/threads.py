@@ -9,24 +9,12 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from headrace.executors.base import Executor
+from headrace.executors.base import PoolExecutor
 
 
-class ThreadExecutor(Executor):
+class ThreadExecutor(PoolExecutor):
     def __init__(self, max_workers: int | None = None):
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._pool: ThreadPoolExecutor | None = None
-
-    @property
-    def max_in_flight(self) -> int:
-        # Enough queued work to keep every thread busy between scheduler turns.
-        return 2 * self.max_workers
-
-    @property
-    def started(self) -> bool:
-        return self._pool is not None
+        super().__init__(max_workers, min(32, (os.cpu_count() or 1) + 4))
 
     def start(self) -> None:
         if self._pool is None:
@@ -39,9 +27,7 @@ class ThreadExecutor(Executor):
             self._pool = None
 
     def submit(self, fn, *args) -> Future:
-        if self._pool is None:
-            raise RuntimeError("ThreadExecutor.submit() before start()")
-        return self._pool.submit(fn, *args)
+        return self._started_pool().submit(fn, *args)
 
     def __repr__(self) -> str:
         return f"ThreadExecutor(max_workers={self.max_workers})"
