@@ -229,6 +229,32 @@ def test_start_tasks_skip_tasks_above_them_which_pass_none():
     assert state.is_successful() and state[out].is_mapped()
 
 
+def test_a_listed_parameter_starts_the_tasks_below_it():
+    counter = {}
+    setup = counting_task(counter, "setup")
+
+    with Flow("f") as flow:
+        target = Parameter("target")
+        ready = setup(target)
+        out = inc(2, upstream_tasks=[ready])
+    state = flow.run(parameters={"target": "t"}, start_tasks=[target])
+    assert counter == {"setup": 1}
+    assert state[ready].name == "Completed" and state[out].result() == 3
+
+
+def test_a_task_between_two_start_tasks_runs():
+    counter = {}
+    middle = counting_task(counter, "middle")
+
+    with Flow("f") as flow:
+        first = inc(1)
+        between = middle(first)
+        last = inc(between)
+    state = flow.run(start_tasks=[first, last])
+    assert counter == {"middle": 1}
+    assert state[last].result() == 3
+
+
 def test_start_task_triggers_are_not_checked():
     @task
     def boom():

@@ -25,7 +25,7 @@ from bs4 import BeautifulSoup
 
 from headrace import Flow, Parameter, Task, task, unmapped
 from headrace.errors import ResultReleasedError
-from headrace.executors import DaskExecutor, ProcessExecutor, ThreadExecutor
+from headrace.executors import DaskExecutor, LocalExecutor, ProcessExecutor, ThreadExecutor
 from headrace.states import MappedState
 from xfiles_site import (
     BROKEN_HREF,
@@ -440,6 +440,30 @@ def test_seed_000_lone_gunmen_reuse_skips_the_home_page(site, tmp_path):
     assert sorted(programming_mentions(db_path)) == sorted(
         [*PROGRAMMING_ROWS, LONE_GUNMEN_PROGRAMMING_ROW]
     )
+
+
+EVERY_EXECUTOR = {"local": LocalExecutor, **PARALLEL_EXECUTORS}
+
+
+@pytest.mark.parametrize("make_executor", EVERY_EXECUTOR.values(), ids=EVERY_EXECUTOR)
+def test_seed_000_lone_gunmen_on_a_fresh_database_creates_its_table(site, tmp_path, make_executor):
+    """The `db_file` parameter in start_tasks starts `create_db`, which is below it and
+    above no start task; the home page, which feeds `episodes`, stays above the start."""
+    flow, n = build_scrape_flow()
+    extend_with_db(flow, n)
+    db_path = tmp_path / "fresh.sqlite"
+
+    final = flow.run(
+        parameters={"url": site.url(LONE_GUNMEN.href), "bypass": True, "db_file": str(db_path)},
+        start_tasks=[n.bypass, n.db_file, n.episodes, n.url],
+        executor=make_executor(),
+    )
+
+    assert final.name == "Completed", final.message
+    assert final[n.db].name == "Completed"
+    assert final[n.home_page].name == "NotRun"
+    assert site.hits == Counter({LONE_GUNMEN.path: 1})
+    assert sorted(query(db_path, "SELECT * FROM XFILES")) == all_rows([LONE_GUNMEN])
 
 
 def test_seed_001_lone_gunmen_reuse_with_bypass_only(site, tmp_path):

@@ -297,10 +297,10 @@ class Flow:
         `parameters` are checked before anything runs. `executor` defaults to
         `LocalExecutor()`. `throttle={tag: n}` caps running task runs per tag.
         `task_states` gives finished states to reuse instead of running.
-        `start_tasks` runs only these and what is downstream of them (their
-        triggers unchecked, their given states ignored); tasks above them
-        reuse a given state or are NotRun and pass None. Parameters always
-        resolve. `return_tasks` keeps those results besides the terminal
+        `start_tasks` runs only these (parameters included) and what is
+        downstream of them (their triggers unchecked, their given states
+        ignored); tasks above them reuse a given state or are NotRun and pass
+        None. Parameters always resolve. `return_tasks` keeps those results besides the terminal
         tasks' and the parameters'. `clock` is for tests.
         """
         from headrace.engine.scheduler import run_flow

@@ -227,12 +227,12 @@ class FlowRunner:
             if not nr.mapped:
                 nr.spec = TaskSpec(nr.node)
 
-        starts = [t for t in start_tasks if not isinstance(t, Parameter)]
-        runnable = self._downstream_closure(starts) if start_tasks else None
+        starts = set(start_tasks)
+        runnable = self._runnable(starts) if starts else None
         self.unfinished = len(self.runs)
         for node, nr in self.runs.items():
             nr.waiting = len(nr.ups)
-            nr.start = node in starts
+            nr.start = node in starts and not isinstance(node, Parameter)
         # States known before anything runs. All are chosen before any is applied,
         # so applying one never wakes a node that is about to get its own.
         preset: dict[NodeRun, State] = {}
@@ -256,15 +256,22 @@ class FlowRunner:
             if nr.state is None and not nr.ups:  # the rest wake as their upstreams finish
                 self._wake(nr)
 
-    def _downstream_closure(self, starts: Iterable) -> set:
-        seen = set(starts)
-        stack = list(seen)
-        while stack:
-            for e in self.flow._out[stack.pop()]:
-                if e.downstream not in seen:
-                    seen.add(e.downstream)
-                    stack.append(e.downstream)
-        return seen
+    def _runnable(self, starts: set) -> set:
+        """What a run with `start_tasks` runs: the start tasks and everything
+        downstream of them, except what a parameter alone leads to above a
+        start task.
+
+        Seed 000 starts at `[bypass, episodes, url]` to skip the home page,
+        which is below the `url` parameter but feeds `episodes`; its
+        `create_db(db_file)`, below the `db_file` parameter, runs.
+        """
+        from headrace.parameters import Parameter
+
+        flow = self.flow
+        tasks = {t for t in starts if not isinstance(t, Parameter)}
+        above = _closure(tasks, flow.upstream_tasks) - tasks
+        below = _closure(starts, flow.downstream_tasks)
+        return _closure(tasks, flow.downstream_tasks) | (below - above)
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> FlowState:
@@ -589,6 +596,18 @@ class FlowRunner:
         return FlowState(
             StateType.COMPLETED, "All reference tasks succeeded.", task_states, name="Completed"
         )
+
+
+def _closure(starts: Iterable, neighbours) -> set:
+    """`starts` and every node reached from them through `neighbours(node)`."""
+    seen = set(starts)
+    stack = list(seen)
+    while stack:
+        for n in neighbours(stack.pop()):
+            if n not in seen:
+                seen.add(n)
+                stack.append(n)
+    return seen
 
 
 def _drop(state: State, name: str) -> None:
