@@ -380,7 +380,10 @@ def test_run_graph_flow_by_variable_or_flow_name(home, flows_file):
     assert "Result:" not in empty.stdout  # a graph flow's result is its task states
     failed = invoke("run", f"{flows_file}:scrape", "--param", "n=2")  # check(0) fails
     assert failed.exit_code == 1
-    assert "finished in state Failed(\"Some reference tasks failed: 'check'.\")" in failed.stdout
+    assert (
+        "finished in state Failed(\"1 task run failed: 'check[0]' (ValueError: bad 0).\")"
+        in failed.stdout
+    )
     runs = json_runs()
     assert [(r["flow_name"], r["state_name"], r["parameters"]) for r in runs] == [
         ("scrape", "Failed", {"n": 2}), ("scrape", "Completed", {"n": 0}),
@@ -546,7 +549,10 @@ def test_runs_show_graph_map_summarised_by_state(home, flows_file):
     assert invoke("run", f"{flows_file}:graph", "--param", "n=5").exit_code == 1
     (run,) = json_runs()
     out = run_ok("runs", "show", run["id"]).output
-    assert _pairs(out.split("\n\n")[0])["State"] == "Failed: Some reference tasks failed: 'check'."
+    assert _pairs(out.split("\n\n")[0])["State"] == (
+        "Failed: 2 task runs failed: 'check[0]' (ValueError: bad 0), "
+        "'check[3]' (ValueError: bad 3)."
+    )
     assert re.search(r"^make\s+Completed\s", out, re.M)
     assert re.search(
         r"^check\s+Mapped\s+\S+\s+5 children: 3 Completed, 2 Failed \(failed: check\[0\], "

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from headrace import Flow, Parameter, context, task, unmapped
-from headrace.errors import ContextError, ParameterError, ResultReleasedError
+from headrace.errors import ContextError, FlowBuildError, ParameterError, ResultReleasedError
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.states import Completed, FlowState, StateType
 
@@ -18,6 +18,11 @@ def inc(x):
 @task
 def numbers(n):
     return list(range(n))
+
+
+@task
+def total(xs):
+    return sum(xs)
 
 
 def counting_task(counter, name):
@@ -103,6 +108,55 @@ def test_flow_fails_when_a_terminal_task_fails_and_result_says_which():
         state.result()
     assert state.result(raise_on_failure=False) is state.task_states
     assert isinstance(state[b].exception, KeyError)
+
+
+@task
+def maybe_fail(x):
+    if x == 3:
+        raise ValueError("three is bad")
+    return x
+
+
+def test_failed_flow_message_names_the_task_runs_that_failed_first():
+    with Flow("f") as flow:
+        t = total(maybe_fail.map([1, 2, 3, 4]))
+    state = flow.run()
+    assert state[t].name == "TriggerFailed"
+    assert state.message == (
+        "1 task run failed: 'maybe_fail[2]' (ValueError: three is bad); "
+        "downstream: 'total' TriggerFailed."
+    )
+    assert str(state.exception) == "three is bad"
+
+
+def test_failed_flow_message_is_bounded_for_large_maps():
+    @task
+    def always_fail(x):
+        raise RuntimeError("x" * 500)
+
+    with Flow("f") as flow:
+        total(always_fail.map(range(44)))
+    message = flow.run().message
+    assert message.startswith("44 task runs failed: 'always_fail[0]' (RuntimeError: xxx")
+    assert "'always_fail[2]'" in message and "'always_fail[3]'" not in message
+    assert message.endswith(" and 41 more; downstream: 'total' TriggerFailed.")
+    assert len(message) < 500
+
+
+def test_reference_tasks_decide_the_flow_state():
+    with Flow("f") as flow:
+        bad = maybe_fail(3)
+        good = inc(1)
+    assert flow.reference_tasks() == [bad, good]
+    flow.set_reference_tasks([good])
+    assert flow.reference_tasks() == [good]
+    state = flow.run()
+    assert state.is_successful() and state[bad].is_failed()
+    assert state.message == "All reference tasks succeeded."
+    flow.set_reference_tasks([bad])
+    assert flow.run().message == "1 task run failed: 'maybe_fail' (ValueError: three is bad)."
+    with pytest.raises(FlowBuildError, match="not a task of flow 'f'"):
+        flow.set_reference_tasks([inc])
 
 
 def test_unknown_task_lookup_explains():

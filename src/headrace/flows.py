@@ -43,6 +43,7 @@ class Flow:
         self._slug_counts: dict[str, int] = {}
         self._parameters: dict[str, Task] = {}
         self._tokens: list = []
+        self._reference_tasks: list[Task] | None = None
         for t in tasks:
             self.add_task(t)
         for e in edges:
@@ -86,8 +87,26 @@ class Flow:
         return {e.downstream for e in self._out[self._own(task)]}
 
     def terminal_tasks(self) -> list[Task]:
-        """Tasks nothing depends on; the flow's state is judged by them."""
+        """Tasks nothing depends on."""
         return [t for t in self._tasks if not self._out[t]]
+
+    def reference_tasks(self) -> list[Task]:
+        """The tasks whose states decide the flow's: those given to
+        `set_reference_tasks`, else the terminal tasks."""
+        if self._reference_tasks is not None:
+            return list(self._reference_tasks)
+        return self.terminal_tasks()
+
+    def set_reference_tasks(self, tasks: Iterable[Task]) -> None:
+        """Judge the flow's state by these tasks instead of its terminal tasks."""
+        tasks = list(tasks)
+        for t in tasks:
+            if t not in self._tasks:
+                raise FlowBuildError(
+                    f"set_reference_tasks names {t!r}, which is not a task of flow "
+                    f"{self.name!r}; use the tasks returned by calls inside `with Flow(...)`."
+                )
+        self._reference_tasks = tasks
 
     def root_tasks(self) -> list[Task]:
         return [t for t in self._tasks if not self._in[t]]

@@ -120,6 +120,10 @@ class State:
     def is_skipped(self) -> bool:
         return self.name == "Skipped"
 
+    def is_trigger_failed(self) -> bool:
+        """Failed because of its upstream states, not by running."""
+        return self.name == "TriggerFailed"
+
     def is_cached(self) -> bool:
         return self.name == "Cached"
 
@@ -228,6 +232,34 @@ class FlowState(State):
 
     def _result_repr(self) -> str | None:
         return None
+
+
+def failure_summary(
+    first: list[tuple[str, State]], downstream: list[tuple[str, State]], shown: int = 3
+) -> str:
+    """A failed run's message: the task runs that failed first, then what failed after.
+
+    `first` pairs run names with the states that failed by running; at most
+    `shown` are named, each with its exception, and the rest counted.
+    `downstream` pairs the names of deciding tasks that failed only because
+    of their upstream with their states.
+    """
+
+    def cause(state: State) -> str:
+        exc = state.exception
+        text = f"{type(exc).__name__}: {exc}" if exc is not None else state.message or state.name
+        return text if len(text) <= 100 else text[:97] + "..."
+
+    parts = []
+    if first:
+        runs = ", ".join(f"{name!r} ({cause(state)})" for name, state in first[:shown])
+        more = f" and {len(first) - shown} more" if len(first) > shown else ""
+        parts.append(f"{len(first)} task run{'s' if len(first) != 1 else ''} failed: {runs}{more}")
+    if downstream:
+        names = ", ".join(f"{name!r} {state.name}" for name, state in downstream[:shown])
+        more = f" and {len(downstream) - shown} more" if len(downstream) > shown else ""
+        parts.append(f"downstream: {names}{more}")
+    return "; ".join(parts) + "."
 
 
 # -- constructors, named as users read them ---------------------------------

@@ -84,6 +84,7 @@ from headrace.states import (
     State,
     StateType,
     _Released,
+    failure_summary,
 )
 from headrace.store import get_store
 from headrace.tasks import check_lengths, check_mappable
@@ -581,21 +582,32 @@ class FlowRunner:
         return kept
 
     def _flow_state(self) -> FlowState:
+        """Failed when a reference task failed, its message naming what failed first."""
         task_states = {node: nr.state for node, nr in self.runs.items()}
-        terminal = self.flow.terminal_tasks()
-        failed = [t.name for t in terminal if task_states[t].is_failed()]
-        if failed:
-            message = f"Some reference tasks failed: {', '.join(repr(n) for n in failed)}."
-            state = FlowState(StateType.FAILED, message, task_states, name="Failed")
-            # The root cause: the first failure in graph order, not the TriggerFailed after it.
-            state.exception = next(
-                (s.exception for s in task_states.values() if s.is_failed() and s.exception),
-                None,
+        failed = [t for t in self.flow.reference_tasks() if task_states[t].is_failed()]
+        if not failed:
+            return FlowState(
+                StateType.COMPLETED, "All reference tasks succeeded.", task_states, name="Completed"
             )
-            return state
-        return FlowState(
-            StateType.COMPLETED, "All reference tasks succeeded.", task_states, name="Completed"
-        )
+        first = list(self._failed_first())
+        covered = {node for node, _, _ in first}
+        downstream = [(t.name, task_states[t]) for t in failed if t not in covered]
+        message = failure_summary([(name, s) for _, name, s in first], downstream)
+        state = FlowState(StateType.FAILED, message, task_states, name="Failed")
+        state.exception = (first[0][2] if first else task_states[failed[0]]).exception
+        return state
+
+    def _failed_first(self) -> Iterable[tuple[Any, str, State]]:
+        """(node, run name, state) of each task run that failed by running, not for its
+        upstream, in graph order."""
+        for node, nr in self.runs.items():
+            if isinstance(nr.state, MappedState):
+                runs = [(f"{nr.name}[{i}]", s) for i, s in enumerate(nr.state.map_states)]
+            else:
+                runs = [(nr.name, nr.state)]
+            for name, state in runs:
+                if state.is_failed() and not state.is_trigger_failed():
+                    yield node, name, state
 
 
 def _closure(starts: Iterable, neighbours) -> set:

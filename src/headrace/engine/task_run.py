@@ -332,7 +332,7 @@ def after_run(
     """What follows a task run's final state in both runners: log a failure's
     traceback (once, not for TriggerFailed) and call the task's hooks."""
     failed = state.is_failed()
-    traceback_due = failed and state.exception is not None and state.name != "TriggerFailed"
+    traceback_due = failed and state.exception is not None and not state.is_trigger_failed()
     if traceback_due and logs.TASK_RUNS.isEnabledFor(40):
         logs.log_exception(logs.task_logger(run_name, run_id, flow_run_id), state.exception)
     if failed:
