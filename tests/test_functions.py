@@ -864,6 +864,22 @@ def test_map_over_a_flatten_in_a_flow():
     assert flat() == [2, 3, 4]
 
 
+def test_flatten_in_a_flow_passes_loose_items_through_and_warns_for_a_tasks_result(caplog):
+    @task
+    def nested():
+        return [[1], 2]
+
+    @flow
+    def flat():
+        return add_one.map(flatten(nested.submit())).result(), add_one.map(unmapped(1)).result()
+
+    with caplog.at_level("WARNING"):
+        assert flat() == ([2, 3], [2])
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "flatten(x): 1 item(s) were not lists and passed through as single items."
+    ]
+
+
 def test_map_with_upstream_tasks_in_a_flow_is_refused():
     @flow
     def mapped():

@@ -2,8 +2,9 @@
 
 import pytest
 
-from headrace import Flow, Parameter, flatten, task, unmapped
+from headrace import Flow, Parameter, flatten, task, triggers, unmapped
 from headrace.errors import MappingError
+from headrace.signals import SKIP
 from headrace.states import MappedState
 
 
@@ -154,6 +155,91 @@ def test_flatten_unnests_one_level():
     state = flow.run()
     assert state[flat].result() == [2, 2, 3, 3]
     assert state[const].result() == [2, 3, 4]
+
+
+@task
+def pairs_but_two(x, fail):
+    """[x, x], except for 2: a failure or a skip."""
+    if x == 2:
+        if fail:
+            raise ValueError("no pair for two")
+        raise SKIP("two is skipped")
+    return [x, x]
+
+
+@task(skip_on_upstream_skip=False, trigger=triggers.all_finished)
+def as_given(xs):
+    return xs
+
+
+def test_flatten_passes_an_item_that_is_not_a_list_through_with_a_warning(caplog):
+    @task
+    def mixed():
+        return [[1, 2], 3, [4]]
+
+    with Flow("f") as flow:
+        from_task = inc.map(flatten(mixed()))
+        constant = inc.map(flatten([[1, 2], 3]))
+    with caplog.at_level("WARNING"):
+        state = flow.run()
+    assert state[from_task].result() == [2, 3, 4, 5]
+    assert state[constant].result() == [2, 3, 4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "flatten(mixed): 1 item(s) were not lists and passed through as single items."
+    ]
+
+
+def test_flatten_keeps_a_skipped_childs_position_as_none():
+    with Flow("f") as flow:
+        p = pairs_but_two.map([1, 2, 3], fail=unmapped(False))
+        each = inc.map(flatten(p))
+        whole = as_given(flatten(p))
+    state = flow.run()
+    assert [s.name for s in state[each].map_states] == [
+        "Completed", "Completed", "Skipped", "Completed", "Completed",
+    ]  # fmt: skip
+    assert state[whole].result() == [1, 1, None, 3, 3]
+
+
+def test_flatten_of_a_failed_child_fails_only_the_children_that_depend_on_it():
+    with Flow("f") as flow:
+        p = pairs_but_two.map([1, 2, 3], fail=unmapped(True))
+        each = inc.map(flatten(p))
+        again = inc.map(each)
+    state = flow.run()
+    assert [s.name for s in state[each].map_states] == [
+        "Completed", "Completed", "TriggerFailed", "Completed", "Completed",
+    ]  # fmt: skip
+    assert [s.name for s in state[again].map_states][2] == "TriggerFailed"
+    assert state[again].result(raise_on_failure=False)[:2] == [3, 3]
+    assert state.message.startswith("1 task run failed: 'pairs_but_two[1]' (ValueError")
+
+
+@pytest.mark.parametrize("wrapped", [flatten(1), unmapped(flatten(1))], ids=repr)
+def test_flatten_of_a_value_that_is_not_a_list_names_the_input(wrapped):
+    with (
+        pytest.raises(MappingError, match=r"flatten\(x\) needs a list of lists, but x is a int"),
+        Flow("f"),
+    ):
+        inc.map(wrapped)
+
+
+def test_flatten_of_an_upstream_that_is_not_a_list_fails_naming_it():
+    with Flow("f") as flow:
+        m = inc.map(flatten(inc(1)))
+    state = flow.run()
+    assert "flatten(inc) needs a list of lists, but inc is a int" in state[m].message
+
+
+def test_a_map_whose_every_input_is_unmapped_runs_once():
+    with Flow("f") as flow:
+        once = add.map(unmapped(1), y=unmapped(2))
+        after = inc.map(once)
+    state = flow.run(return_tasks=[once])
+    assert state[once].is_mapped() and state[once].result() == [3]
+    assert state[after].result() == [4]
+    assert add.map(unmapped(1), y=unmapped(2)) == [3]  # outside a flow, the same rule
 
 
 def test_upstream_tasks_are_mapped_unless_unmapped():

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from headrace import Flow, Parameter, context, task, unmapped
+from headrace import Flow, Parameter, context, task
 from headrace.errors import ContextError, FlowBuildError, ParameterError, ResultReleasedError
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.states import Completed, FlowState, StateType
@@ -271,7 +271,7 @@ def test_start_tasks_skip_tasks_above_them_which_pass_none():
         bypass = Parameter("bypass", default=False)
         page = home(url)
         eps = episodes(url, page, bypass)
-        out = inc.map(numbers.map(unmapped(2), upstream_tasks=[unmapped(eps)]))
+        out = inc.map(numbers(2, upstream_tasks=[eps]))
     state = flow.run(
         parameters={"url": "u", "bypass": True},
         start_tasks=[bypass, eps, url],

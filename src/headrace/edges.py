@@ -8,6 +8,7 @@ one level first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,18 +51,45 @@ class flatten:
         return f"flatten({self.value!r})"
 
 
-def flatten_once(value: Any, name: str) -> list:
-    """Concatenate the items of `value`; the error names the input that was not nested."""
-    out: list = []
-    for item in value:
-        if item is None:
-            continue
-        if isinstance(item, str | bytes) or not hasattr(item, "__iter__"):
-            from headrace.errors import MappingError
+def is_nested(value: Any) -> bool:
+    """Whether `flatten` un-nests `value`: an iterable that is not a str, bytes or dict."""
+    return hasattr(value, "__iter__") and not isinstance(value, str | bytes | dict)
 
-            raise MappingError(
-                f"flatten({name}) needs a list of lists, but an item is {type(item).__name__}: "
-                f"{item!r:.60}"
-            )
-        out.extend(item)
-    return out
+
+def flatten_once(value: Any, name: str, warn: Callable[[str], Any] | None = None) -> list:
+    """Concatenate the items of `value`, as Prefect's `flatten` does (see `flatten_origins`)."""
+    return flatten_origins(value, name, warn)[0]
+
+
+def flatten_origins(
+    value: Any, name: str, warn: Callable[[str], Any] | None = None
+) -> tuple[list, list[int]]:
+    """The items of `value`'s items, and for each the index of the item it came from.
+
+    An item that is not itself a list passes through as one item, so None
+    from a skipped run and the exception of a failed one keep their place;
+    `warn(message)` is called once when any other item did. A `value` that
+    cannot be iterated is a MappingError naming the input.
+    """
+    if not is_nested(value):
+        from headrace.errors import MappingError
+
+        raise MappingError(
+            f"flatten({name}) needs a list of lists, but {name} is a {type(value).__name__}: "
+            f"{value!r:.60}. Pass a list, or drop flatten(...)."
+        )
+    out: list = []
+    origins: list[int] = []
+    loose = 0
+    for i, item in enumerate(value):
+        if is_nested(item):
+            before = len(out)
+            out.extend(item)
+            origins.extend([i] * (len(out) - before))
+        else:
+            out.append(item)
+            origins.append(i)
+            loose += item is not None and not isinstance(item, BaseException)
+    if loose and warn is not None:
+        warn(f"flatten({name}): {loose} item(s) were not lists and passed through as single items.")
+    return out, origins

@@ -453,7 +453,10 @@ def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
 
 
 def check_lengths(sequences: dict[str | None, Any], task_name: str) -> int:
-    """The common length of the mapped inputs, or a MappingError naming each length."""
+    """The common length of the mapped inputs, or a MappingError naming each length.
+
+    A map with no iterated input (every argument `unmapped`) runs once, as in Prefect.
+    """
     lengths = {key: len(seq) for key, seq in sequences.items()}
     distinct = set(lengths.values())
     if len(distinct) > 1:
@@ -465,7 +468,7 @@ def check_lengths(sequences: dict[str | None, Any], task_name: str) -> int:
             "Mapped inputs must have the same length; wrap inputs that should be "
             "passed whole in unmapped(...)."
         )
-    return distinct.pop() if distinct else 0
+    return distinct.pop() if distinct else 1
 
 
 @contextlib.contextmanager

@@ -376,6 +376,7 @@ class FunctionRun:
             flat = isinstance(value, flatten)
             if flat:
                 value = value.value
+            known = len(sources)
             if isinstance(value, TaskFuture):  # iterate its result: wait for it here
                 sources.append(value.record.id)
                 value = value.result()
@@ -383,8 +384,10 @@ class FunctionRun:
                 made = self._producers.get(id(value))
                 if made is not None and made[1] is value:
                     sources.append(made[0].id)
-            if flat:
-                value = flatten_once(value, key)
+            if flat:  # a task's result that is not nested is worth a warning
+                value = flatten_once(
+                    value, key, self.logger.warning if len(sources) > known else None
+                )
             iterated[key] = check_mappable(value, key, task.name)
         n = check_lengths(iterated, task.name)
         futures = FutureList()

@@ -64,7 +64,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from headrace.edges import flatten_once
+from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
@@ -115,6 +115,7 @@ class NodeRun:
         "holds",
         "sequences",
         "unexpandable",
+        "sources",
         "run_id",
     )
 
@@ -138,6 +139,7 @@ class NodeRun:
         self.holds: Any = 0
         self.sequences: dict | None = None
         self.unexpandable: NodeRun | None = None
+        self.sources: dict[NodeRun, list[State]] = {}
         self.run_id = ""
 
     def __repr__(self) -> str:
@@ -355,9 +357,19 @@ class FlowRunner:
     # -- preparing a unit ------------------------------------------------------
     def _prepare(self, nr: NodeRun, index: int | None):
         """Decide without running, or return (spec, arguments) to run."""
-        upstream = [
-            (up.name, up.children[index] if mode == ELEMENT else up.state) for up, mode in nr.ups
-        ]
+        if index is not None and nr.sources:  # a flattened upstream: the item's own child
+            sources = nr.sources
+            upstream = [
+                (up.name, up.children[index] if mode == ELEMENT else sources[up][index])
+                if mode == ELEMENT or up in sources
+                else (up.name, up.state)
+                for up, mode in nr.ups
+            ]
+        else:
+            upstream = [
+                (up.name, up.children[index] if mode == ELEMENT else up.state)
+                for up, mode in nr.ups
+            ]
         decided = decide_before_run(nr.node, upstream, check_trigger=not nr.start)
         arguments = None
         if decided is None:
@@ -388,7 +400,9 @@ class FlowRunner:
                 arguments[e.key] = _value_of(up.children[index], up.name)
             else:
                 value = _value_of(up.state, up.name)
-                arguments[e.key] = flatten_once(_local(value), up.name) if e.flat else value
+                arguments[e.key] = (
+                    flatten_once(_local(value), up.name, self._warn) if e.flat else value
+                )
         return arguments
 
     # -- expansion of mapped nodes ------------------------------------------------
@@ -449,8 +463,14 @@ class FlowRunner:
                 lengths[e.key or f"upstream {up.name!r}"] = up.children
                 continue
             value = _local(_value_of(up.state, up.name))
-            if e.flat:
-                value = flatten_once(value, up.name)
+            if e.flat and isinstance(up.state, MappedState):
+                # Each item keeps the child it came from: a failed or skipped child
+                # decides only the items it gave.
+                value, origins = flatten_origins(value, up.name, self._warn)
+                children = up.state.map_states
+                nr.sources[up] = [children[i] for i in origins]
+            elif e.flat:
+                value = flatten_once(value, up.name, self._warn)
             seq = check_mappable(value, e.key, node.name)
             if e.key is not None:
                 sequences[e.key] = seq
@@ -549,6 +569,9 @@ class FlowRunner:
             self.store, nr.run_id, self.flow_ctx.flow_run_id, nr.name, nr.name, nr.node.slug,
             None, None, upstream, nr.node.tags, nr.state, None, 1,
         )  # fmt: skip
+
+    def _warn(self, message: str) -> None:
+        logs.flow_logger(self.flow_ctx.flow_run_name, self.flow_ctx.flow_run_id).warning(message)
 
     def _run_id(self, nr: NodeRun, index: int | None) -> str:
         return nr.run_id if index is None else f"{nr.run_id}.{index}"
