@@ -2,7 +2,7 @@
 
 import pytest
 
-from headrace import Flow, Parameter, flatten, task, triggers, unmapped
+from headrace import Flow, Parameter, case, flatten, task, triggers, unmapped
 from headrace.errors import MappingError
 from headrace.signals import SKIP
 from headrace.states import MappedState
@@ -289,3 +289,21 @@ def test_map_with_element_wise_and_whole_inputs_together():
         a = inc.map([1, 2, 3])
         b = add.map(a, y=numbers(3))
     assert flow.run()[b].result() == [2, 4, 6]
+
+
+@pytest.mark.parametrize("value, expect", [(1, "Mapped"), (2, "Skipped")])
+def test_a_mapped_task_in_a_case_branch_is_skipped_as_a_whole_when_untaken(value, expect):
+    with Flow("f") as flow:
+        condition = Parameter("condition")
+        with case(condition, 1):
+            m = inc.map([1, 2, 3])
+            after = inc.map(m)
+            summed = total(m)
+    state = flow.run(parameters={"condition": value})
+    assert [state[t].name for t in (m, after, summed)] == [
+        expect,
+        expect,
+        expect.replace("Mapped", "Completed"),
+    ]
+    assert state[m].is_skipped() is (value == 2)
+    assert state.is_successful()

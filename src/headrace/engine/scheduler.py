@@ -412,15 +412,16 @@ class FlowRunner:
             self.ready.append((nr, None))
             return
         upstream = [(up.name, up.state) for up, mode in nr.ups if up.state is not None]
-        failure = None
-        if nr.unexpandable is not None:
+        whole = [(up.name, up.state) for up, mode in nr.ups if mode == WHOLE]
+        # A skipped whole upstream (an untaken `case`) skips the map as a whole.
+        failure = decide_before_run(nr.node, whole, check_trigger=False)
+        if failure is None and nr.unexpandable is not None:
             failure = decide_before_run(nr.node, upstream, check_trigger=not nr.start)
-            if failure is None:
-                failure = Failed(
-                    f"Cannot map over {nr.unexpandable.name!r}: it finished as "
-                    f"{nr.unexpandable.state.name} without mapped results."
-                )
-        else:
+            failure = failure or Failed(
+                f"Cannot map over {nr.unexpandable.name!r}: it finished as "
+                f"{nr.unexpandable.state.name} without mapped results."
+            )
+        elif failure is None:
             try:
                 sequences, length = self._sequences(nr)
             except (MappingError, ResultReleasedError) as exc:
