@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from headrace import Flow, Parameter, case, context, ifelse, merge, switch, task, triggers
-from headrace.errors import CycleError
+from headrace.errors import CycleError, FlowBuildError
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.states import MappedState
 
@@ -437,3 +437,39 @@ def test_seed_002_conditional_branches_then_chain(kind):
     assert state[branch[chosen]].result() == f"{chosen}:rows"
     assert state[final].result() == "final"
     assert state.name == "Completed"
+
+
+# -- seed 002 §2's loose forms: a hint instead of a puzzle ------------------------------------
+
+
+def test_a_task_used_as_a_block_points_to_case_and_switch():
+    with Flow("loose") as flow:
+        condition = identity(True)
+        with pytest.raises(FlowBuildError) as info, condition:
+            shout("never built")
+    message = str(info.value)
+    assert "with case(" in message and "switch" in message and "ifelse" in message
+    assert "'identity'" in message
+    assert flow.tasks == [condition]  # nothing was built inside the refused block
+
+
+def test_a_flow_entered_inside_another_flow_is_an_error_naming_both():
+    with Flow("Data Processing Workflow") as outer:
+        before = identity(1)
+        with pytest.raises(FlowBuildError) as info, Flow("Conditional Branch"):
+            identity(2)
+        after = identity(3)
+    message = str(info.value)
+    assert "'Conditional Branch'" in message and "'Data Processing Workflow'" in message
+    assert "case(" in message
+    # the outer block goes on building its own flow
+    assert outer.tasks == [before, after]
+    assert outer.run()[after].result() == 3
+
+
+def test_reentering_a_flow_inside_its_own_block_still_extends_it():
+    with Flow("again") as flow:
+        first = identity(1)
+        with flow:
+            second = identity(first)
+    assert flow.upstream_tasks(second) == {first}

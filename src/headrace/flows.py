@@ -50,6 +50,14 @@ class Flow:
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> Flow:
+        outer = _build.current().flow
+        if outer is not None and outer is not self:
+            raise FlowBuildError(
+                f"Flow {self.name!r} is entered inside the block of flow {outer.name!r}; "
+                "headrace has no nested flows. Build one flow and put a branch's tasks in "
+                "`with case(condition, value):`, or end the block of "
+                f"{outer.name!r} before building {self.name!r}."
+            )
         self._tokens.append(_build.push(flow=self, conditions=()))
         return self
 

@@ -302,6 +302,18 @@ class Task:
             flow.add_edge(condition, node)
         return node
 
+    # -- not a block --------------------------------------------------------
+    def __enter__(self):
+        raise FlowBuildError(
+            f"Task {self.name!r} is not a block: `with {self.name}:` has no meaning. "
+            f"A conditional block is `with case({self.name}, value):`; to choose among "
+            "whole tasks use `switch(condition, {value: task, ...})` or "
+            "`ifelse(condition, if_true, if_false)`."
+        )
+
+    def __exit__(self, *exc) -> None:  # never reached: __enter__ refuses the block
+        return None
+
     # -- indexing and unpacking --------------------------------------------
     def __getitem__(self, key) -> Task:
         ctx = _build.current()
