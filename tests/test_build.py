@@ -223,3 +223,59 @@ def test_copy_changes_options_and_leaves_the_original():
     assert (add.name, add.retries, add.tags) == ("add", 0, frozenset())
     with pytest.raises(TypeError, match="unknown task option 'retry'"):
         add.copy(retry=1)
+
+
+# -- Prefect 1 graph semantics -------------------------------------------------------
+
+
+def test_plain_values_in_upstream_tasks_are_constants():
+    with Flow("f") as flow:
+        a = add(1, upstream_tasks=[5, "text", None])
+        b = add(a, upstream_tasks=[a, 7])
+    flow.set_dependencies(b, upstream_tasks=[8])
+    state = flow.run(return_tasks=flow.tasks)
+    assert state.is_successful()
+    assert state[a].result() == 2 and state[b].result() == 3
+    assert sorted(map(repr, (state[t].result() for t in flow.upstream_tasks(a)))) == [
+        "'text'",
+        "5",
+        "None",
+    ]
+    assert {state[t].result() for t in flow.upstream_tasks(b) if t is not a} == {7, 8}
+
+
+def test_a_plain_list_in_a_maps_upstream_tasks_is_mapped_like_any_upstream():
+    with Flow("f") as flow:
+        same_length = add.map([1, 2], upstream_tasks=[[10, 20]])
+        passed_whole = add.map([1, 2], upstream_tasks=[unmapped([10, 20, 30])])
+        too_long = add.map([1, 2], upstream_tasks=[[10, 20, 30]])
+    state = flow.run()
+    assert state[same_length].result() == [2, 3]
+    assert state[passed_whole].result() == [2, 3]
+    assert state[too_long].is_failed() and "unequal lengths" in state[too_long].message
+
+
+def test_an_edge_into_a_parameter_is_refused_naming_it():
+    with Flow("f") as flow:
+        url = Parameter("url")
+        a = add(1)
+        for build in (
+            lambda: flow.chain(a, url),
+            lambda: flow.add_edge(a, url),
+            lambda: flow.set_dependencies(url, upstream_tasks=[a]),
+            lambda: flow.set_dependencies(a, downstream_tasks=[url]),
+        ):
+            with pytest.raises(FlowBuildError, match="Parameter 'url'.*'add'"):
+                build()
+    assert flow.edges == [] and flow.upstream_tasks(url) == set()
+    assert flow.run(parameters={"url": "x"})[url].result() == "x"
+
+
+def test_chain_returns_the_edges_it_added():
+    with Flow("f") as flow:
+        a, b, c, d = (add(i) for i in range(4))
+        edges = flow.chain(a, [b, c], d)
+    assert [(e.upstream, e.downstream) for e in edges] == [(a, b), (a, c), (b, d), (c, d)]
+    assert edges == flow.edges
+    assert all(e.key is None for e in edges)
+    assert flow.chain(a) == []

@@ -25,6 +25,7 @@ from headrace.tasks import (
     CollectList,
     CollectSet,
     CollectTuple,
+    Constant,
     Task,
     check_mappable,
 )
@@ -177,6 +178,14 @@ class Flow:
         for t in (upstream, downstream):
             if not isinstance(t, Task):
                 raise TypeError(f"edges join tasks; got {t!r}")
+        from headrace.parameters import Parameter
+
+        if isinstance(downstream, Parameter):
+            raise FlowBuildError(
+                f"Parameter {downstream.name!r} cannot depend on {upstream.name!r}: a Parameter "
+                "takes its value from flow.run(parameters={...}) and waits for no task. Make "
+                f"the tasks that use {downstream.name!r} depend on {upstream.name!r} instead."
+            )
         new_pair = upstream in self._tasks and downstream in self._tasks
         self.add_task(upstream)
         self.add_task(downstream)
@@ -226,11 +235,11 @@ class Flow:
             value = value.value
         if not isinstance(value, Task):
             value = self._collect(value)
+        if key is None and not isinstance(value, Task):
+            value = self.add_task(Constant(value))  # Prefect 1 makes it a constant task
         if isinstance(value, Task):
             self.add_edge(value, node, key, mapped, flat)
             return False
-        if key is None:
-            raise FlowBuildError(f"upstream_tasks of {node.name!r} must be tasks, got {value!r}")
         if flat:
             from headrace.edges import flatten_once
 
@@ -280,13 +289,18 @@ class Flow:
         for key, up in (keyword_tasks or {}).items():
             self.add_input(task, key, up, mapped)
 
-    def chain(self, *tasks: Task | Iterable[Task]) -> None:
-        """Make each task (or every task of a list) depend on the one before it."""
+    def chain(self, *tasks: Task | Iterable[Task]) -> list[Edge]:
+        """Make each task (or every task of a list) depend on the one before it.
+
+        Returns the edges added, in order.
+        """
         groups = [list(t) if isinstance(t, list | tuple | set) else [t] for t in tasks]
-        for before, after in zip(groups, groups[1:]):
-            for up in before:
-                for down in after:
-                    self.add_edge(up, down)
+        return [
+            self.add_edge(up, down)
+            for before, after in zip(groups, groups[1:])
+            for up in before
+            for down in after
+        ]
 
     # -- running ---------------------------------------------------------------
     def run(

@@ -493,6 +493,19 @@ def tags(*names: str):
 # -- small tasks the graph layer adds on the user's behalf -------------------
 
 
+class Constant(Task):
+    """A plain value given where a task is expected (`upstream_tasks=[5]`), as in Prefect 1."""
+
+    def __init__(self, value: Any, **kwargs):
+        self.value = value
+        shown = repr(value)
+        name = shown if len(shown) <= 20 else f"Constant[{type(value).__name__}]"
+        super().__init__(name=kwargs.pop("name", name), **kwargs)
+
+    def run(self):
+        return self.value
+
+
 class GetItem(Task):
     """`node[key]`: the item of an upstream result."""
 
