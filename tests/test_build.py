@@ -2,7 +2,7 @@
 
 import pytest
 
-from headrace import Flow, Parameter, Task, tags, task, unmapped
+from headrace import Flow, Parameter, Task, case, tags, task, unmapped
 from headrace.errors import CycleError, FlowBuildError, MappingError
 
 
@@ -279,3 +279,109 @@ def test_chain_returns_the_edges_it_added():
     assert edges == flow.edges
     assert all(e.key is None for e in edges)
     assert flow.chain(a) == []
+
+
+# -- task operators build tasks, as in Prefect 1 --------------------------------------
+
+
+@task
+def number(x):
+    return x
+
+
+def test_operators_on_tasks_build_nodes_that_compute_them():
+    with Flow("operators") as flow:
+        a, b = number(7), number(2)
+        built = [
+            (a + 1, 8),
+            (1 + a, 8),
+            (a - b, 5),
+            (10 - a, 3),
+            (a * 2, 14),
+            (2 * a, 14),
+            (a / b, 3.5),
+            (14 / a, 2.0),
+            (a // b, 3),
+            (15 // a, 2),
+            (a % b, 1),
+            (15 % a, 1),
+            (a**2, 49),
+            (2**b, 4),
+            (a > 2, True),
+            (a < b, False),
+            (a >= 7, True),
+            (a <= b, False),
+            (a & b, 2),  # Prefect 1: `a & b` is `a and b`
+            (0 & a, 0),
+            (a.is_equal(b), False),
+            (a.is_equal(7), True),
+            (a.is_not_equal(b), True),
+            (a.not_(), False),
+            (a.and_(0), 0),
+            (a.or_(b), 7),
+            (((a + b) * 2).is_equal(18), True),  # operators chain
+        ]
+    nodes = [node for node, _ in built]
+    assert all(isinstance(node, Task) and node in flow for node in nodes)
+    assert flow.upstream_tasks(nodes[2]) == {a, b} and flow.upstream_tasks(nodes[0]) == {a}
+    state = flow.run(return_tasks=nodes)
+    assert [state[node].result() for node in nodes] == [expected for _, expected in built]
+
+
+def test_operators_leave_tasks_hashable_and_compared_by_identity():
+    with Flow("identity") as flow:
+        a = number(1)
+        b = number(1)
+    assert a != b and a == a and len({a, b}) == 2
+    assert {a: "x"}[a] == "x"
+    assert a in flow and len(flow) == 2  # comparing tasks built no node
+
+
+def test_a_task_used_as_a_state_dependency_with_or():
+    order = []
+
+    @task
+    def step(label):
+        order.append(label)
+        return label
+
+    with Flow("pipes") as flow:
+        first, second, third = step("first"), step("second"), step("third")
+        assert (third | second) is second and (first | third) is third
+    flow.run()
+    assert order == ["first", "third", "second"]
+    assert flow.upstream_tasks(second) == {third} and flow.upstream_tasks(third) == {first}
+
+
+def test_operators_inside_a_case_block_are_gated_by_it():
+    with Flow("gated") as flow:
+        mode = Parameter("mode")
+        a = number(3)
+        with case(mode, "on"):
+            bigger = a + 1
+    assert flow.run(parameters={"mode": "on"})[bigger].result() == 4
+    assert flow.run(parameters={"mode": "off"})[bigger].is_skipped()
+
+
+def test_an_operator_after_the_block_extends_the_tasks_flow():
+    with Flow("later") as flow:
+        a = number(3)
+    doubled = a * 2
+    assert doubled in flow and flow.run()[doubled].result() == 6
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda t: t + 1,
+        lambda t: 1 - t,
+        lambda t: t > 2,
+        lambda t: t | t,
+        lambda t: t.is_equal(1),
+        lambda t: t.not_(),
+        lambda t: Parameter("p") + 1,
+    ],
+)
+def test_operators_outside_any_flow_say_where_they_work(use):
+    with pytest.raises(TypeError, match="inside `with Flow"):
+        use(number)
