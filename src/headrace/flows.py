@@ -204,6 +204,18 @@ class Flow:
         self._out[upstream].append(edge)
         return edge
 
+    def _drop_unused(self, task: Task) -> None:
+        """Remove a node nothing depends on, and its edges (an empty `case` block's gate)."""
+        if self._out[self._own(task)]:
+            raise FlowBuildError(f"{task!r} has downstream tasks and cannot be removed")
+        for e in self._in.pop(task):
+            self._out[e.upstream].remove(e)
+        del self._out[task], self._tasks[task]
+        if task.slug == f"{task.name}-{self._slug_counts[task.name]}":
+            self._slug_counts[task.name] -= 1
+        task.flow = None
+        task.slug = None
+
     def _path(self, start: Task, goal: Task) -> list[Task] | None:
         """A downstream path from start to goal, if any (depth-first)."""
         parents: dict[Task, Task | None] = {start: None}
