@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from headrace import Flow, Parameter, case, context, ifelse, merge, switch, task, triggers
-from headrace.errors import CycleError
+from headrace.errors import CycleError, FlowBuildError
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.states import MappedState
 
@@ -437,3 +437,179 @@ def test_seed_002_conditional_branches_then_chain(kind):
     assert state[branch[chosen]].result() == f"{chosen}:rows"
     assert state[final].result() == "final"
     assert state.name == "Completed"
+
+
+# -- seed 002 §2's loose forms: a hint instead of a puzzle ------------------------------------
+
+
+def test_a_task_used_as_a_block_points_to_case_and_switch():
+    with Flow("loose") as flow:
+        condition = identity(True)
+        with pytest.raises(FlowBuildError) as info, condition:
+            shout("never built")
+    message = str(info.value)
+    assert "with case(" in message and "switch" in message and "ifelse" in message
+    assert "'identity'" in message
+    assert flow.tasks == [condition]  # nothing was built inside the refused block
+
+
+def test_a_flow_entered_inside_another_flow_is_an_error_naming_both():
+    with Flow("Data Processing Workflow") as outer:
+        before = identity(1)
+        with pytest.raises(FlowBuildError) as info, Flow("Conditional Branch"):
+            identity(2)
+        after = identity(3)
+    message = str(info.value)
+    assert "'Conditional Branch'" in message and "'Data Processing Workflow'" in message
+    assert "case(" in message
+    # the outer block goes on building its own flow
+    assert outer.tasks == [before, after]
+    assert outer.run()[after].result() == 3
+
+
+def test_reentering_a_flow_inside_its_own_block_still_extends_it():
+    with Flow("again") as flow:
+        first = identity(1)
+        with flow:
+            second = identity(first)
+    assert flow.upstream_tasks(second) == {first}
+
+
+# -- Prefect 1 branch semantics -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, ran", [(True, ["yes"]), (False, [])])
+def test_ifelse_with_none_as_a_branch_runs_nothing_on_that_side(value, ran):
+    log = Log()
+    record = make_record(log)
+    with Flow("ifelse-none") as flow:
+        cond = identity(Parameter("v"))
+        yes = record("yes")
+        ifelse(cond, yes, None)
+    state = flow.run(parameters={"v": value})
+    assert log.entries == ran
+    assert state[yes].name == ("Completed" if value else "Skipped")
+    assert len(flow.tasks) == 5  # v, cond, bool, yes, one comparison: none for None
+
+
+@pytest.mark.parametrize("value", ["a", "b"])
+def test_a_list_of_tasks_is_one_branch(value):
+    log = Log()
+    record = make_record(log)
+    with Flow("list-branch") as flow:
+        cond = identity(Parameter("v"))
+        a1, a2, b1 = record("a1"), record("a2"), record("b1")
+        switch(cond, {"a": [a1, a2], "b": (b1,)})
+        yes, no = record("yes"), record("no")
+        ifelse(cond.is_equal("a"), [yes], [no])
+    state = flow.run(parameters={"v": value})
+    taken = {"a": {"a1", "a2", "yes"}, "b": {"b1", "no"}}[value]
+    assert set(log.entries) == taken
+    for node, label in ((a1, "a1"), (a2, "a2"), (b1, "b1"), (yes, "yes"), (no, "no")):
+        assert state[node].name == ("Completed" if label in taken else "Skipped")
+
+
+def test_a_branch_that_is_not_a_task_is_refused_naming_its_value():
+    with Flow("bad-branch"):
+        cond = identity(1)
+        with pytest.raises(FlowBuildError, match="'b'.*'oops'"):
+            switch(cond, {"a": shout("a"), "b": "oops"})
+
+
+def test_a_task_as_a_case_value_is_refused_at_build_time():
+    with Flow("case-task-value") as flow:
+        cond = identity(1)
+        other = identity(1)
+        with pytest.raises(FlowBuildError, match="is_equal") as info, case(cond, other):
+            shout("never built")
+        with pytest.raises(FlowBuildError, match="is_equal"):
+            switch(cond, {other: shout("x")})
+    assert "'identity'" in str(info.value)
+    assert not any(t.name.startswith("case(") for t in flow.tasks)
+
+
+def test_an_empty_case_block_adds_nothing():
+    with Flow("empty-case") as flow:
+        cond = identity(Parameter("v"))
+        before = list(flow.tasks)
+        with case(cond, "a"):
+            pass
+        with case(cond, "b"), case(cond, "c"):
+            pass
+    assert flow.tasks == before and len(flow.edges) == 1
+    with flow, case(cond, "a"):
+        inside = shout("inside")
+    assert flow.run(parameters={"v": "a"})[inside].result() == "inside!"
+
+
+# -- branches over a mapped condition: chosen child by child ------------------------------------
+
+
+@task
+def is_even(x):
+    return x % 2 == 0
+
+
+@task
+def half(x):
+    return x // 2
+
+
+@task
+def triple_plus_one(x):
+    return 3 * x + 1
+
+
+@EXECUTORS
+def test_ifelse_over_a_mapped_condition_chooses_per_child(make_executor):
+    with Flow("collatz-step") as flow:
+        xs = Parameter("xs")
+        even = is_even.map(xs)
+        halves = half.map(xs)
+        triples = triple_plus_one.map(xs)
+        ifelse(even, halves, triples)
+        step = merge(halves, triples)
+    state = flow.run(parameters={"xs": [6, 7, 8, 9]}, executor=make_executor())
+    assert [s.name for s in state[halves].map_states] == [
+        "Completed",
+        "Skipped",
+        "Completed",
+        "Skipped",
+    ]
+    assert [s.name for s in state[triples].map_states] == [
+        "Skipped",
+        "Completed",
+        "Skipped",
+        "Completed",
+    ]
+    assert state[step].is_mapped() and state[step].result() == [3, 22, 4, 28]
+    assert state.is_successful()
+
+
+def test_switch_over_a_mapped_condition_chooses_per_child():
+    @task
+    def kind(x):
+        return "small" if x < 10 else "big"
+
+    with Flow("mapped-switch") as flow:
+        xs = Parameter("xs")
+        kinds = kind.map(xs)
+        small = shout.map(xs)
+        big = identity.map(xs)
+        switch(kinds, {"small": small, "big": big})
+        both = merge(small, big)
+    state = flow.run(parameters={"xs": [1, 50, 2]})
+    assert state[both].result() == ["1!", 50, "2!"]
+    assert [s.name for s in state[big].map_states] == ["Skipped", "Completed", "Skipped"]
+
+
+def test_a_mapped_condition_needs_mapped_branches():
+    with Flow("mapped-condition") as flow:
+        even = is_even.map([1, 2])
+        whole = shout("whole")
+        with pytest.raises(FlowBuildError, match="'shout'.*mapped") as info:
+            ifelse(even, whole, None)
+        with pytest.raises(FlowBuildError, match="mapped"), case(even, True):
+            pass
+    assert "'is_even'" in str(info.value)
+    assert flow.upstream_tasks(whole) == set()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from headrace import Flow, Parameter, Task, tags, task, unmapped
+from headrace import Flow, Parameter, Task, case, tags, task, unmapped
 from headrace.errors import CycleError, FlowBuildError, MappingError
 
 
@@ -223,3 +223,165 @@ def test_copy_changes_options_and_leaves_the_original():
     assert (add.name, add.retries, add.tags) == ("add", 0, frozenset())
     with pytest.raises(TypeError, match="unknown task option 'retry'"):
         add.copy(retry=1)
+
+
+# -- Prefect 1 graph semantics -------------------------------------------------------
+
+
+def test_plain_values_in_upstream_tasks_are_constants():
+    with Flow("f") as flow:
+        a = add(1, upstream_tasks=[5, "text", None])
+        b = add(a, upstream_tasks=[a, 7])
+    flow.set_dependencies(b, upstream_tasks=[8])
+    state = flow.run(return_tasks=flow.tasks)
+    assert state.is_successful()
+    assert state[a].result() == 2 and state[b].result() == 3
+    assert sorted(map(repr, (state[t].result() for t in flow.upstream_tasks(a)))) == [
+        "'text'",
+        "5",
+        "None",
+    ]
+    assert {state[t].result() for t in flow.upstream_tasks(b) if t is not a} == {7, 8}
+
+
+def test_a_plain_list_in_a_maps_upstream_tasks_is_mapped_like_any_upstream():
+    with Flow("f") as flow:
+        same_length = add.map([1, 2], upstream_tasks=[[10, 20]])
+        passed_whole = add.map([1, 2], upstream_tasks=[unmapped([10, 20, 30])])
+        too_long = add.map([1, 2], upstream_tasks=[[10, 20, 30]])
+    state = flow.run()
+    assert state[same_length].result() == [2, 3]
+    assert state[passed_whole].result() == [2, 3]
+    assert state[too_long].is_failed() and "unequal lengths" in state[too_long].message
+
+
+def test_an_edge_into_a_parameter_is_refused_naming_it():
+    with Flow("f") as flow:
+        url = Parameter("url")
+        a = add(1)
+        for build in (
+            lambda: flow.chain(a, url),
+            lambda: flow.add_edge(a, url),
+            lambda: flow.set_dependencies(url, upstream_tasks=[a]),
+            lambda: flow.set_dependencies(a, downstream_tasks=[url]),
+        ):
+            with pytest.raises(FlowBuildError, match="Parameter 'url'.*'add'"):
+                build()
+    assert flow.edges == [] and flow.upstream_tasks(url) == set()
+    assert flow.run(parameters={"url": "x"})[url].result() == "x"
+
+
+def test_chain_returns_the_edges_it_added():
+    with Flow("f") as flow:
+        a, b, c, d = (add(i) for i in range(4))
+        edges = flow.chain(a, [b, c], d)
+    assert [(e.upstream, e.downstream) for e in edges] == [(a, b), (a, c), (b, d), (c, d)]
+    assert edges == flow.edges
+    assert all(e.key is None for e in edges)
+    assert flow.chain(a) == []
+
+
+# -- task operators build tasks, as in Prefect 1 --------------------------------------
+
+
+@task
+def number(x):
+    return x
+
+
+def test_operators_on_tasks_build_nodes_that_compute_them():
+    with Flow("operators") as flow:
+        a, b = number(7), number(2)
+        built = [
+            (a + 1, 8),
+            (1 + a, 8),
+            (a - b, 5),
+            (10 - a, 3),
+            (a * 2, 14),
+            (2 * a, 14),
+            (a / b, 3.5),
+            (14 / a, 2.0),
+            (a // b, 3),
+            (15 // a, 2),
+            (a % b, 1),
+            (15 % a, 1),
+            (a**2, 49),
+            (2**b, 4),
+            (a > 2, True),
+            (a < b, False),
+            (a >= 7, True),
+            (a <= b, False),
+            (a & b, 2),  # Prefect 1: `a & b` is `a and b`
+            (0 & a, 0),
+            (a.is_equal(b), False),
+            (a.is_equal(7), True),
+            (a.is_not_equal(b), True),
+            (a.not_(), False),
+            (a.and_(0), 0),
+            (a.or_(b), 7),
+            (((a + b) * 2).is_equal(18), True),  # operators chain
+        ]
+    nodes = [node for node, _ in built]
+    assert all(isinstance(node, Task) and node in flow for node in nodes)
+    assert flow.upstream_tasks(nodes[2]) == {a, b} and flow.upstream_tasks(nodes[0]) == {a}
+    state = flow.run(return_tasks=nodes)
+    assert [state[node].result() for node in nodes] == [expected for _, expected in built]
+
+
+def test_operators_leave_tasks_hashable_and_compared_by_identity():
+    with Flow("identity") as flow:
+        a = number(1)
+        b = number(1)
+    assert a != b and a == a and len({a, b}) == 2
+    assert {a: "x"}[a] == "x"
+    assert a in flow and len(flow) == 2  # comparing tasks built no node
+
+
+def test_a_task_used_as_a_state_dependency_with_or():
+    order = []
+
+    @task
+    def step(label):
+        order.append(label)
+        return label
+
+    with Flow("pipes") as flow:
+        first, second, third = step("first"), step("second"), step("third")
+        assert (third | second) is second and (first | third) is third
+    flow.run()
+    assert order == ["first", "third", "second"]
+    assert flow.upstream_tasks(second) == {third} and flow.upstream_tasks(third) == {first}
+
+
+def test_operators_inside_a_case_block_are_gated_by_it():
+    with Flow("gated") as flow:
+        mode = Parameter("mode")
+        a = number(3)
+        with case(mode, "on"):
+            bigger = a + 1
+    assert flow.run(parameters={"mode": "on"})[bigger].result() == 4
+    assert flow.run(parameters={"mode": "off"})[bigger].is_skipped()
+
+
+def test_an_operator_after_the_block_extends_the_tasks_flow():
+    with Flow("later") as flow:
+        a = number(3)
+    doubled = a * 2
+    assert doubled in flow and flow.run()[doubled].result() == 6
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda t: t + 1,
+        lambda t: 1 - t,
+        lambda t: t > 2,
+        lambda t: t | t,
+        lambda t: t.is_equal(1),
+        lambda t: t.not_(),
+        lambda t: Parameter("p") + 1,
+    ],
+)
+def test_operators_outside_any_flow_say_where_they_work(use):
+    with pytest.raises(TypeError, match="inside `with Flow"):
+        use(number)

@@ -96,7 +96,6 @@ def run_below(outcomes, trigger=None, skip_on_upstream_skip=True):
         (triggers.not_all_skipped, [S, C], True),
         (triggers.not_all_skipped, [C, C], True),
         (triggers.not_all_skipped, [S, F], False),  # a failure still fails it
-        (triggers.not_all_skipped, [], True),
     ],
 )
 def test_trigger_functions(trigger, states, expected):
@@ -156,9 +155,39 @@ def test_bounded_triggers(make, states, expected):
 
 
 @pytest.mark.parametrize("factory", [triggers.some_successful, triggers.some_failed])
-def test_bounded_triggers_need_a_bound(factory):
-    with pytest.raises(ValueError, match="at_least= or at_most="):
-        factory()
+@pytest.mark.parametrize("states", [[C, C], [F, F], [C, F, S], []])
+def test_bounded_triggers_without_bounds_accept_any_count(factory, states):
+    # Prefect 1: some_successful(at_least=None, at_most=None) runs whatever the count.
+    assert factory()(states) is True
+
+
+# Prefect 1.4's answers on an empty upstream collection: every trigger passes, except
+# not_all_skipped, for which "all upstreams were skipped" holds vacuously.
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        triggers.all_successful,
+        triggers.all_finished,
+        triggers.always_run,
+        triggers.all_failed,
+        triggers.any_successful,
+        triggers.any_failed,
+        triggers.some_successful(),
+        triggers.some_successful(at_least=2),
+        triggers.some_successful(at_least=0.5, at_most=0.9),
+        triggers.some_failed(),
+        triggers.some_failed(at_least=1),
+        triggers.some_failed(at_most=0),
+    ],
+    ids=lambda t: t.__name__,
+)
+def test_triggers_on_no_upstream_states_pass(trigger):
+    assert trigger([]) is True
+
+
+def test_not_all_skipped_on_no_upstream_states_skips():
+    with pytest.raises(SKIP, match="Every upstream task was skipped"):
+        triggers.not_all_skipped([])
 
 
 def test_bounded_trigger_names_its_bounds():
@@ -194,6 +223,8 @@ def test_bounded_trigger_names_its_bounds():
         (triggers.some_failed(at_least=1), ["ok", "ok"], False),
         (triggers.some_failed(at_most=0.5), ["ok", "ok", "fail"], True),
         (triggers.some_failed(at_most=0.5), ["ok", "fail", "fail"], False),
+        (triggers.some_successful(), ["fail", "fail"], True),
+        (triggers.some_failed(), ["ok", "ok"], True),
     ],
 )
 def test_trigger_decides_whether_the_downstream_runs(trigger, outcomes, runs):

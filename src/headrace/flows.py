@@ -25,6 +25,7 @@ from headrace.tasks import (
     CollectList,
     CollectSet,
     CollectTuple,
+    Constant,
     Task,
     check_mappable,
 )
@@ -51,6 +52,14 @@ class Flow:
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> Flow:
+        outer = _build.current().flow
+        if outer is not None and outer is not self:
+            raise FlowBuildError(
+                f"Flow {self.name!r} is entered inside the block of flow {outer.name!r}; "
+                "headrace has no nested flows. Build one flow and put a branch's tasks in "
+                "`with case(condition, value):`, or end the block of "
+                f"{outer.name!r} before building {self.name!r}."
+            )
         self._tokens.append(_build.push(flow=self, conditions=()))
         return self
 
@@ -188,6 +197,14 @@ class Flow:
         for t in (upstream, downstream):
             if not isinstance(t, Task):
                 raise TypeError(f"edges join tasks; got {t!r}")
+        from headrace.parameters import Parameter
+
+        if isinstance(downstream, Parameter):
+            raise FlowBuildError(
+                f"Parameter {downstream.name!r} cannot depend on {upstream.name!r}: a Parameter "
+                "takes its value from flow.run(parameters={...}) and waits for no task. Make "
+                f"the tasks that use {downstream.name!r} depend on {upstream.name!r} instead."
+            )
         new_pair = upstream in self._tasks and downstream in self._tasks
         self.add_task(upstream)
         self.add_task(downstream)
@@ -205,6 +222,18 @@ class Flow:
         self._in[downstream].append(edge)
         self._out[upstream].append(edge)
         return edge
+
+    def _drop_unused(self, task: Task) -> None:
+        """Remove a node nothing depends on, and its edges (an empty `case` block's gate)."""
+        if self._out[self._own(task)]:
+            raise FlowBuildError(f"{task!r} has downstream tasks and cannot be removed")
+        for e in self._in.pop(task):
+            self._out[e.upstream].remove(e)
+        del self._out[task], self._tasks[task]
+        if task.slug == f"{task.name}-{self._slug_counts[task.name]}":
+            self._slug_counts[task.name] -= 1
+        task.flow = None
+        task.slug = None
 
     def _path(self, start: Task, goal: Task) -> list[Task] | None:
         """A downstream path from start to goal, if any (depth-first)."""
@@ -237,11 +266,11 @@ class Flow:
             value = value.value
         if not isinstance(value, Task):
             value = self._collect(value)
+        if key is None and not isinstance(value, Task):
+            value = self.add_task(Constant(value))  # Prefect 1 makes it a constant task
         if isinstance(value, Task):
             self.add_edge(value, node, key, mapped, flat)
             return False
-        if key is None:
-            raise FlowBuildError(f"upstream_tasks of {node.name!r} must be tasks, got {value!r}")
         if flat:
             from headrace.edges import flatten_once
 
@@ -291,13 +320,18 @@ class Flow:
         for key, up in (keyword_tasks or {}).items():
             self.add_input(task, key, up, mapped)
 
-    def chain(self, *tasks: Task | Iterable[Task]) -> None:
-        """Make each task (or every task of a list) depend on the one before it."""
+    def chain(self, *tasks: Task | Iterable[Task]) -> list[Edge]:
+        """Make each task (or every task of a list) depend on the one before it.
+
+        Returns the edges added, in order.
+        """
         groups = [list(t) if isinstance(t, list | tuple | set) else [t] for t in tasks]
-        for before, after in zip(groups, groups[1:]):
-            for up in before:
-                for down in after:
-                    self.add_edge(up, down)
+        return [
+            self.add_edge(up, down)
+            for before, after in zip(groups, groups[1:])
+            for up in before
+            for down in after
+        ]
 
     # -- running ---------------------------------------------------------------
     def run(

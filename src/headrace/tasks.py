@@ -27,6 +27,7 @@ import copy
 import datetime
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -302,18 +303,131 @@ class Task:
             flow.add_edge(condition, node)
         return node
 
+    # -- not a block --------------------------------------------------------
+    def __enter__(self):
+        raise FlowBuildError(
+            f"Task {self.name!r} is not a block: `with {self.name}:` has no meaning. "
+            f"A conditional block is `with case({self.name}, value):`; to choose among "
+            "whole tasks use `switch(condition, {value: task, ...})` or "
+            "`ifelse(condition, if_true, if_false)`."
+        )
+
+    def __exit__(self, *exc) -> None:  # never reached: __enter__ refuses the block
+        return None
+
     # -- indexing and unpacking --------------------------------------------
     def __getitem__(self, key) -> Task:
+        ctx = self._node_context("can only be indexed")
+        return GetItem(name=f"{self.name}[{key!r}]")._add_node(ctx, (self, key), {}, None, False)
+
+    def _node_context(self, refused: str) -> _build.BuildContext:
+        """Where a node built from this task goes: its flow, else the flow being built."""
         ctx = _build.current()
         flow = self.flow or ctx.flow
         if flow is None:
             raise TypeError(
-                f"Task {self.name!r} can only be indexed inside `with Flow(...)`, "
-                "where the index becomes a node of its own."
+                f"Task {self.name!r} {refused} inside `with Flow(...)` (or as a node of a "
+                "flow), where it becomes a node of its own. Outside a flow, call the task "
+                "and work with its value."
             )
-        if ctx.flow is not flow:
-            ctx = _build.BuildContext(flow=flow)
-        return GetItem(name=f"{self.name}[{key!r}]")._add_node(ctx, (self, key), {}, None, False)
+        return ctx if ctx.flow is flow else _build.BuildContext(flow=flow)
+
+    # -- operators: each builds a node, as in Prefect 1 ----------------------
+    # `__eq__` and `__hash__` stay Python's own, so tasks remain hashable and are
+    # compared by identity: use `is_equal` / `is_not_equal` for `==` / `!=`.
+    def _operator(self, fn: Callable, *operands) -> Task:
+        ctx = self._node_context("operators work only")
+        return Operator(fn)._add_node(ctx, operands, {}, None, False)
+
+    def __add__(self, other) -> Task:
+        return self._operator(operator.add, self, other)
+
+    def __radd__(self, other) -> Task:
+        return self._operator(operator.add, other, self)
+
+    def __sub__(self, other) -> Task:
+        return self._operator(operator.sub, self, other)
+
+    def __rsub__(self, other) -> Task:
+        return self._operator(operator.sub, other, self)
+
+    def __mul__(self, other) -> Task:
+        return self._operator(operator.mul, self, other)
+
+    def __rmul__(self, other) -> Task:
+        return self._operator(operator.mul, other, self)
+
+    def __truediv__(self, other) -> Task:
+        return self._operator(operator.truediv, self, other)
+
+    def __rtruediv__(self, other) -> Task:
+        return self._operator(operator.truediv, other, self)
+
+    def __floordiv__(self, other) -> Task:
+        return self._operator(operator.floordiv, self, other)
+
+    def __rfloordiv__(self, other) -> Task:
+        return self._operator(operator.floordiv, other, self)
+
+    def __mod__(self, other) -> Task:
+        return self._operator(operator.mod, self, other)
+
+    def __rmod__(self, other) -> Task:
+        return self._operator(operator.mod, other, self)
+
+    def __pow__(self, other) -> Task:
+        return self._operator(operator.pow, self, other)
+
+    def __rpow__(self, other) -> Task:
+        return self._operator(operator.pow, other, self)
+
+    def __and__(self, other) -> Task:  # Prefect 1: `a & b` is `a and b`
+        return self._operator(and_, self, other)
+
+    def __rand__(self, other) -> Task:
+        return self._operator(and_, other, self)
+
+    def __gt__(self, other) -> Task:
+        return self._operator(operator.gt, self, other)
+
+    def __ge__(self, other) -> Task:
+        return self._operator(operator.ge, self, other)
+
+    def __lt__(self, other) -> Task:
+        return self._operator(operator.lt, self, other)
+
+    def __le__(self, other) -> Task:
+        return self._operator(operator.le, self, other)
+
+    def is_equal(self, other) -> Task:
+        """A node whose result is `self == other`."""
+        return self._operator(operator.eq, self, other)
+
+    def is_not_equal(self, other) -> Task:
+        """A node whose result is `self != other`."""
+        return self._operator(operator.ne, self, other)
+
+    def not_(self) -> Task:
+        """A node whose result is `not self`."""
+        return self._operator(operator.not_, self)
+
+    def and_(self, other) -> Task:
+        """A node whose result is `self and other`."""
+        return self._operator(and_, self, other)
+
+    def or_(self, other) -> Task:
+        """A node whose result is `self or other`."""
+        return self._operator(or_, self, other)
+
+    def __or__(self, other) -> Task:
+        """`a | b`: b depends on a's state (Prefect 1's pipe); returns b."""
+        self._node_context("can only be piped").flow.set_dependencies(other, upstream_tasks=[self])
+        return other
+
+    def __ror__(self, other) -> Task:
+        """`other | a`: a depends on other's state; returns a."""
+        self._node_context("can only be piped").flow.set_dependencies(self, upstream_tasks=[other])
+        return self
 
     def __iter__(self) -> Iterator[Task]:
         if self.nout is None:
@@ -482,6 +596,38 @@ def tags(*names: str):
 
 
 # -- small tasks the graph layer adds on the user's behalf -------------------
+
+
+class Constant(Task):
+    """A plain value given where a task is expected (`upstream_tasks=[5]`), as in Prefect 1."""
+
+    def __init__(self, value: Any, **kwargs):
+        self.value = value
+        shown = repr(value)
+        name = shown if len(shown) <= 20 else f"Constant[{type(value).__name__}]"
+        super().__init__(name=kwargs.pop("name", name), **kwargs)
+
+    def run(self):
+        return self.value
+
+
+def and_(left, right):
+    return left and right
+
+
+def or_(left, right):
+    return left or right
+
+
+class Operator(Task):
+    """`a + b`, `a > 2`, `a.is_equal(b)` ...: an operator applied to its operands' results."""
+
+    def __init__(self, fn: Callable, **kwargs):
+        self.operator = fn
+        super().__init__(name=kwargs.pop("name", fn.__name__), **kwargs)
+
+    def run(self, *operands):
+        return self.operator(*operands)
 
 
 class GetItem(Task):

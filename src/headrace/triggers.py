@@ -8,6 +8,11 @@ below them (`start_tasks`) are not passed to triggers.
 
 A mapped upstream counts as one state for a reduce: failed when any child
 failed. A map child sees the states of its own index.
+
+Called on no upstream states, each trigger answers as Prefect 1's does: it
+passes, except `not_all_skipped`, which skips (every upstream of none was
+skipped). The engine itself does not consult a trigger when a task has no
+upstream states to give it: such a task runs.
 """
 
 from __future__ import annotations
@@ -49,22 +54,24 @@ def any_failed(states: Sequence[State]) -> bool:
 
 
 def not_all_skipped(states: Sequence[State]) -> bool:
-    """Run unless every upstream was skipped (then skip); any failure fails the trigger."""
+    """Run unless every upstream was skipped (then skip); any failure fails the trigger.
+
+    As in Prefect, no upstream at all counts as every upstream skipped.
+    """
     if any(not s.is_successful() for s in states):
         return False
-    if states and all(s.is_skipped() for s in states):
+    if all(s.is_skipped() for s in states):
         raise SKIP("Every upstream task was skipped.")
     return True
 
 
 def _bounded(count_of: Callable[[State], bool], at_least, at_most, what: str) -> Trigger:
-    if at_least is None and at_most is None:
-        raise ValueError(f"some_{what}() needs at_least= or at_most= (a count or a fraction)")
-
     def limit(bound, total):
         return bound * total if isinstance(bound, float) and 0 <= bound <= 1 else bound
 
     def trigger(states: Sequence[State]) -> bool:
+        if not states:
+            return True
         n = sum(1 for s in states if count_of(s))
         total = len(states)
         if at_least is not None and n < limit(at_least, total):
@@ -78,7 +85,8 @@ def _bounded(count_of: Callable[[State], bool], at_least, at_most, what: str) ->
 def some_successful(at_least: int | float | None = None, at_most: int | float | None = None):
     """A trigger that runs when the count of successful upstreams is within bounds.
 
-    A float between 0 and 1 is a fraction of the upstream count.
+    A float between 0 and 1 is a fraction of the upstream count. A bound left
+    out does not limit; with no upstream at all the trigger passes.
     """
     return _bounded(State.is_successful, at_least, at_most, "successful")
 
