@@ -475,3 +475,18 @@ def test_a_skipped_map_child_skips_only_its_own_downstream_child():
     assert [c.name for c in state[p].map_states] == ["Completed", "Skipped", "Completed"]
     assert state[d].result() == ["0", "None", "2"]
     assert state.name == "Completed"
+
+
+def test_a_root_task_asks_its_trigger_with_no_upstream_states():
+    @task(trigger=triggers.not_all_skipped)
+    def lonely():
+        return "ran"
+
+    @task(trigger=triggers.any_failed)
+    def alarm():
+        return "ran"
+
+    with Flow("roots") as flow:
+        skipped, ran = lonely(), alarm()
+    state = flow.run()
+    assert state[skipped].is_skipped() and state[ran].result() == "ran"

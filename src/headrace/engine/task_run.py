@@ -93,7 +93,7 @@ def decide_before_run(
     upstream skip applies only when no upstream failed.
     """
     states = [s for _, s in upstream if s.name != "NotRun"]
-    if not states:
+    if not states and task.trigger is None:  # the default trigger passes on no states
         return None
     skipped = task.skip_on_upstream_skip and any(s.name == "Skipped" for s in states)
     if skipped and not any(s.is_failed() for s in states):
