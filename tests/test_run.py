@@ -7,7 +7,7 @@ import pytest
 from headrace import Flow, Parameter, context, task
 from headrace.errors import ContextError, FlowBuildError, ParameterError, ResultReleasedError
 from headrace.executors import LocalExecutor, ThreadExecutor
-from headrace.states import Completed, FlowState, StateType
+from headrace.states import Completed, FlowState, Mapped, Pending, StateType
 
 
 @task
@@ -256,6 +256,32 @@ def test_reused_mapped_state_feeds_element_wise_map():
     state2 = flow.run(task_states=state1.task_states, start_tasks=[doubled])
     assert state2[doubled].result() == [3, 5, 7]
     assert counter == {1: 1, 2: 1, 3: 1}
+
+
+def test_a_partly_finished_mapped_state_reuses_its_finished_children_and_runs_the_rest():
+    calls = []
+
+    @task
+    def work(x):
+        calls.append(x)
+        return x * 10
+
+    with Flow("f") as flow:
+        m = work.map([1, 2, 3, 4])
+        after = inc.map(m)
+    first = flow.run(return_tasks=[m])
+    done = first[m].map_states
+    given_m = Mapped([done[0], Pending(), done[2], Pending("interrupted")])
+    given_after = Mapped([first[after].map_states[0], Pending(), Pending(), Pending()])
+    calls.clear()
+
+    second = flow.run(task_states={m: given_m, after: given_after}, return_tasks=[m])
+
+    assert sorted(calls) == [2, 4]
+    assert second[m].result() == [10, 20, 30, 40]
+    assert second[after].result() == [11, 21, 31, 41]
+    assert second[m].map_states[0] is not done[0]  # copies: the given states stay as they were
+    assert given_m.map_states[1].is_pending() and done[0].result() == 10
 
 
 def test_start_tasks_skip_tasks_above_them_which_pass_none():

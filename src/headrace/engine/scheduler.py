@@ -57,6 +57,7 @@ callbacks, or on the clock until the next retry is due.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import queue
 import time
@@ -116,6 +117,7 @@ class NodeRun:
         "sequences",
         "unexpandable",
         "sources",
+        "given_children",
         "run_id",
     )
 
@@ -140,6 +142,7 @@ class NodeRun:
         self.sequences: dict | None = None
         self.unexpandable: NodeRun | None = None
         self.sources: dict[NodeRun, list[State]] = {}
+        self.given_children: list[State] | None = None
         self.run_id = ""
 
     def __repr__(self) -> str:
@@ -244,7 +247,11 @@ class FlowRunner:
                 preset[nr] = Completed("Parameter resolved.", parameters[node.name])
                 continue
             given = None if runnable and node in runnable else task_states.get(node)
-            if given is not None and given.is_finished():
+            if isinstance(given, MappedState) and not all(
+                child.is_finished() for child in given.map_states
+            ):
+                nr.given_children = given.map_states  # reused child by child on expansion
+            elif given is not None and given.is_finished():
                 nr.reused = True
                 if isinstance(given, MappedState):
                     nr.children = list(given.map_states)
@@ -441,6 +448,8 @@ class FlowRunner:
         nr.child_wait = [sum(1 for up in elements if up.children[i] is None) for i in range(length)]
         if self.progress is not None:
             self.progress.expanded(nr, nr.name, length)
+        if nr.given_children is not None and len(nr.given_children) == length:
+            self._reuse_children(nr, nr.given_children)
         for down, mode in nr.downs:
             if mode == ELEMENT:
                 self._prerequisite_met(down)
@@ -449,7 +458,23 @@ class FlowRunner:
             self.finish(nr, None, MappedState([]))
             self._record_whole(nr)
             return
-        self.ready.extend((nr, i) for i in range(length - 1, -1, -1) if nr.child_wait[i] == 0)
+        children = nr.children
+        self.ready.extend(
+            (nr, i)
+            for i in range(length - 1, -1, -1)
+            if nr.child_wait[i] == 0 and children[i] is None
+        )
+
+    def _reuse_children(self, nr: NodeRun, given: list[State]) -> None:
+        """Take the finished children of a given, partly finished Mapped state; the
+        others run. Copies, so that releasing their results leaves the caller's alone."""
+        for i, child in enumerate(given):
+            if child.is_finished():
+                nr.children[i] = copy.copy(child)
+                nr.remaining -= 1
+                self._started(nr, i)
+                if self.progress is not None:
+                    self.progress.child_done(nr, child.is_failed())
 
     def _sequences(self, nr: NodeRun) -> tuple[dict, int]:
         """The mapped inputs of `nr` as indexable sequences, and their common length."""
@@ -504,7 +529,7 @@ class FlowRunner:
         for down, mode in nr.downs:
             if mode == ELEMENT and down.child_wait is not None and down.state is None:
                 down.child_wait[index] -= 1
-                if down.child_wait[index] == 0:
+                if down.child_wait[index] == 0 and down.children[index] is None:
                     self.ready.append((down, index))
         nr.remaining -= 1
         if nr.remaining == 0:
