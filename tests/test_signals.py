@@ -6,7 +6,7 @@ again with the result of its previous iteration, until it returns.
 
 import pytest
 
-from headrace import Flow, Parameter, context, task
+from headrace import Flow, Parameter, context, flow, task
 from headrace.engine.clock import ManualClock
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.signals import FAIL, LOOP, RETRY, SKIP, SUCCESS
@@ -288,8 +288,39 @@ def test_a_retry_resumes_the_loop_where_it_failed():
     state, node, _ = run_one(loop_with_hiccup, clock=clock)
     assert state[node].name == "Completed"
     assert state[node].result() == 3
-    assert seen == [(1, 1, None), (2, 1, 1), (2, 2, 1), (3, 2, 3)]
+    # The pass after the retry starts its attempts at 1 again, as in Prefect.
+    assert seen == [(1, 1, None), (2, 1, 1), (2, 2, 1), (3, 1, 3)]
     assert clock.sleeps == [5.0]
+
+
+def test_each_loop_pass_has_its_own_retries():
+    seen = []
+
+    @task(retries=1, retry_delay=[1, 7])
+    def flaky_every_pass():
+        guard_runaway_loop()
+        k, run = context.task_loop_count, context.task_run_count
+        seen.append((k, run))
+        if run == 1:
+            raise ConnectionError(f"hiccup in pass {k}")
+        if k < 3:
+            raise LOOP(result=k)
+        return context.task_loop_result
+
+    clock = ManualClock()
+    state, node, _ = run_one(flaky_every_pass, clock=clock)
+    assert state[node].result() == 2
+    assert seen == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+    assert clock.sleeps == [1.0, 1.0, 1.0]  # the first retry's delay, once per pass
+
+    @flow(clock=clock)
+    def in_a_function_flow():
+        return flaky_every_pass()
+
+    seen.clear()
+    assert in_a_function_flow() == 2
+    assert seen == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+    assert clock.sleeps == [1.0] * 6
 
 
 def test_loop_then_fail_gives_failed():

@@ -120,6 +120,9 @@ class State:
     def is_skipped(self) -> bool:
         return self.name == "Skipped"
 
+    def is_retrying(self) -> bool:
+        return False
+
     def is_trigger_failed(self) -> bool:
         """Failed because of its upstream states, not by running."""
         return self.name == "TriggerFailed"
@@ -277,8 +280,32 @@ def Running(message: str | None = None, name: str = "Running") -> State:
     return State(StateType.RUNNING, name, message)
 
 
-def Retrying(message: str | None = None, exception: BaseException | None = None) -> State:
-    return State(StateType.SCHEDULED, "Retrying", message, exception=exception)
+class RetryingState(State):
+    """A failed attempt that runs again after its delay.
+
+    `run_count` is the attempt that failed, counted within the current LOOP
+    pass; `loop` is the `(loop count, loop result)` reached, for the next
+    attempt to resume from, or None to start where the failed attempt did.
+    """
+
+    __slots__ = ("run_count", "loop")
+
+    def __init__(self, message, exception, run_count: int, loop: tuple[int, Any] | None):
+        super().__init__(StateType.SCHEDULED, "Retrying", message, exception=exception)
+        self.run_count = run_count
+        self.loop = loop
+
+    def is_retrying(self) -> bool:
+        return True
+
+
+def Retrying(
+    message: str | None = None,
+    exception: BaseException | None = None,
+    run_count: int = 1,
+    loop: tuple[int, Any] | None = None,
+) -> RetryingState:
+    return RetryingState(message, exception, run_count, loop)
 
 
 def Looped(message: str | None = None, result: Any = None) -> State:
@@ -337,6 +364,7 @@ __all__ = [
     "Pending",
     "Running",
     "Retrying",
+    "RetryingState",
     "Looped",
     "Completed",
     "Cached",

@@ -266,13 +266,14 @@ class FunctionRun:
         run_count, loop = 1, (1, None)
         while True:
             state = run_task(spec, arguments, name, None, self.ctx, run_count, loop, run_id)
-            if state.name != "Retrying":
+            if not state.is_retrying():
                 return state
-            self._log_retry(run_id, name, state, spec.retry_delay(run_count))
+            delay = spec.retry_delay(state.run_count)
+            self._log_retry(run_id, name, state, delay)
             task_state(self.store, run_id, self.id, state)
-            loop = state._value or loop
-            self.clock.sleep(spec.retry_delay(run_count))
-            run_count += 1
+            loop = state.loop or loop
+            self.clock.sleep(delay)
+            run_count = state.run_count + 1
             self._run_counts[run_id] = run_count
 
     # -- submitted runs ------------------------------------------------------------------------
@@ -331,15 +332,12 @@ class FunctionRun:
         task, arguments, future, run_count, loop = attempt
         state = outcome(done, run_count, task.retries)
         self._relaunch(self.throttle.release(task.tags))
-        if state.name == "Retrying":
-            spec = self._spec(task)
-            self._log_retry(
-                future.record.id, future.record.name, state, spec.retry_delay(run_count)
-            )
+        if state.is_retrying():
+            delay = self._spec(task).retry_delay(state.run_count)
+            self._log_retry(future.record.id, future.record.name, state, delay)
             task_state(self.store, future.record.id, self.id, state)
-            self._run_counts[future.record.id] = run_count + 1
-            retry = (task, arguments, future, run_count + 1, state._value or loop)
-            delay = spec.retry_delay(run_count)
+            self._run_counts[future.record.id] = state.run_count + 1
+            retry = (task, arguments, future, state.run_count + 1, state.loop or loop)
             threading.Thread(target=self._retry_after, args=(delay, retry), daemon=True).start()
             return
         self._complete(task, future, state)

@@ -340,11 +340,10 @@ class FlowRunner:
             state = outcome(future, run_count, spec.retries)
         if self.throttle:
             self._free_slots(nr)
-        if state.name == "Retrying":
-            if state._value is not None:  # the loop reached so far, to resume from
-                unit = (*unit[:5], state._value, start)
+        if state.is_retrying():  # resume from the attempt and the loop pass that failed
+            unit = (*unit[:4], state.run_count, state.loop or loop, start)
             task_state(self.store, self._run_id(nr, index), self.flow_ctx.flow_run_id, state)
-            due = self.clock.monotonic() + spec.retry_delay(run_count)
+            due = self.clock.monotonic() + spec.retry_delay(state.run_count)
             self._seq += 1
             heapq.heappush(self.timers, (due, self._seq, unit))
             return

@@ -266,10 +266,11 @@ def run_task(
     """Run one attempt of a task run (its LOOP iterations included) to a state.
 
     A failure with retries left returns a `Retrying` state carrying the
-    exception, and as its result the `(loop count, loop result)` reached, so
-    the retry resumes the loop where it failed. The scheduler waits the
-    retry delay on its clock (no worker is held while waiting) and calls
-    again with `run_count + 1`.
+    exception, the attempt that failed and the `(loop count, loop result)`
+    reached, so the retry resumes the loop where it failed. The scheduler
+    waits the retry delay on its clock (no worker is held while waiting) and
+    calls again with the state's `run_count + 1`. Each LOOP pass starts its
+    attempts at 1, as in Prefect.
     """
     task_ctx = TaskRunContext(spec.name, run_name, map_index, spec.tags, run_id)
     task_ctx.task_run_count = run_count
@@ -293,20 +294,22 @@ def run_task(
             except signals.LOOP as sig:
                 task_ctx.task_loop_count += 1
                 task_ctx.task_loop_result = sig.result
+                task_ctx.task_run_count = 1
             except signals.SUCCESS as sig:
                 return Completed(sig.message or "Task run succeeded.", sig.result)
             except signals.SKIP as sig:
                 return Skipped(sig.message or "Task run was skipped.")
             except Exception as exc:
                 failure = _failure_state(spec, exc)
-                if run_count > spec.retries:
+                attempt = task_ctx.task_run_count
+                if attempt > spec.retries:
                     return failure
-                retrying = Retrying(
-                    f"Attempt {run_count} of {spec.retries + 1} failed: {failure.message}",
+                return Retrying(
+                    f"Attempt {attempt} of {spec.retries + 1} failed: {failure.message}",
                     exception=exc,
+                    run_count=attempt,
+                    loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
                 )
-                retrying._value = (task_ctx.task_loop_count, task_ctx.task_loop_result)
-                return retrying
     finally:
         if prints_token is not None:
             prints_token.var.reset(prints_token)
@@ -322,7 +325,7 @@ def outcome(future, run_count: int, retries: int) -> State:
     except Exception as exc:
         message = f"The executor failed to run the task: {exc!r}"
         if run_count <= retries:
-            return Retrying(f"Attempt {run_count} crashed. {message}", exception=exc)
+            return Retrying(f"Attempt {run_count} crashed. {message}", exc, run_count)
         return Crashed(message, exception=exc)
 
 
