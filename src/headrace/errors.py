@@ -37,8 +37,7 @@ class ResultReleasedError(HeadraceError, LookupError):
         self.task_name = task_name
         super().__init__(
             f"The result of {task_name!r} was released after its last consumer started, "
-            "to keep memory flat. To keep it, pass the task in `flow.run(return_tasks=[...])` "
-            "or set `persist_result=True` on the task."
+            "to keep memory flat. To keep it, pass the task in `flow.run(return_tasks=[...])`."
         )
 
 
