@@ -664,7 +664,7 @@ def _seed_004_variables() -> dict[str, object]:
     async def async_flow(url):
         return await call_api(url)
 
-    state = main_flow()
+    state = main_flow(return_state=True)
     return {
         "add_one": add_one,
         "call_api": call_api,

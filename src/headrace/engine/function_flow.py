@@ -16,7 +16,8 @@ back in by identity), so a function flow has a DAG like a graph flow.
 
 Final state: Failed when the body raised, or when a task run failed that
 was not explicitly allowed to (`return_state=True`, or consumed by a task
-whose trigger accepts failure); otherwise Completed with the return value.
+whose trigger accepts failure); a State the body returns is the flow's own;
+otherwise Completed with the return value.
 
 Inside an `async def` flow every task call returns an awaitable; the work
 runs on a thread, so sync tasks never block the event loop.
@@ -25,6 +26,7 @@ runs on a thread, so sync tasks never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 import uuid
@@ -440,10 +442,12 @@ class FunctionRun:
             self._executor.shutdown()
 
     def final_state(self, value: Any) -> State:
+        """A returned State is the flow's own (as in Prefect 2/3), unless it succeeded while
+        a failure the flow did not accept happened; otherwise Completed with the value."""
         value = _resolve_returned(value)
-        if isinstance(value, State) and value.is_failed():
-            # The flow returned a failed state: it says how the flow ended.
-            return Failed(value.message, exception=value.exception)
+        returned_state = isinstance(value, State)
+        if returned_state and value.is_failed():
+            return copy.copy(value)  # the flow's own state, apart from the run it came from
         failed = [r for r in self.records if r.state is not None and r.state.is_failed()]
         unallowed = [r for r in failed if not r.allowed]
         if unallowed:
@@ -452,6 +456,8 @@ class FunctionRun:
                 f"{len(unallowed)}/{len(self.records)} states failed.",
                 exception=first.exception,
             )
+        if returned_state:
+            return copy.copy(value)
         return Completed("All states completed." if self.records else None, value)
 
 
