@@ -23,7 +23,7 @@ import pytest
 from headrace import Flow, Parameter, Task, context
 from headrace.errors import ContextError
 from headrace.states import FlowState, MappedState, State
-from markdown_blocks import python_blocks
+from markdown_blocks import python_blocks, table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONCEPTS = DOCS / "concepts.md"
@@ -75,54 +75,11 @@ def test_concepts_examples_check_something():
 # -- coming-from-prefect.md: reading the table ------------------------------------------
 
 
-def _cells(row: str) -> list[str]:
-    """Split a markdown table row on `|`, except inside backticks or after a backslash."""
-    cells, current, in_code, escaped = [], [], False, False
-    for ch in row.strip().strip("|"):
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "`":
-            in_code = not in_code
-            current.append(ch)
-        elif ch == "|" and not in_code:
-            cells.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    cells.append("".join(current).strip())
-    return cells
-
-
-def _table(text: str, title: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) rows of the first table under heading `title`."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"#+\s+" + re.escape(title), line)]
-    assert starts, f"{TRANSLATION.name} has no heading {title!r}"
-    i = starts[0] + 1
-    while i < len(lines) and not lines[i].startswith("|"):
-        assert not lines[i].startswith("#"), f"no table under heading {title!r}"
-        i += 1
-    header = _cells(lines[i])
-    rows = []
-    for number in range(i + 2, len(lines)):  # skip the |---| line
-        if not lines[number].startswith("|"):
-            break
-        cells = _cells(lines[number])
-        assert len(cells) == len(header), (
-            f"{TRANSLATION.name} line {number + 1}: {len(cells)} cells, header has {len(header)}"
-        )
-        rows.append((number + 1, cells))
-    return header, rows
-
-
 def _spans(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
-HEADER, ROWS = _table(TRANSLATION.read_text(), TABLE_TITLE)
+HEADER, ROWS = table(TRANSLATION, TABLE_TITLE)
 
 
 def _column(name: str) -> int:
@@ -581,7 +538,7 @@ def test_class_task_construction_default_is_passed_whole_to_map():
 # -- coming-from-prefect.md: the function-flow table (Prefect 2.x) ------------------------------
 
 FUNCTION_TABLE_TITLE = "Function flows (Prefect 2.x)"
-FUNCTION_HEADER, FUNCTION_ROWS = _table(TRANSLATION.read_text(), FUNCTION_TABLE_TITLE)
+FUNCTION_HEADER, FUNCTION_ROWS = table(TRANSLATION, FUNCTION_TABLE_TITLE)
 
 # Constructs of seed 004 that the table must translate (checked in its first column).
 FUNCTION_SEED_CONSTRUCTS = [
