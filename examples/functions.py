@@ -22,7 +22,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from headrace import flow, task
+from headrace import cli, flow, task
 
 FACT = (
     "The first cartoon cat was Felix the Cat in 1919. In 1940, Tom and Jerry starred in "
@@ -107,8 +107,8 @@ def main() -> None:
 
 
 def run_notebook(time_url: str, fact_url: str) -> None:
-    cell(2)  # !prefect version
-    print("No counterpart yet: the headrace command comes with issue: run history.")
+    cell(2)  # !prefect version: the same table, from `headrace version`
+    cli.main(["version"], standalone_mode=False)
 
     # In [3]
     @task

@@ -7,6 +7,8 @@
   in it must resolve: imports import, dotted `headrace.` paths resolve, bare names are
   public names of headrace's modules, attributes exist on headrace's classes, and calls
   bind to the real signatures. Rows whose note says "coming with issue:" are exempt.
+- README.md and every page of docs/: no passage that calls something "coming" names, in
+  backticks, a class, function or module that the public modules already export.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 import builtins
 import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -25,7 +28,8 @@ from headrace.errors import ContextError
 from headrace.states import FlowState, MappedState, State
 from markdown_blocks import python_blocks, table
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 CONCEPTS = DOCS / "concepts.md"
 TRANSLATION = DOCS / "coming-from-prefect.md"
 TABLE_TITLE = "Graph flows (Prefect 0.3 / 1.x)"
@@ -135,17 +139,6 @@ def test_table_translates_every_seed_construct():
     prefect_column = " ".join(cells[0] for _, cells in ROWS)
     missing = [c for c in SEED_CONSTRUCTS if c not in prefect_column]
     assert not missing, f"seed constructs with no row in the table: {missing}"
-
-
-def test_coming_rows_are_only_the_announced_ones():
-    # Only work that has an issue may be documented ahead of the code.
-    note = _column("note")
-    coming = {
-        re.search(r"coming with issue: ([\w ]+)", cells[note], re.I)[1].strip().lower()
-        for _, cells in ROWS
-        if COMING.search(cells[note])
-    }
-    assert coming <= {"parallel execution", "task library", "visualization"}, coming
 
 
 # -- coming-from-prefect.md: checking names against the code ----------------------------
@@ -574,16 +567,6 @@ def test_function_table_translates_every_seed_construct():
     assert not missing, f"seed 004 constructs with no row in the table: {missing}"
 
 
-def test_function_table_coming_rows_are_only_the_announced_ones():
-    note = _function_column("note")
-    coming = {
-        re.search(r"coming with issue: ([\w ]+)", cells[note], re.I)[1].strip().lower()
-        for _, cells in FUNCTION_ROWS
-        if COMING.search(cells[note])
-    }
-    assert coming <= {"web ui"}, coming
-
-
 def _seed_004_variables() -> dict[str, object]:
     """The seed's variables as the headrace objects they are in a translated notebook.
 
@@ -691,3 +674,149 @@ def test_span_checker_rejects_what_function_flows_do_not_have(seed_004_names):
         tree = _parse(span)
         with pytest.raises((AssertionError, ImportError)):
             _SpanChecker(span, tree).check(tree)
+
+
+# -- every page: nothing the package ships is called "coming" ------------------------------
+
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+# "Coming from Prefect" is a page's title, not a promise.
+COMING_WORD = re.compile(r"\bcoming\b(?!\s+from\s+prefect)", re.IGNORECASE)
+# The public modules (DESIGN §2); their submodules are walked too.
+PUBLIC_MODULES = [
+    "headrace",
+    "headrace.states",
+    "headrace.signals",
+    "headrace.triggers",
+    "headrace.errors",
+    "headrace.executors",
+    "headrace.library",
+    "headrace.results",
+    "headrace.cache",
+]
+
+
+def _public_modules():
+    for name in PUBLIC_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue  # not shipped yet
+        yield module
+        for info in pkgutil.walk_packages(getattr(module, "__path__", []), f"{name}."):
+            if name != "headrace" and not info.name.rsplit(".", 1)[1].startswith("_"):
+                yield importlib.import_module(info.name)
+
+
+def _exported_names() -> set[str]:
+    """The classes and functions the public modules offer, and the modules' own paths."""
+    names = set()
+    for module in _public_modules():
+        if module.__name__ != "headrace":  # the package itself is no promise
+            names.add(module.__name__)
+        public = getattr(module, "__all__", None) or [n for n in vars(module) if n[0] != "_"]
+        for name in public:
+            obj = getattr(module, name)
+            is_code = inspect.isclass(obj) or inspect.isfunction(obj)
+            if is_code and obj.__module__.startswith("headrace"):
+                names.update({name, f"{module.__name__}.{name}"})
+    return names
+
+
+def coming_passages(text: str) -> list[tuple[int, str]]:
+    """(first line, text) of each passage that calls something coming: a table row, a
+    paragraph or list item, or every line of a section whose heading says so."""
+    passages, paragraph, section_level, in_code = [], [], None, False
+
+    def end_paragraph():
+        if paragraph and COMING_WORD.search(" ".join(t for _, t in paragraph)):
+            passages.append((paragraph[0][0], " ".join(t for _, t in paragraph)))
+        paragraph.clear()
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_code = not in_code
+            end_paragraph()
+            continue
+        heading = None if in_code else re.match(r"(#+)\s+(.*)", line)
+        if heading:
+            end_paragraph()
+            level = len(heading[1])
+            if section_level is not None and level <= section_level:
+                section_level = None
+            if COMING_WORD.search(heading[2]):
+                section_level = level
+        elif in_code:
+            continue
+        elif section_level is not None and line.strip():
+            passages.append((number, line))
+        elif line.startswith("|"):
+            end_paragraph()
+            if COMING_WORD.search(line):
+                passages.append((number, line))
+        elif not line.strip() or re.match(r"\s*([-*]|\d+\.) ", line):
+            end_paragraph()
+            if line.strip():
+                paragraph.append((number, line))
+        else:
+            paragraph.append((number, line))
+    end_paragraph()
+    return passages
+
+
+def shipped_names_called_coming(text: str, exported: set[str]) -> list[str]:
+    """`line: name` for every backticked name of a "coming" passage the package exports."""
+    found = []
+    for number, passage in coming_passages(text):
+        for span in re.findall(r"`([^`]+)`", passage):
+            for name in re.findall(r"[A-Za-z_][\w.]*\w|[A-Za-z_]", span):
+                if name in exported:
+                    found.append(f"{number}: {name}")
+    return found
+
+
+EXPORTED = _exported_names()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_calls_coming_what_the_package_already_exports(page):
+    shipped = shipped_names_called_coming(page.read_text(), EXPORTED)
+    assert not shipped, f"{page.name} calls these coming, but they ship: {shipped}"
+
+
+def test_the_coming_check_finds_a_shipped_name_in_each_kind_of_passage():
+    # The check itself must be able to fail, or a passing run proves nothing.
+    page = """
+| `SQLiteScript(db="x")` | `headrace.library.sqlite.SQLiteQuery` | Coming with issue: x. |
+
+The `ProcessExecutor` is
+coming soon.
+
+- `DaskExecutor()`: coming.
+
+## Coming later
+
+- `ThreadExecutor`
+
+## Coming from Prefect
+
+`Flow` is here.
+"""
+    assert shipped_names_called_coming(page, EXPORTED) == [
+        "2: SQLiteScript",
+        "2: headrace.library.sqlite.SQLiteQuery",
+        "4: ProcessExecutor",
+        "7: DaskExecutor",
+        "11: ThreadExecutor",
+    ]
+
+
+def test_the_web_ui_called_coming_is_not_shipped():
+    # Pages call the web UI coming; the day `headrace server` lands, they must change.
+    from headrace.cli import main
+
+    said = any(
+        "web UI" in passage for page in PAGES for _, passage in coming_passages(page.read_text())
+    )
+    assert said, "no page calls the web UI coming: drop this test if the UI has shipped"
+    assert "server" not in main.commands
+    assert importlib.util.find_spec("headrace.server") is None

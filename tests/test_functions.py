@@ -1378,6 +1378,7 @@ def test_the_example_script_prints_what_the_notebook_shows():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     expected = [
+        "In [2]:\nVersion:           ",
         "In [5]:\nCompleted(message='Task run succeeded.', result=2)\n",
         "In [6]:\n2\n",
         "In [8]:\nThis function doesn't do much\n",
