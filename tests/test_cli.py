@@ -279,6 +279,15 @@ def _pairs(output: str) -> dict[str, str]:
     return pairs
 
 
+def test_dash_dash_version_prints_the_version_as_every_cli_does(home):
+    import headrace
+
+    assert run_ok("--version").output == f"headrace {headrace.__version__}\n"
+    command = Path(sys.executable).parent / "headrace"
+    done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, f"headrace {headrace.__version__}\n")
+
+
 def test_version_reports_versions_platform_and_sqlite_database(home):
     import headrace
 
