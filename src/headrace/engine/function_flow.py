@@ -29,7 +29,6 @@ import asyncio
 import copy
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from typing import Any
 
@@ -38,6 +37,7 @@ from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
+from headrace.engine.names import new_run_id
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
@@ -145,7 +145,7 @@ class FunctionRun:
     def __init__(self, flow, parameters: dict, parent: FunctionRun | None, clock):
         self.flow = flow
         self.parent = parent
-        self.id = uuid.uuid4().hex
+        self.id = new_run_id()
         self.name = flow.run_name(parameters)
         self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters, flow.log_prints)
         self.clock = clock
