@@ -303,13 +303,6 @@ def test_in25_26_a_flow_within_a_flow(capsys):
     assert record.state.result() == 42
 
 
-@pytest.mark.skip(
-    reason="`!prefect start` (the local web UI): no web UI yet; `headrace runs` reads the history"
-)
-def test_in_ui_start_command():
-    """In [ ]: `prefect orion start`; the command and UI are another issue's."""
-
-
 def test_in29_30_async_flow_with_asyncio_run_and_in_a_running_loop(api, capsys):
     @task(name="async-url")
     async def call_api(url):
