@@ -56,3 +56,15 @@ class FlowRunFailed(HeadraceError):
 
 class ContextError(HeadraceError, AttributeError):
     """Run context was read outside a run."""
+
+
+class MissingDependencyError(HeadraceError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+    def __init__(self, module: str, extra: str, needed_by: str):
+        self.extra = extra
+        super().__init__(
+            f"{needed_by} needs {module!r}, which is not installed. "
+            f"Install headrace's {extra!r} extra: pip install 'headrace[{extra}]'",
+            name=module,
+        )
