@@ -9,7 +9,7 @@ once; into SQLite without fetching a page again; one more episode that the
 home page does not link), prints each stage's wall time and the rows that
 mention "programming", and stops the site. docs/tutorial.md tells the story;
 examples/xfiles/flow.py is the code. Every run is recorded in the history
-under HEADRACE_HOME (default ~/.headrace): `headrace runs ls` lists them.
+under HEADRACE_HOME (default ~/.headrace): `.venv/bin/headrace runs ls` lists them.
 """
 
 import sys

@@ -22,7 +22,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from headrace import flow, task
+from headrace import cli, flow, task
 
 FACT = (
     "The first cartoon cat was Felix the Cat in 1919. In 1940, Tom and Jerry starred in "
@@ -107,8 +107,8 @@ def main() -> None:
 
 
 def run_notebook(time_url: str, fact_url: str) -> None:
-    cell(2)  # !prefect version
-    print("No counterpart yet: the headrace command comes with issue: run history.")
+    cell(2)  # !prefect version: the same table, from `headrace version`
+    cli.main(["version"], standalone_mode=False)
 
     # In [3]
     @task
@@ -127,7 +127,9 @@ def run_notebook(time_url: str, fact_url: str) -> None:
         return state
 
     cell(5)  # state = my_add_one_flow()
-    state = my_add_one_flow()
+    # In Prefect 2.1 a flow call returned a State; in headrace it returns the value, and
+    # return_state=True the State. A flow that returns a State adopts it as its own.
+    state = my_add_one_flow(return_state=True)
     print(repr(state))
     cell(6)
     print(state.result())
@@ -143,9 +145,7 @@ def run_notebook(time_url: str, fact_url: str) -> None:
         return my_favorite_function(return_state=True)
 
     cell(8)  # state = my_favorite_function_flow()
-    # In Prefect 2.1 a flow call returned a State; in headrace it returns the flow's
-    # return value, which here is the subflow's State.
-    state = my_favorite_function_flow()
+    state = my_favorite_function_flow(return_state=True)  # adopts the subflow's State
     cell(9)
     print(repr(state))
     cell(10)
@@ -161,7 +161,7 @@ def run_notebook(time_url: str, fact_url: str) -> None:
         return call_api(url, return_state=True)
 
     cell(13)  # state = api_flow("http://time.jsontest.com/")
-    state = api_flow(time_url)
+    state = api_flow(time_url, return_state=True)
     cell(14)
     print(state.result())
     cell(15)

@@ -279,6 +279,15 @@ def _pairs(output: str) -> dict[str, str]:
     return pairs
 
 
+def test_dash_dash_version_prints_the_version_as_every_cli_does(home):
+    import headrace
+
+    assert run_ok("--version").output == f"headrace {headrace.__version__}\n"
+    command = Path(sys.executable).parent / "headrace"
+    done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, f"headrace {headrace.__version__}\n")
+
+
 def test_version_reports_versions_platform_and_sqlite_database(home):
     import headrace
 
@@ -580,6 +589,21 @@ def test_runs_show_json(home, flows_file):
     assert whole["state_name"] == "Mapped"
     for t in children:
         assert ISO_UTC.match(t["start_time"]) and ISO_UTC.match(t["end_time"])
+
+
+def test_both_flow_styles_give_run_ids_of_one_format_that_runs_show_accepts(home, flows_file):
+    assert invoke("run", f"{flows_file}:graph", "--param", "n=3").exit_code == 1
+    run_ok("run", f"{flows_file}:my_flow")
+    shown = [json.loads(run_ok("runs", "show", r["id"], "--json").output) for r in json_runs()]
+    runs = {r["style"]: r["id"] for r in shown if r["parent_id"] is None}
+    assert set(runs) == {"graph", "function"}
+    dashed_uuid4 = re.compile(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    )
+    for style, run_id in runs.items():
+        assert dashed_uuid4.fullmatch(run_id), (style, run_id)
+        for ref in (run_id, run_id[:8], run_id[:13]):
+            assert f"({run_id})" in run_ok("runs", "show", ref).output, (style, ref)
 
 
 def test_run_refs_by_id_prefix_name_ambiguous_and_unknown(home):

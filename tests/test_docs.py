@@ -7,6 +7,8 @@
   in it must resolve: imports import, dotted `headrace.` paths resolve, bare names are
   public names of headrace's modules, attributes exist on headrace's classes, and calls
   bind to the real signatures. Rows whose note says "coming with issue:" are exempt.
+- README.md and every page of docs/: no passage that calls something "coming" names, in
+  backticks, a class, function or module that the public modules already export.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 import builtins
 import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -23,9 +26,10 @@ import pytest
 from headrace import Flow, Parameter, Task, context
 from headrace.errors import ContextError
 from headrace.states import FlowState, MappedState, State
-from markdown_blocks import python_blocks
+from markdown_blocks import python_blocks, table
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 CONCEPTS = DOCS / "concepts.md"
 TRANSLATION = DOCS / "coming-from-prefect.md"
 TABLE_TITLE = "Graph flows (Prefect 0.3 / 1.x)"
@@ -75,54 +79,11 @@ def test_concepts_examples_check_something():
 # -- coming-from-prefect.md: reading the table ------------------------------------------
 
 
-def _cells(row: str) -> list[str]:
-    """Split a markdown table row on `|`, except inside backticks or after a backslash."""
-    cells, current, in_code, escaped = [], [], False, False
-    for ch in row.strip().strip("|"):
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "`":
-            in_code = not in_code
-            current.append(ch)
-        elif ch == "|" and not in_code:
-            cells.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    cells.append("".join(current).strip())
-    return cells
-
-
-def _table(text: str, title: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) rows of the first table under heading `title`."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"#+\s+" + re.escape(title), line)]
-    assert starts, f"{TRANSLATION.name} has no heading {title!r}"
-    i = starts[0] + 1
-    while i < len(lines) and not lines[i].startswith("|"):
-        assert not lines[i].startswith("#"), f"no table under heading {title!r}"
-        i += 1
-    header = _cells(lines[i])
-    rows = []
-    for number in range(i + 2, len(lines)):  # skip the |---| line
-        if not lines[number].startswith("|"):
-            break
-        cells = _cells(lines[number])
-        assert len(cells) == len(header), (
-            f"{TRANSLATION.name} line {number + 1}: {len(cells)} cells, header has {len(header)}"
-        )
-        rows.append((number + 1, cells))
-    return header, rows
-
-
 def _spans(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
-HEADER, ROWS = _table(TRANSLATION.read_text(), TABLE_TITLE)
+HEADER, ROWS = table(TRANSLATION, TABLE_TITLE)
 
 
 def _column(name: str) -> int:
@@ -178,17 +139,6 @@ def test_table_translates_every_seed_construct():
     prefect_column = " ".join(cells[0] for _, cells in ROWS)
     missing = [c for c in SEED_CONSTRUCTS if c not in prefect_column]
     assert not missing, f"seed constructs with no row in the table: {missing}"
-
-
-def test_coming_rows_are_only_the_announced_ones():
-    # Only work that has an issue may be documented ahead of the code.
-    note = _column("note")
-    coming = {
-        re.search(r"coming with issue: ([\w ]+)", cells[note], re.I)[1].strip().lower()
-        for _, cells in ROWS
-        if COMING.search(cells[note])
-    }
-    assert coming <= {"parallel execution", "task library", "visualization"}, coming
 
 
 # -- coming-from-prefect.md: checking names against the code ----------------------------
@@ -581,7 +531,7 @@ def test_class_task_construction_default_is_passed_whole_to_map():
 # -- coming-from-prefect.md: the function-flow table (Prefect 2.x) ------------------------------
 
 FUNCTION_TABLE_TITLE = "Function flows (Prefect 2.x)"
-FUNCTION_HEADER, FUNCTION_ROWS = _table(TRANSLATION.read_text(), FUNCTION_TABLE_TITLE)
+FUNCTION_HEADER, FUNCTION_ROWS = table(TRANSLATION, FUNCTION_TABLE_TITLE)
 
 # Constructs of seed 004 that the table must translate (checked in its first column).
 FUNCTION_SEED_CONSTRUCTS = [
@@ -615,16 +565,6 @@ def test_function_table_translates_every_seed_construct():
     prefect_column = " ".join(cells[0] for _, cells in FUNCTION_ROWS)
     missing = [c for c in FUNCTION_SEED_CONSTRUCTS if c not in prefect_column]
     assert not missing, f"seed 004 constructs with no row in the table: {missing}"
-
-
-def test_function_table_coming_rows_are_only_the_announced_ones():
-    note = _function_column("note")
-    coming = {
-        re.search(r"coming with issue: ([\w ]+)", cells[note], re.I)[1].strip().lower()
-        for _, cells in FUNCTION_ROWS
-        if COMING.search(cells[note])
-    }
-    assert coming <= {"web ui"}, coming
 
 
 def _seed_004_variables() -> dict[str, object]:
@@ -664,7 +604,7 @@ def _seed_004_variables() -> dict[str, object]:
     async def async_flow(url):
         return await call_api(url)
 
-    state = main_flow()
+    state = main_flow(return_state=True)
     return {
         "add_one": add_one,
         "call_api": call_api,
@@ -734,3 +674,149 @@ def test_span_checker_rejects_what_function_flows_do_not_have(seed_004_names):
         tree = _parse(span)
         with pytest.raises((AssertionError, ImportError)):
             _SpanChecker(span, tree).check(tree)
+
+
+# -- every page: nothing the package ships is called "coming" ------------------------------
+
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+# "Coming from Prefect" is a page's title, not a promise.
+COMING_WORD = re.compile(r"\bcoming\b(?!\s+from\s+prefect)", re.IGNORECASE)
+# The public modules (DESIGN §2); their submodules are walked too.
+PUBLIC_MODULES = [
+    "headrace",
+    "headrace.states",
+    "headrace.signals",
+    "headrace.triggers",
+    "headrace.errors",
+    "headrace.executors",
+    "headrace.library",
+    "headrace.results",
+    "headrace.cache",
+]
+
+
+def _public_modules():
+    for name in PUBLIC_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue  # not shipped yet
+        yield module
+        for info in pkgutil.walk_packages(getattr(module, "__path__", []), f"{name}."):
+            if name != "headrace" and not info.name.rsplit(".", 1)[1].startswith("_"):
+                yield importlib.import_module(info.name)
+
+
+def _exported_names() -> set[str]:
+    """The classes and functions the public modules offer, and the modules' own paths."""
+    names = set()
+    for module in _public_modules():
+        if module.__name__ != "headrace":  # the package itself is no promise
+            names.add(module.__name__)
+        public = getattr(module, "__all__", None) or [n for n in vars(module) if n[0] != "_"]
+        for name in public:
+            obj = getattr(module, name)
+            is_code = inspect.isclass(obj) or inspect.isfunction(obj)
+            if is_code and obj.__module__.startswith("headrace"):
+                names.update({name, f"{module.__name__}.{name}"})
+    return names
+
+
+def coming_passages(text: str) -> list[tuple[int, str]]:
+    """(first line, text) of each passage that calls something coming: a table row, a
+    paragraph or list item, or every line of a section whose heading says so."""
+    passages, paragraph, section_level, in_code = [], [], None, False
+
+    def end_paragraph():
+        if paragraph and COMING_WORD.search(" ".join(t for _, t in paragraph)):
+            passages.append((paragraph[0][0], " ".join(t for _, t in paragraph)))
+        paragraph.clear()
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_code = not in_code
+            end_paragraph()
+            continue
+        heading = None if in_code else re.match(r"(#+)\s+(.*)", line)
+        if heading:
+            end_paragraph()
+            level = len(heading[1])
+            if section_level is not None and level <= section_level:
+                section_level = None
+            if COMING_WORD.search(heading[2]):
+                section_level = level
+        elif in_code:
+            continue
+        elif section_level is not None and line.strip():
+            passages.append((number, line))
+        elif line.startswith("|"):
+            end_paragraph()
+            if COMING_WORD.search(line):
+                passages.append((number, line))
+        elif not line.strip() or re.match(r"\s*([-*]|\d+\.) ", line):
+            end_paragraph()
+            if line.strip():
+                paragraph.append((number, line))
+        else:
+            paragraph.append((number, line))
+    end_paragraph()
+    return passages
+
+
+def shipped_names_called_coming(text: str, exported: set[str]) -> list[str]:
+    """`line: name` for every backticked name of a "coming" passage the package exports."""
+    found = []
+    for number, passage in coming_passages(text):
+        for span in re.findall(r"`([^`]+)`", passage):
+            for name in re.findall(r"[A-Za-z_][\w.]*\w|[A-Za-z_]", span):
+                if name in exported:
+                    found.append(f"{number}: {name}")
+    return found
+
+
+EXPORTED = _exported_names()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_calls_coming_what_the_package_already_exports(page):
+    shipped = shipped_names_called_coming(page.read_text(), EXPORTED)
+    assert not shipped, f"{page.name} calls these coming, but they ship: {shipped}"
+
+
+def test_the_coming_check_finds_a_shipped_name_in_each_kind_of_passage():
+    # The check itself must be able to fail, or a passing run proves nothing.
+    page = """
+| `SQLiteScript(db="x")` | `headrace.library.sqlite.SQLiteQuery` | Coming with issue: x. |
+
+The `ProcessExecutor` is
+coming soon.
+
+- `DaskExecutor()`: coming.
+
+## Coming later
+
+- `ThreadExecutor`
+
+## Coming from Prefect
+
+`Flow` is here.
+"""
+    assert shipped_names_called_coming(page, EXPORTED) == [
+        "2: SQLiteScript",
+        "2: headrace.library.sqlite.SQLiteQuery",
+        "4: ProcessExecutor",
+        "7: DaskExecutor",
+        "11: ThreadExecutor",
+    ]
+
+
+def test_the_web_ui_called_coming_is_not_shipped():
+    # Pages call the web UI coming; the day `headrace server` lands, they must change.
+    from headrace.cli import main
+
+    said = any(
+        "web UI" in passage for page in PAGES for _, passage in coming_passages(page.read_text())
+    )
+    assert said, "no page calls the web UI coming: drop this test if the UI has shipped"
+    assert "server" not in main.commands
+    assert importlib.util.find_spec("headrace.server") is None

@@ -91,11 +91,9 @@ def test_the_lifecycle_lines_of_a_flow_with_a_task(console, capsys):
             re.MULTILINE,
         ),
         line("INFO", r"Task run 'add_one-0'", re.escape("Finished in state Completed()")),
-        line(
-            "INFO",
-            f"Flow run '{name}'",
-            re.escape("Finished in state Completed('All states completed.')"),
-        ),
+        # Prefect 2.1 printed Completed('All states completed.') here; a flow that returns
+        # a State adopts it (as Prefect 2.6+ and 3 do), so the flow ends in the task's state.
+        line("INFO", f"Flow run '{name}'", re.escape("Finished in state Completed()")),
     ]
     positions = []
     for pattern in expected:

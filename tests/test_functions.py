@@ -134,10 +134,13 @@ def test_in4_to_6_return_state_gives_the_state_and_result_the_value():
         state = add_one(1, return_state=True)  # return State
         return state
 
-    state = my_add_one_flow()
+    # In [5]: Prefect 2.1's flow call returned the State; headrace's takes return_state=True.
+    # The flow adopts the State it returns, so In [6]'s `state.result()` is 2.
+    state = my_add_one_flow(return_state=True)
     assert isinstance(state, State)
     assert (state.type, state.name) == (StateType.COMPLETED, "Completed")
     assert state.result() == 2
+    assert my_add_one_flow() == 2
     assert my_add_one_flow.name == "my-add-one-flow"
     assert SLUG.fullmatch(my_add_one_flow.last_run.name)
 
@@ -152,13 +155,14 @@ def test_in7_to_10_a_flow_returning_a_subflow_state(capsys):
     def my_favorite_function_flow():
         return my_favorite_function(return_state=True)
 
-    state = my_favorite_function_flow()  # In [8]
+    state = my_favorite_function_flow(return_state=True)  # In [8]
     assert capsys.readouterr().out == "This function doesn't do much\n"
     # In [9]: Prefect 2.1 shows Completed(message=None, type=COMPLETED, result=42). The
     # state is the subflow's, a run that started no task: it has no message either.
     assert repr(state) == "Completed(message=None, result=42)"
     assert state.result() == 42  # In [10]
     parent, child = my_favorite_function_flow.last_run, my_favorite_function.last_run
+    assert parent.state.result() == 42 and parent.state is not child.state
     assert child.parent is parent
     assert [(r.kind, r.name, r.task_name) for r in parent.records] == [
         ("flow", child.name, "my-favorite-function")
@@ -174,7 +178,7 @@ def test_in11_to_15_a_flow_with_a_parameter_calls_the_time_api(api):
     def api_flow(url):
         return call_api(url, return_state=True)
 
-    state = api_flow(f"{api}/time")  # In [13]
+    state = api_flow(f"{api}/time", return_state=True)  # In [13]
     result = state.result()  # In [14]
     assert set(result) == {"date", "milliseconds_since_epoch", "time"}
     assert isinstance(result["milliseconds_since_epoch"], int)
@@ -297,13 +301,6 @@ def test_in25_26_a_flow_within_a_flow(capsys):
     (record,) = parent.records
     assert (record.kind, record.id, record.task_name) == ("flow", child.id, "common-flow")
     assert record.state.result() == 42
-
-
-@pytest.mark.skip(
-    reason="`!prefect start` (the local web UI): no web UI yet; `headrace runs` reads the history"
-)
-def test_in_ui_start_command():
-    """In [ ]: `prefect orion start`; the command and UI are another issue's."""
 
 
 def test_in29_30_async_flow_with_asyncio_run_and_in_a_running_loop(api, capsys):
@@ -1287,6 +1284,45 @@ def test_a_flow_returning_a_failed_state_is_failed():
     assert state.is_failed() and str(state.exception) == "boom"
 
 
+def test_a_flow_returning_a_state_adopts_it_as_its_own():
+    # Seed 004, In [4] to [6]: `state.result()` of the flow is the task's result, 2.
+    @flow
+    def my_add_one_flow():
+        return add_one(1, return_state=True)
+
+    assert my_add_one_flow() == 2
+    state = my_add_one_flow(return_state=True)
+    assert state.is_successful() and state.result() == 2
+    (record,) = my_add_one_flow.last_run.records
+    assert state is not record.state  # the flow's own state, with the task's outcome
+
+
+def test_a_flow_returning_a_failed_state_ends_in_that_state_and_raises_its_error():
+    @task(timeout=0.01)
+    def slow():
+        threading.Event().wait(BACKSTOP)
+
+    @flow
+    def returns_timeout():
+        return slow(return_state=True)
+
+    state = returns_timeout(return_state=True)
+    assert state.is_failed() and state.name == "TimedOut"
+    with pytest.raises(Exception) as info:
+        returns_timeout()
+    assert info.value is returns_timeout.last_run.records[0].state.exception
+
+
+def test_a_flow_returning_a_successful_state_still_fails_for_an_unaccepted_failure():
+    @flow
+    def hides_a_failure():
+        boom.submit()
+        return add_one(1, return_state=True)
+
+    state = hides_a_failure(return_state=True)
+    assert state.is_failed() and str(state.exception) == "boom"
+
+
 def test_a_flow_returning_none_returns_none():
     # Prefect 2.1 returned the list of task states here (seed 004, In [24]).
     @flow
@@ -1351,6 +1387,7 @@ def test_the_example_script_prints_what_the_notebook_shows():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     expected = [
+        "In [2]:\nVersion:           ",
         "In [5]:\nCompleted(message='Task run succeeded.', result=2)\n",
         "In [6]:\n2\n",
         "In [8]:\nThis function doesn't do much\n",

@@ -1,5 +1,8 @@
 """flow.run keywords: parameters, task_states, start_tasks, return_tasks; results and context."""
 
+import ast
+import inspect
+import re
 import threading
 
 import pytest
@@ -180,6 +183,25 @@ def test_intermediate_results_are_released_terminal_and_return_tasks_kept():
     assert state[b].is_successful()
     with pytest.raises(ResultReleasedError, match="return_tasks"):
         state[b].result()
+
+
+def test_the_released_result_advice_names_only_options_that_work():
+    """Every `option=value` the error's advice names is accepted, and following a
+    `flow.run` option's advice keeps the result readable."""
+    with Flow("f") as flow:
+        a = inc(1)
+        inc(a)
+    with pytest.raises(ResultReleasedError) as info:
+        flow.run()[a].result()
+    quoted = " ".join(re.findall(r"`([^`]*)`", str(info.value)))
+    options = re.findall(r"(\w+)=([^,)\s]+)", quoted)
+    assert options, f"the advice names no option: {info.value}"
+    run_keywords = inspect.signature(Flow.run).parameters
+    for option, value in options:
+        if option in run_keywords:
+            assert flow.run(**{option: [a]})[a].result() == 2
+        else:
+            task(inc.fn, **{option: ast.literal_eval(value)})  # TypeError if no such option
 
 
 def test_released_map_children_and_kept_map():

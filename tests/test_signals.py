@@ -371,3 +371,47 @@ def test_loop_state_is_fresh_for_each_map_child():
         m = first_result.map([1, 2, 3])
     state = flow.run()
     assert state[m].result() == [100, 200, 300]
+
+
+@task
+def count_to_five():
+    """Prefect's idiom: a field with no value yet reads as absent through `get`."""
+    guard_runaway_loop()
+    n = context.get("task_loop_result", 0)
+    if n < 5:
+        raise LOOP(result=n + 1)
+    return n
+
+
+@EXECUTORS
+def test_context_get_gives_the_default_before_the_first_loop_in_a_graph_flow(make_executor):
+    with Flow("count") as flow:
+        counted = count_to_five()
+    state = flow.run(executor=make_executor())
+    assert state[counted].is_successful()
+    assert state[counted].result() == 5
+
+
+def test_context_get_gives_the_default_before_the_first_loop_in_a_function_flow():
+    @flow
+    def count():
+        return count_to_five()
+
+    assert count() == 5
+
+
+def test_context_get_gives_the_default_for_every_field_without_a_value():
+    @task
+    def unset_fields():
+        return {
+            name: context.get(name, "absent")
+            for name in ("map_index", "task_loop_result", "task_run_count")
+        }
+
+    with Flow("unset") as flow:
+        fields = unset_fields()
+    assert flow.run()[fields].result() == {
+        "map_index": "absent",
+        "task_loop_result": "absent",
+        "task_run_count": 1,
+    }

@@ -241,6 +241,14 @@ def test_demo_runs_the_tutorial_and_prints_timings_and_the_programming_rows(tmp_
     assert "It's a pretty neat bit of programming." in query_output
     assert "headrace runs ls" in out
     assert f"HEADRACE_HOME={tmp_path / 'home'}" in out
+    # The closing hint is a command that works as printed, from a fresh shell.
+    (hint,) = re.findall(r"list them with `([^`]+)`", out)
+    fresh = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    listed = subprocess.run(
+        hint, shell=True, cwd=ROOT, env=fresh, capture_output=True, text=True, timeout=BACKSTOP
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("xfiles") == 5, listed.stdout
     # Every stage's run is in the history the output points to.
     runs = open_store(f"sqlite:///{tmp_path / 'home' / 'headrace.db'}").flow_runs(flow="xfiles")
     assert [r.state_name for r in runs] == ["Completed"] * 5

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
+import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -362,8 +365,24 @@ def main(url: str | None = None, db: str | None = None) -> int:
     store = get_store()
     if store.recording:
         print(f"Every run above is recorded in {store.where} (HEADRACE_HOME={home()}):")
-        print("list them with `headrace runs ls`.")
+        print(f"list them with `{runs_ls_command()}`.")
     return 0 if all(r.state.is_successful() for r in reports) else 1
+
+
+def runs_ls_command() -> str:
+    """`headrace runs ls` as a fresh shell runs it: the command of this interpreter's
+    environment (`.venv/bin/headrace` from the checkout), reading this run's history."""
+    command = Path(sys.executable).parent / "headrace"
+    if not command.exists():
+        command = Path(shutil.which("headrace") or "headrace")
+    elif command.is_relative_to(Path.cwd()):
+        command = command.relative_to(Path.cwd())
+    where = [
+        f"{name}={shlex.quote(os.environ[name])} "
+        for name in ("HEADRACE_HOME", "HEADRACE_DATABASE_URL")
+        if os.environ.get(name)
+    ]
+    return f"{''.join(where)}{shlex.quote(str(command))} runs ls"
 
 
 def cli(argv: list[str] | None = None) -> int:

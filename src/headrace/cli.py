@@ -1,6 +1,7 @@
 """The `headrace` command: run a flow from a file, read the run history, look after the database.
 
     headrace version                        versions, platform, where the history is kept
+    headrace --version                      just the version
     headrace run FILE.py:FLOW --param k=v   run a graph flow or a @flow function
     headrace runs ls | show RUN | logs RUN  the recorded flow runs, task runs and log lines
     headrace db prune | reset | upgrade     the history database itself
@@ -226,6 +227,7 @@ def _schema_in(url: str) -> int | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="headrace", message="%(prog)s %(version)s")
 def main() -> None:
     """headrace: run flows and read their history.
 

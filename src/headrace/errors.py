@@ -37,8 +37,7 @@ class ResultReleasedError(HeadraceError, LookupError):
         self.task_name = task_name
         super().__init__(
             f"The result of {task_name!r} was released after its last consumer started, "
-            "to keep memory flat. To keep it, pass the task in `flow.run(return_tasks=[...])` "
-            "or set `persist_result=True` on the task."
+            "to keep memory flat. To keep it, pass the task in `flow.run(return_tasks=[...])`."
         )
 
 
@@ -57,3 +56,15 @@ class FlowRunFailed(HeadraceError):
 
 class ContextError(HeadraceError, AttributeError):
     """Run context was read outside a run."""
+
+
+class MissingDependencyError(HeadraceError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+    def __init__(self, module: str, extra: str, needed_by: str):
+        self.extra = extra
+        super().__init__(
+            f"{needed_by} needs {module!r}, which is not installed. "
+            f"Install headrace's {extra!r} extra: pip install 'headrace[{extra}]'",
+            name=module,
+        )

@@ -4,7 +4,8 @@ Two variables: the flow run (set once per run) and the task run (set by
 the task-run pipeline around each call). `context` is the read-only view
 users import: `from headrace import context`. Reading a name outside a
 run raises `ContextError` saying so; `context.get(name, default)` never
-raises.
+raises, and gives `default` for a field that has no value yet (no run, or a
+value still `None`, such as `task_loop_result` before the first LOOP).
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ class RunContext:
     __slots__ = ()
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The field's value, or `default` when it has none (as in Prefect's context)."""
         if name in _TASK_FIELDS:
-            return getattr(task_run_var.get(), name, default)
-        if name in _FLOW_FIELDS:
-            return getattr(flow_run_var.get(), name, default)
-        return default
+            value = getattr(task_run_var.get(), name, None)
+        elif name in _FLOW_FIELDS:
+            value = getattr(flow_run_var.get(), name, None)
+        else:
+            value = None
+        return default if value is None else value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

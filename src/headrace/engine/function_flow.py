@@ -16,7 +16,8 @@ back in by identity), so a function flow has a DAG like a graph flow.
 
 Final state: Failed when the body raised, or when a task run failed that
 was not explicitly allowed to (`return_state=True`, or consumed by a task
-whose trigger accepts failure); otherwise Completed with the return value.
+whose trigger accepts failure); a State the body returns is the flow's own;
+otherwise Completed with the return value.
 
 Inside an `async def` flow every task call returns an awaitable; the work
 runs on a thread, so sync tasks never block the event loop.
@@ -25,9 +26,9 @@ runs on a thread, so sync tasks never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from typing import Any
 
@@ -36,6 +37,7 @@ from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
+from headrace.engine.names import new_run_id
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
@@ -143,7 +145,7 @@ class FunctionRun:
     def __init__(self, flow, parameters: dict, parent: FunctionRun | None, clock):
         self.flow = flow
         self.parent = parent
-        self.id = uuid.uuid4().hex
+        self.id = new_run_id()
         self.name = flow.run_name(parameters)
         self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters, flow.log_prints)
         self.clock = clock
@@ -441,10 +443,12 @@ class FunctionRun:
             self._executor.shutdown()
 
     def final_state(self, value: Any) -> State:
+        """A returned State is the flow's own (as in Prefect 2/3), unless it succeeded while
+        a failure the flow did not accept happened; otherwise Completed with the value."""
         value = _resolve_returned(value)
-        if isinstance(value, State) and value.is_failed():
-            # The flow returned a failed state: it says how the flow ended.
-            return Failed(value.message, exception=value.exception)
+        returned_state = isinstance(value, State)
+        if returned_state and value.is_failed():
+            return copy.copy(value)  # the flow's own state, apart from the run it came from
         failed = [r for r in self.records if r.state is not None and r.state.is_failed()]
         unallowed = [r for r in failed if not r.allowed]
         if unallowed:
@@ -453,6 +457,8 @@ class FunctionRun:
                 f"{len(unallowed)}/{len(self.records)} states failed.",
                 exception=first.exception,
             )
+        if returned_state:
+            return copy.copy(value)
         return Completed("All states completed." if self.records else None, value)
 
 

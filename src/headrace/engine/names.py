@@ -1,8 +1,10 @@
-"""Run names: two-word slugs (`adept-capuchin`) people can say and remember."""
+"""Run names and ids: two-word slugs (`adept-capuchin`) people can say and remember, and
+the one id format of flow runs in both styles."""
 
 from __future__ import annotations
 
 import random
+import uuid
 
 ADJECTIVES = [
     "adept",
@@ -205,3 +207,8 @@ _random = random.Random()
 def slug() -> str:
     """A fresh two-word name, e.g. 'adept-capuchin'."""
     return f"{_random.choice(ADJECTIVES)}-{_random.choice(ANIMALS)}"
+
+
+def new_run_id() -> str:
+    """A fresh flow-run id, the same format for graph and function flows: a dashed uuid4."""
+    return str(uuid.uuid4())

@@ -61,7 +61,6 @@ import copy
 import heapq
 import queue
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,7 +68,7 @@ from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
-from headrace.engine.names import slug
+from headrace.engine.names import new_run_id, slug
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
@@ -196,7 +195,7 @@ class FlowRunner:
         self.timers: list = []  # (due, seq, unit) of runs waiting to retry
         self._seq = 0
         self.flow_ctx = FlowRunContext(
-            flow_run_id=str(uuid.uuid4()),
+            flow_run_id=new_run_id(),
             flow_run_name=slug(),
             flow_name=flow.name,
             parameters=parameters,

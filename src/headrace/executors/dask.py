@@ -25,6 +25,7 @@ import threading
 import uuid
 from concurrent.futures import Future
 
+from headrace._optional import require
 from headrace.executors.base import Executor
 from headrace.executors.processes import check_picklable
 from headrace.states import RemoteValue
@@ -104,6 +105,7 @@ class DaskExecutor(Executor):
         cluster_kwargs: dict | None = None,
         client_kwargs: dict | None = None,
     ):
+        require("distributed", "dask", "DaskExecutor")
         self.address = address
         self.cluster_kwargs = dict(cluster_kwargs or {})
         self.client_kwargs = dict(client_kwargs or {})
