@@ -1200,6 +1200,27 @@ def boom():
     raise ValueError("boom")
 
 
+def test_a_failed_flow_names_the_task_runs_that_failed_first():
+    @task
+    def maybe_fail(x):
+        if x == 3:
+            raise ValueError("three is bad")
+        return x
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    @flow
+    def mapped():
+        total.submit(maybe_fail.map([1, 2, 3, 4]))
+
+    assert mapped(return_state=True).message == (
+        "1 task run failed: 'maybe_fail[2]' (ValueError: three is bad); "
+        "downstream: 'total-0' TriggerFailed."
+    )
+
+
 def test_a_failed_task_fails_the_flow_even_if_the_body_caught_it():
     @flow
     def catches():
@@ -1210,7 +1231,7 @@ def test_a_failed_task_fails_the_flow_even_if_the_body_caught_it():
         return "carried on"
 
     state = catches(return_state=True)
-    assert state.is_failed() and state.message == "1/1 states failed."
+    assert state.is_failed() and state.message == "1 task run failed: 'boom-0' (ValueError: boom)."
     assert isinstance(state.exception, ValueError) and str(state.exception) == "boom"
     with pytest.raises(ValueError, match="boom"):
         catches()

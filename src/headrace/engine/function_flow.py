@@ -41,7 +41,7 @@ from headrace.engine.names import new_run_id
 from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.engine.throttle import Throttle
-from headrace.states import Completed, Failed, State, StateType, TimedOut
+from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
 from headrace.store import get_store
 from headrace.tasks import check_lengths, check_mappable
 
@@ -452,11 +452,10 @@ class FunctionRun:
         failed = [r for r in self.records if r.state is not None and r.state.is_failed()]
         unallowed = [r for r in failed if not r.allowed]
         if unallowed:
-            first = unallowed[0].state
-            return Failed(
-                f"{len(unallowed)}/{len(self.records)} states failed.",
-                exception=first.exception,
-            )
+            first = [(r.name, r.state) for r in unallowed if not r.state.is_trigger_failed()]
+            after = [(r.name, r.state) for r in unallowed if r.state.is_trigger_failed()]
+            cause = (first or after)[0][1]
+            return Failed(failure_summary(first, after), exception=cause.exception)
         if returned_state:
             return copy.copy(value)
         return Completed("All states completed." if self.records else None, value)
