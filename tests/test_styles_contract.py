@@ -4,6 +4,7 @@ Each test builds the same work in both styles and asserts the same outcome,
 so the two doors into the engine cannot drift apart.
 """
 
+import re
 import threading
 import time
 
@@ -12,8 +13,10 @@ import pytest
 from headrace import Flow, flow, task, unmapped
 from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
+from headrace.store import get_store
 
 STYLES = ["graph", "function"]
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def make_flaky(fail_times: int):
@@ -150,3 +153,32 @@ def test_a_failed_child_fails_only_its_own_downstream_and_the_flow(style):
     assert names == ["Completed", "TriggerFailed", "Completed"]
     assert final.is_failed()
     assert isinstance(final.exception, ValueError) and str(final.exception) == "bad 2"
+
+
+@task
+def plus_one(x):
+    return x + 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_state_names_its_run(style):
+    """Flow-run states carry flow_run_id, task-run states task_run_id, in one id format."""
+    if style == "graph":
+        with Flow("ids") as graph:
+            children = plus_one.map([1, 2])
+        state = graph.run()
+        task_states = [state[children], *state[children].map_states]
+    else:
+
+        @flow
+        def ids():
+            return plus_one.map([1, 2]).wait()
+
+        state = ids(return_state=True)
+        task_states = state.result()
+    assert re.fullmatch(UUID, state.flow_run_id) and state.task_run_id is None
+    recorded = {t.id for t in get_store().task_runs(state.flow_run_id)}
+    assert len(task_states) >= 2
+    for task_state in task_states:
+        assert task_state.flow_run_id == state.flow_run_id
+        assert task_state.task_run_id in recorded

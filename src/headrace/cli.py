@@ -447,19 +447,17 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
     from headrace.errors import HeadraceError, ParameterError
     from headrace.flows import Flow
 
-    started = time.time()
     try:
         if isinstance(chosen, Flow):
             state = chosen.run(parameters=parameters)
-            run_name, run_id = _graph_run(chosen, started)
         else:
             state = chosen(return_state=True, **parameters)
             if chosen.is_async:  # an `async def` flow returns its coroutine: run it here
                 import asyncio
 
                 state = asyncio.run(state)
-            run = chosen.last_run
-            run_name, run_id = (run.name, run.id) if run is not None else (None, None)
+        run_id = state.flow_run_id
+        run_name = _run_name(run_id)
     except ParameterError as exc:
         raise click.UsageError(str(exc)) from None
     except HeadraceError as exc:
@@ -478,21 +476,15 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-def _graph_run(flow, started: float) -> tuple[str | None, str | None]:
-    """The name and id of the graph-flow run this process just made, from the history.
-
-    `Flow.run` returns only the state; the run it recorded is the newest one
-    of this flow by this process since `started`.
-    """
+def _run_name(run_id: str) -> str | None:
+    """The name the history recorded for this run (None when history is off)."""
     from headrace.store import get_store
 
     store = get_store()
-    if not getattr(store, "recording", False) or not hasattr(store, "flow_runs"):
-        return None, None
-    for run in store.flow_runs(flow=flow.name, limit=20):
-        if run.pid == os.getpid() and (run.start_time or 0) >= started - 1:
-            return run.name, run.id
-    return None, None
+    if not store.recording:
+        return None
+    store.flush()
+    return store.flow_run(run_id).name
 
 
 # -- headrace runs ------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class State:
     `raise_on_failure=False`, in which case the exception is returned.
     """
 
-    __slots__ = ("type", "name", "message", "_value", "exception")
+    __slots__ = ("type", "name", "message", "_value", "exception", "flow_run_id", "task_run_id")
 
     def __init__(
         self,
@@ -92,6 +92,9 @@ class State:
         self.message = message
         self._value = result
         self.exception = exception
+        # The run this state belongs to, set by the engine when the state is final.
+        self.flow_run_id: str | None = None
+        self.task_run_id: str | None = None
 
     # -- reading -----------------------------------------------------------
     def result(self, raise_on_failure: bool = True) -> Any:

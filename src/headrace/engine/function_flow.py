@@ -400,6 +400,7 @@ class FunctionRun:
 
     # -- finishing ---------------------------------------------------------------------------------
     def _finish(self, task, record: TaskRunRecord, state: State, allowed: bool) -> None:
+        state.task_run_id, state.flow_run_id = record.id, self.id
         record.state = state
         record.allowed = record.allowed or allowed
         failed = state.is_failed()
@@ -536,6 +537,7 @@ def _exit(tokens: tuple) -> None:
 
 
 def _end(flow, run: FunctionRun, parent, state: State, return_state: bool):
+    state.flow_run_id, state.task_run_id = run.id, None  # the flow run's own, even when adopted
     run.logger.log(40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state))
     run.state = state
     flow_run_ended(run.store, run.id, state)

@@ -586,6 +586,7 @@ class FlowRunner:
     # -- hooks and the flow's state -----------------------------------------------------
     def _record_whole(self, nr: NodeRun) -> None:
         """The record of a mapped task as a whole (its children have their own)."""
+        nr.state.task_run_id, nr.state.flow_run_id = nr.run_id, self.flow_ctx.flow_run_id
         if not self.store.recording:
             return
         upstream = [up.run_id for up, _ in nr.ups if not up.preset]
@@ -604,6 +605,7 @@ class FlowRunner:
         """A unit's final state: log, hooks, and its record in the run history."""
         run_name = nr.name if index is None else f"{nr.name}[{index}]"
         run_id = self._run_id(nr, index)
+        state.task_run_id, state.flow_run_id = run_id, self.flow_ctx.flow_run_id
         after_run(nr.node, state, run_name, run_id, self.flow_ctx.flow_run_id)
         if not self.store.recording:
             return
@@ -758,6 +760,7 @@ def run_flow(
             executor.shutdown()
         if state is None:  # interrupted: the run did not finish
             state = Crashed("The flow run was interrupted before it finished.")
+        state.flow_run_id = ctx.flow_run_id
         # The last line first: whoever follows the log stops reading at the run's end.
         logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
             40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
