@@ -356,7 +356,7 @@ class Flow:
         None. Parameters always resolve. `return_tasks` keeps those results besides the terminal
         tasks' and the parameters'. `clock` is for tests.
         """
-        from headrace.engine.scheduler import run_flow
+        from headrace.engine.graph_run import run_flow
 
         return run_flow(
             self,

@@ -150,6 +150,11 @@ class Task:
         """Seconds to wait before retry number `attempt` (1 for the first retry)."""
         return self._retry_delay_fn(attempt)
 
+    @property
+    def retry_delays(self) -> Callable[[int], float]:
+        """`retry_delay_seconds` as a function that needs no task (picklable alone)."""
+        return self._retry_delay_fn
+
     # -- signature ---------------------------------------------------------
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -187,7 +192,7 @@ class Task:
     @functools.cached_property
     def _fast_binding(self) -> tuple | None:
         """(names, name set, required names) when `bind` may skip `inspect`, else None."""
-        if not self._plain_keywords or self.attribute_defaults():
+        if not self.takes_plain_keywords or self.attribute_defaults():
             return None
         params = self.signature.parameters
         required = frozenset(n for n, p in params.items() if p.default is _MISSING)
@@ -213,15 +218,19 @@ class Task:
                     f"Task {self.name!r} is missing argument {pname!r}. "
                     f"Its signature is {self.name}{self.signature}."
                 )
-        return arguments if self._plain_keywords else _spread_variadic(self.signature, arguments)
+        return (
+            arguments if self.takes_plain_keywords else _spread_variadic(self.signature, arguments)
+        )
 
     def call_with(self, arguments: dict[str, Any]) -> Any:
         """Call the function with arguments keyed by parameter name."""
-        signature = None if self._plain_keywords else self.signature
+        signature = None if self.takes_plain_keywords else self.signature
         return call_with_arguments(self.fn, signature, arguments)
 
     @functools.cached_property
-    def _plain_keywords(self) -> bool:
+    def takes_plain_keywords(self) -> bool:
+        """Whether every parameter can be passed by keyword (no *args, **kwargs or
+        positional-only ones): the fast calling path."""
         kinds = {p.kind for p in self.signature.parameters.values()}
         return not kinds & {
             inspect.Parameter.VAR_POSITIONAL,

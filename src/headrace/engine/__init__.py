@@ -1,1 +1,1 @@
-"""The engine: runs graphs. `scheduler.run_flow` is its door; see each module's docstring."""
+"""The engine: `core` runs the units of a flow run, which `graph_run` adds; `function_flow` runs @flow functions."""

@@ -4,7 +4,7 @@
 time forward and records how long was asked, so retry delays and backoff
 are tested exactly and instantly.
 
-`wait(events, seconds, busy)` is how the scheduler idles: it returns the
+`wait(events, seconds, busy)` is how the core idles: it returns the
 next event from the queue, or None once `seconds` have passed. The manual
 clock moves time only when nothing is running (`busy` False), so a run
 under it is deterministic.

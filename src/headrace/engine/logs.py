@@ -125,7 +125,7 @@ def task_logger(
     run_name: str, task_run_id: str | None = None, flow_run_id: str | None = None
 ) -> RunLogger:
     """A task run's logger. Pass `flow_run_id` when logging off the run's own thread
-    (a callback, the scheduler), where the current flow run is not in the context."""
+    (a callback, the core), where the current flow run is not in the context."""
     return RunLogger(TASK_RUNS, f"Task run {run_name!r}", flow_run_id, task_run_id)
 
 

@@ -1,6 +1,6 @@
 """Progress of long maps: a live bar on a terminal, plain periodic lines elsewhere.
 
-The scheduler only bumps counters (`expanded`, `child_done`: a few integer
+The core only bumps counters (`expanded`, `child_done`: a few integer
 operations per task run). A daemon thread renders them: with Rich on a
 terminal (done / total, failures, rate, time left), or, when stderr is not
 a terminal, as a log line per map every HEADRACE_PROGRESS_INTERVAL seconds
@@ -52,7 +52,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # -- called by the scheduler (cheap) ---------------------------------------------
+    # -- called by the core (cheap) ---------------------------------------------
     def expanded(self, key, name: str, total: int) -> None:
         if total < self.minimum:
             return

@@ -1,7 +1,7 @@
 """One task run as a pipeline of state steps.
 
     decide_before_run   upstream check -> skip on upstream skip -> trigger
-                        (in the scheduler, before anything is submitted)
+                        (in the core, before anything is submitted)
     run_task            running -> call (timeout) -> signal/exception ->
                         loop, or retry decision -> state
                         (in the worker: inline, a thread, a process)
@@ -11,7 +11,7 @@
 propagate. It receives a `TaskSpec`, small and picklable, never the Task
 or the flow, so a process or a Dask worker can run it.
 
-Retries are decided here but waited for in the scheduler, on its clock.
+Retries are decided here but waited for in the core, on its clock.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ class TaskSpec:
         self.name = task.name
         self.fn = task.fn
         # None when the function takes plain keywords: the fast calling path.
-        self.signature = None if task._plain_keywords else task.signature
+        self.signature = None if task.takes_plain_keywords else task.signature
         self.retries = task.retries
-        self.retry_delay = task._retry_delay_fn
+        self.retry_delay = task.retry_delays
         self.timeout = task.timeout
         self.tags = task.tags
         self.is_async = inspect.iscoroutinefunction(task.fn)
@@ -267,7 +267,7 @@ def run_task(
 
     A failure with retries left returns a `Retrying` state carrying the
     exception, the attempt that failed and the `(loop count, loop result)`
-    reached, so the retry resumes the loop where it failed. The scheduler
+    reached, so the retry resumes the loop where it failed. The core
     waits the retry delay on its clock (no worker is held while waiting) and
     calls again with the state's `run_count + 1`. Each LOOP pass starts its
     attempts at 1, as in Prefect.

@@ -9,7 +9,7 @@ payloads, so executors that cross a process boundary never see Task
 objects.
 
 `inline` executors run `fn` in the calling thread before `submit` returns;
-the scheduler then calls `fn` directly and skips the future.
+the core then calls `fn` directly and skips the future.
 `max_in_flight` bounds how many runs are submitted and unfinished at once,
 which keeps chained maps depth-first and memory flat.
 """
@@ -71,7 +71,7 @@ class PoolExecutor(Executor):
 
     @property
     def max_in_flight(self) -> int:
-        # Enough queued work to keep every worker busy between scheduler turns.
+        # Enough queued work to keep every worker busy between core turns.
         return 2 * self.max_workers
 
     @property

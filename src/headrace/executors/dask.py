@@ -11,7 +11,7 @@ two task runs that look alike. A worker that dies raises in the future;
 the scheduler records that run as Crashed (and retries it per the task's
 `retries`), never as the task's own failure.
 
-Throttling stays in headrace's scheduler, so it needs no Dask server
+Throttling stays in headrace's core, so it needs no Dask server
 feature. Timeouts kill the task on worker processes (see
 `engine.task_run`); on a threads-only cluster they abandon it.
 """
@@ -194,7 +194,7 @@ class DaskExecutor(Executor):
         return outer
 
     def _relay(self) -> None:
-        """Hand finished states to the scheduler's futures, fetched in batches.
+        """Hand finished states to the core's futures, fetched in batches.
 
         One thread reads `as_completed(with_results=True)`, which gathers many
         results per round trip; fetching each result in its own callback costs

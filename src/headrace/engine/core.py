@@ -1,0 +1,620 @@
+"""The core: one event-driven ready-set loop that runs the units of a flow run.
+
+A flow style only builds `Node`s and hands them to the core (`add`); the
+core decides, submits, retries, throttles, maps and releases. Graph flows
+add every node before `run()`.
+
+Nodes and units
+---------------
+A `Node` is one task of the run; a *unit* is `(node, index)`: the whole
+node (`index` None) or child `index` of a mapped node. A node's `inputs`
+say where its arguments come from: an upstream node's result (passed
+whole, iterated, element-wise child by child, or un-nested first) or its
+state only (`key` None); `constants` and `iterated` hold the rest.
+
+Node fields (state)
+-------------------
+    ups, downs   distinct upstream / downstream nodes, each with its mode:
+                 WHOLE (waits for the whole node) or ELEMENT (child i
+                 waits for upstream child i).
+    waiting      prerequisites not yet met. A plain node waits for each
+                 upstream to finish; a mapped node waits to *expand*: for
+                 whole upstreams to finish and element-wise ones to expand.
+    state        the final State, once finished.
+    children     child states of an expanded mapped node (None = not done).
+    child_wait   per child, element-wise upstream children not yet done.
+    remaining    children not yet finished.
+    started      children that have taken their inputs.
+    holds        per result (one, or one per child), consumers not yet
+                 started; at zero the result is released unless `keep`.
+    sequences    the iterated inputs of an expanded mapped node.
+    sources      per flattened mapped upstream, the child behind each item.
+    given_children  a partly finished Mapped state to reuse child by child.
+    unexpandable an element-wise upstream that finished without expanding.
+    preset/reused  the state was known before the run (task_states, NotRun).
+
+Core fields (state)
+-------------------
+    ready        stack of units ready to run: the newest runs first, and a
+                 mapped node's children are pushed so child 0 pops first.
+    running      units submitted and not yet finished (bounded by
+                 `executor.max_in_flight`: depth-first, so chained maps
+                 release intermediate results early and memory stays flat).
+    unfinished   nodes not yet finished; the run ends at zero.
+    events       (Attempt, state, future) of finished submissions, fed by
+                 executor callbacks (or put inline).
+    timers       heap of (due, seq, Attempt) retries waiting on the clock.
+    throttle     at most n running units per tag; a unit whose tag is full
+                 waits in that tag's queue until a holder finishes.
+
+Events
+------
+    add(nodes, presets)   nodes join; presets finish at once, roots wake
+    wake(node)            prerequisites met: a plain node is ready, a
+                          mapped node expands (or is decided as a whole)
+    finish(node, i, st)   a unit's final state: wake what waited for it;
+                          the last child finishes the node as `Mapped`
+    started(node, i)      a unit took its inputs: drop holds upstream
+    a Retrying state      frees throttle slots, waits in `timers`, and is
+                          resubmitted with the same inputs when due
+
+Every final state of a unit that ran or was decided goes through `_after`:
+the task's hooks, a failure's traceback in the log, and a row of run
+history (put on the store's queue, never waited for). No polling and no
+sleeps: the loop blocks on `events`, or on the clock until a retry is due.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import queue
+import time
+from typing import Any
+
+from headrace.edges import flatten_once, flatten_origins
+from headrace.engine import logs
+from headrace.engine.recorder import task_run_done, task_state
+from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
+from headrace.errors import MappingError, ResultReleasedError
+from headrace.states import Failed, MappedState, RemoteValue, State, StateType, _Released
+from headrace.tasks import check_lengths, check_mappable
+
+WHOLE, ELEMENT = 0, 1
+
+
+class Input:
+    """Where one argument of a node comes from: an upstream node's result.
+
+    `key` is the argument's name, or None when only the upstream's state
+    matters. `mapped` inputs are iterated by a mapped node (child by child
+    when the upstream is mapped too); `flat` ones are un-nested first.
+    """
+
+    __slots__ = ("key", "up", "mapped", "flat")
+
+    def __init__(self, key: str | None, up: Node, mapped: bool = False, flat: bool = False):
+        self.key = key
+        self.up = up
+        self.mapped = mapped
+        self.flat = flat
+
+    @property
+    def element_wise(self) -> bool:
+        return self.mapped and not self.flat and self.up.mapped
+
+
+class Node:
+    """One task of a flow run and its run state (see the module docstring)."""
+
+    __slots__ = (
+        "task",
+        "name",
+        "key",
+        "run_id",
+        "spec",
+        "mapped",
+        "inputs",
+        "constants",
+        "iterated",
+        "keep",
+        "start",
+        "ups",
+        "downs",
+        "waiting",
+        "state",
+        "reused",
+        "preset",
+        "children",
+        "child_wait",
+        "remaining",
+        "started",
+        "holds",
+        "sequences",
+        "sources",
+        "given_children",
+        "unexpandable",
+    )
+
+    def __init__(
+        self,
+        task,
+        key: str,
+        run_id: str,
+        inputs: list[Input] = (),
+        constants: dict[str, Any] | None = None,
+        iterated: dict[str, Any] | None = None,
+        mapped: bool = False,
+    ):
+        self.task = task
+        self.name = task.name
+        self.key = key
+        self.run_id = run_id
+        self.spec: TaskSpec | None = None
+        self.mapped = mapped
+        self.inputs = list(inputs)
+        self.constants = constants or {}
+        self.iterated = iterated or {}
+        self.keep = False
+        self.start = False
+        self.ups: list[tuple[Node, int]] = []
+        self.downs: list[tuple[Node, int]] = []
+        self.waiting = 0
+        self.state: State | None = None
+        self.reused = False
+        self.preset = False
+        self.children: list | None = None
+        self.child_wait: list[int] | None = None
+        self.remaining = 0
+        self.started = 0
+        self.holds: Any = 0
+        self.sequences: dict | None = None
+        self.sources: dict[Node, list[State]] = {}
+        self.given_children: list[State] | None = None
+        self.unexpandable: Node | None = None
+
+    def unit_id(self, index: int | None) -> str:
+        """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
+        return self.run_id if index is None else f"{self.run_id}.{index}"
+
+    def unit_name(self, index: int | None) -> str:
+        return self.name if index is None else f"{self.name}[{index}]"
+
+    def __repr__(self) -> str:
+        return f"<Node {self.key}>"
+
+
+class Attempt:
+    """One submission of a unit: its bound arguments and how far it got."""
+
+    __slots__ = ("node", "index", "arguments", "run_count", "loop", "start")
+
+    def __init__(self, node: Node, index: int | None, arguments: dict, start: float):
+        self.node = node
+        self.index = index
+        self.arguments = arguments
+        self.run_count = 1
+        self.loop: tuple[int, Any] = (1, None)
+        self.start = start
+
+
+class StalledError(RuntimeError):
+    """The loop has unfinished nodes and nothing that could finish them (a bug)."""
+
+
+class Core:
+    """Runs the units of one flow run. Add nodes, then call `run()` once."""
+
+    def __init__(self, executor, throttle, clock, flow_ctx, store, progress=None):
+        self.executor = executor
+        self.throttle = throttle
+        self.clock = clock
+        self.flow_ctx = flow_ctx
+        self.store = store
+        self.progress = progress
+        self.nodes: list[Node] = []
+        self.ready: list[tuple[Node, int | None]] = []
+        self.running = 0
+        self.unfinished = 0
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.timers: list = []  # (due, seq, Attempt)
+        self._seq = 0
+
+    # -- adding nodes --------------------------------------------------------------------
+    def add(self, nodes: list[Node], presets: dict[Node, State] | None = None) -> None:
+        """Link `nodes` (each after its upstream nodes), finish the `presets` and wake
+        the nodes that wait for nothing. All presets are marked before any is applied,
+        so applying one never wakes a node that is about to get its own state."""
+        presets = presets or {}
+        for node in nodes:
+            modes: dict[Node, int] = {}
+            for inp in node.inputs:
+                mode = ELEMENT if inp.element_wise else WHOLE
+                modes[inp.up] = min(modes.get(inp.up, mode), mode)
+            node.ups = list(modes.items())
+            for up, mode in node.ups:
+                up.downs.append((node, mode))
+        for node in nodes:
+            node.holds = len(node.downs)
+            node.waiting = len(node.ups)
+            if not node.mapped:
+                node.spec = TaskSpec(node.task)
+            node.preset = node in presets
+        self.nodes.extend(nodes)
+        self.unfinished += len(nodes)
+        for node, state in presets.items():
+            self.finish(node, None, state)
+        for node in nodes:
+            if node.state is None and not node.ups:  # the rest wake as their upstreams finish
+                self._wake(node)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until every node has finished: take ready units (throttle and in-flight
+        bound permitting), `prepare` and `submit` each, `handle` what finishes, and
+        `resubmit_due` retries; otherwise wait for an event or the next retry."""
+        executor = self.executor
+        inline = executor.inline
+        limit = max(1, executor.max_in_flight)
+        ready, timers, clock = self.ready, self.timers, self.clock
+        while self.unfinished:
+            while ready and self.running < limit:
+                node, index = ready.pop()
+                if node.state is not None:  # decided as a whole meanwhile
+                    continue
+                if self.throttle and not self.throttle.take(
+                    node.task.tags, ("ready", (node, index))
+                ):
+                    continue
+                attempt = self.prepare(node, index)
+                if attempt is not None:
+                    self.submit(attempt)
+                    if inline:
+                        self.handle(self.events.get())
+            if not self.unfinished:
+                break
+            if timers and timers[0][0] <= clock.monotonic():
+                self.resubmit_due()
+                continue
+            if self.running == 0 and not timers and not ready:
+                stuck = [n.name for n in self.nodes if n.state is None]
+                raise StalledError(f"the run stalled with unfinished tasks: {stuck[:10]}")
+            if ready and self.running < limit:
+                continue
+            seconds = timers[0][0] - clock.monotonic() if timers else None
+            event = clock.wait(self.events, seconds, busy=self.running > 0)
+            if event is not None:
+                self.handle(event)
+
+    def submit(self, attempt: Attempt) -> None:
+        node, index = attempt.node, attempt.index
+        args = (
+            node.spec, attempt.arguments, node.unit_name(index), index, self.flow_ctx,
+            attempt.run_count, attempt.loop, node.unit_id(index),
+        )  # fmt: skip
+        self.running += 1
+        if self.executor.inline:
+            # Same code path as a pool, minus the future: the call runs right here.
+            self.events.put((attempt, run_task(*args), None))
+            return
+        future = self.executor.submit(run_task, *args)
+        future.add_done_callback(lambda f, attempt=attempt: self.events.put((attempt, None, f)))
+
+    def handle(self, event) -> None:
+        attempt, state, future = event
+        node, index = attempt.node, attempt.index
+        self.running -= 1
+        if future is not None:
+            state = outcome(future, attempt.run_count, node.spec.retries)
+        if self.throttle:
+            self._free_slots(node)
+        if state.is_retrying():  # resume from the attempt and the loop pass that failed
+            attempt.run_count = state.run_count
+            attempt.loop = state.loop or attempt.loop
+            task_state(self.store, node.unit_id(index), self.flow_ctx.flow_run_id, state)
+            self._push_timer(
+                self.clock.monotonic() + node.spec.retry_delay(state.run_count), attempt
+            )
+            return
+        self._after(node, index, state, attempt.start, attempt.run_count)
+        self.finish(node, index, state)
+
+    def _push_timer(self, due: float, attempt: Attempt) -> None:
+        self._seq += 1
+        heapq.heappush(self.timers, (due, self._seq, attempt))
+
+    def resubmit_due(self) -> None:
+        """Retries whose delay has passed go back to the executor (throttle permitting)."""
+        now = self.clock.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, attempt = heapq.heappop(self.timers)
+            if self.throttle and not self.throttle.take(attempt.node.task.tags, ("retry", attempt)):
+                continue
+            attempt.run_count += 1
+            self.submit(attempt)
+
+    # -- preparing a unit ------------------------------------------------------------------
+    def prepare(self, node: Node, index: int | None) -> Attempt | None:
+        """Decide the unit without running it, or return the attempt that runs it."""
+        decided = decide_before_run(
+            node.task, self._upstream_states(node, index), check_trigger=not node.start
+        )
+        arguments = None
+        if decided is None:
+            try:
+                arguments = self._arguments(node, index)
+            except ResultReleasedError as exc:
+                decided = Failed(str(exc), exception=exc)
+        self._started(node, index)
+        if decided is not None:
+            if self.throttle:
+                self._free_slots(node)
+            self._after(node, index, decided)
+            self.finish(node, index, decided)
+            return None
+        return Attempt(node, index, arguments, time.time())
+
+    def _upstream_states(self, node: Node, index: int | None) -> list[tuple[str, State]]:
+        """(name, state) of each upstream, as the unit's trigger sees them."""
+        if index is None:
+            return [(up.name, up.state) for up, _ in node.ups]
+        sources = node.sources  # a flattened upstream: the item's own child
+        return [
+            (up.name, up.children[index])
+            if mode == ELEMENT
+            else (up.name, sources[up][index] if up in sources else up.state)
+            for up, mode in node.ups
+        ]
+
+    def _arguments(self, node: Node, index: int | None) -> dict[str, Any]:
+        arguments = dict(node.constants)
+        if index is not None:
+            for key, seq in node.sequences.items():
+                arguments[key] = seq[index]
+        for inp in node.inputs:
+            if inp.key is None or (index is not None and inp.key in node.sequences):
+                continue
+            up = inp.up
+            if index is not None and inp.element_wise:
+                arguments[inp.key] = _value_of(up.children[index])
+            else:
+                value = _value_of(up.state)
+                arguments[inp.key] = (
+                    flatten_once(_local(value), up.name, self._warn) if inp.flat else value
+                )
+        return arguments
+
+    # -- expansion of mapped nodes ---------------------------------------------------------
+    def _wake(self, node: Node) -> None:
+        """All prerequisites met: a plain node is ready; a mapped node expands."""
+        if not node.mapped:
+            self.ready.append((node, None))
+            return
+        upstream = [(up.name, up.state) for up, _ in node.ups if up.state is not None]
+        whole = [(up.name, up.state) for up, mode in node.ups if mode == WHOLE]
+        # A skipped whole upstream (an untaken `case`) skips the map as a whole.
+        failure = decide_before_run(node.task, whole, check_trigger=False)
+        if failure is None and node.unexpandable is not None:
+            failure = decide_before_run(node.task, upstream, check_trigger=not node.start)
+            failure = failure or Failed(
+                f"Cannot map over {node.unexpandable.name!r}: it finished as "
+                f"{node.unexpandable.state.name} without mapped results."
+            )
+        elif failure is None:
+            try:
+                sequences, length = self._sequences(node)
+            except (MappingError, ResultReleasedError) as exc:
+                failure = decide_before_run(node.task, upstream, check_trigger=not node.start)
+                failure = failure or Failed(str(exc), exception=exc)
+        if failure is not None:
+            self._started(node, None)
+            self._after(node, None, failure)
+            self.finish(node, None, failure)
+            return
+        self._expand(node, sequences, length)
+
+    def _expand(self, node: Node, sequences: dict, length: int) -> None:
+        node.sequences = sequences
+        node.spec = TaskSpec(node.task)
+        node.children = children = [None] * length
+        node.remaining = length
+        node.holds = [len(node.downs)] * length
+        elements = [up for up, mode in node.ups if mode == ELEMENT]
+        node.child_wait = [
+            sum(1 for up in elements if up.children[i] is None) for i in range(length)
+        ]
+        if self.progress is not None:
+            self.progress.expanded(node, node.name, length)
+        if node.given_children is not None and len(node.given_children) == length:
+            self._reuse_children(node, node.given_children)
+        for down, mode in node.downs:
+            if mode == ELEMENT:
+                self._prerequisite_met(down)
+        if length == 0:
+            self._started(node, None)
+            self.finish(node, None, MappedState([]))
+            self._record_whole(node)
+            return
+        self.ready.extend(
+            (node, i)
+            for i in range(length - 1, -1, -1)
+            if node.child_wait[i] == 0 and children[i] is None
+        )
+
+    def _reuse_children(self, node: Node, given: list[State]) -> None:
+        """Take the finished children of a given, partly finished Mapped state; the
+        others run. Copies, so that releasing their results leaves the caller's alone."""
+        for i, child in enumerate(given):
+            if child.is_finished():
+                node.children[i] = copy.copy(child)
+                node.remaining -= 1
+                self._started(node, i)
+                if self.progress is not None:
+                    self.progress.child_done(node, child.is_failed())
+
+    def _sequences(self, node: Node) -> tuple[dict, int]:
+        """The iterated inputs of `node` as indexable sequences, and their common length."""
+        lengths: dict[str | None, Any] = dict(node.iterated)
+        sequences = dict(node.iterated)
+        for inp in node.inputs:
+            if not inp.mapped:
+                continue
+            up = inp.up
+            label = inp.key or f"upstream {up.name!r}"
+            if inp.element_wise:
+                lengths[label] = up.children
+                continue
+            value = _local(_value_of(up.state))
+            if inp.flat and isinstance(up.state, MappedState):
+                # Each item keeps the child it came from: a failed or skipped child
+                # decides only the items it gave.
+                value, origins = flatten_origins(value, up.name, self._warn)
+                children = up.state.map_states
+                node.sources[up] = [children[i] for i in origins]
+            elif inp.flat:
+                value = flatten_once(value, up.name, self._warn)
+            seq = check_mappable(value, inp.key, node.name)
+            if inp.key is not None:
+                sequences[inp.key] = seq
+            lengths[label] = seq
+        return sequences, check_lengths(lengths, node.name)
+
+    def _prerequisite_met(self, node: Node) -> None:
+        node.waiting -= 1
+        if node.waiting == 0 and node.state is None and not node.preset:
+            self._wake(node)
+
+    # -- finishing -------------------------------------------------------------------------
+    def finish(self, node: Node, index: int | None, state: State) -> None:
+        if index is None:
+            node.state = state
+            self.unfinished -= 1
+            expanded = node.children is not None
+            for down, mode in node.downs:
+                if mode == WHOLE or (node.reused and expanded):
+                    # A reused Mapped state brings its expansion and its children at once.
+                    self._prerequisite_met(down)
+                elif not expanded:
+                    # An element-wise upstream that will never expand: decide as a whole.
+                    down.unexpandable = down.unexpandable or node
+                    self._prerequisite_met(down)
+            return
+        node.children[index] = state
+        if self.progress is not None:
+            self.progress.child_done(node, state.is_failed())
+        for down, mode in node.downs:
+            if mode == ELEMENT and down.child_wait is not None and down.state is None:
+                down.child_wait[index] -= 1
+                if down.child_wait[index] == 0 and down.children[index] is None:
+                    self.ready.append((down, index))
+        node.remaining -= 1
+        if node.remaining == 0:
+            node.state = MappedState(node.children)
+            self._record_whole(node)
+            self.unfinished -= 1
+            for down, mode in node.downs:
+                if mode == WHOLE:
+                    self._prerequisite_met(down)
+
+    def _started(self, node: Node, index: int | None) -> None:
+        """`node` (or its child) has taken its inputs: drop holds on upstream results."""
+        if index is not None:
+            node.started += 1
+        whole_started = index is None or node.started == len(node.children)
+        for up, mode in node.ups:
+            if up.reused or up.state is not None and up.state.name == "NotRun":
+                continue
+            if mode == ELEMENT and index is not None:
+                self._release(up, index)
+            elif whole_started:
+                if up.children is None:
+                    self._release(up, None)
+                else:
+                    for i in range(len(up.children)):
+                        self._release(up, i)
+
+    def _release(self, up: Node, index: int | None) -> None:
+        if index is None:
+            up.holds -= 1
+            if up.holds == 0 and not up.keep and up.state is not None:
+                _drop(up.state, up.name)
+        else:
+            up.holds[index] -= 1
+            child = up.children[index]
+            if up.holds[index] == 0 and not up.keep and child is not None:
+                _drop(child, up.unit_name(index))
+
+    # -- throttling --------------------------------------------------------------------------
+    def _free_slots(self, node: Node) -> None:
+        """Free `node`'s slots; what waited for them is ready again (or due, for a retry)."""
+        for kind, parked in self.throttle.release(node.task.tags):
+            if kind == "ready":
+                self.ready.append(parked)
+            else:  # due at once: the next loop turn resubmits it
+                self._push_timer(float("-inf"), parked)
+
+    # -- hooks and history --------------------------------------------------------------------
+    def _record_whole(self, node: Node) -> None:
+        """The record of a mapped task as a whole (its children have their own)."""
+        node.state.task_run_id, node.state.flow_run_id = node.run_id, self.flow_ctx.flow_run_id
+        if not self.store.recording:
+            return
+        upstream = [up.run_id for up, _ in node.ups if not up.preset]
+        task_run_done(
+            self.store, node.run_id, self.flow_ctx.flow_run_id, node.name, node.name, node.key,
+            None, None, upstream, node.task.tags, node.state, None, 1,
+        )  # fmt: skip
+
+    def _warn(self, message: str) -> None:
+        logs.flow_logger(self.flow_ctx.flow_run_name, self.flow_ctx.flow_run_id).warning(message)
+
+    def _after(self, node: Node, index, state: State, start=None, run_count: int = 1) -> None:
+        """A unit's final state: its ids, log, hooks, and its record in the run history."""
+        run_id = node.unit_id(index)
+        flow_run_id = self.flow_ctx.flow_run_id
+        state.task_run_id, state.flow_run_id = run_id, flow_run_id
+        run_name = node.unit_name(index)
+        after_run(node.task, state, run_name, run_id, flow_run_id)
+        if not self.store.recording:
+            return
+        upstream = [
+            up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
+            for up, mode in node.ups
+            if not up.preset
+        ]
+        task_run_done(
+            self.store, run_id, flow_run_id, node.name, run_name, node.key, index,
+            node.run_id if index is not None else None, upstream, node.task.tags, state,
+            start or time.time(), run_count,
+        )  # fmt: skip
+
+
+def _value_of(state: State) -> Any:
+    """The value a downstream receives from a finished upstream state."""
+    if isinstance(state, MappedState):
+        return [_value_of(s) for s in state.map_states]
+    if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+        return state.exception
+    value = state._value
+    if value.__class__ is _Released:
+        raise ResultReleasedError(value.task_name)
+    return value
+
+
+def _local(value: Any) -> Any:
+    """A value the core itself must read (to map over it): fetch remote parts."""
+    if isinstance(value, RemoteValue):
+        return value.fetch()
+    if isinstance(value, list) and any(isinstance(v, RemoteValue) for v in value):
+        return [v.fetch() if isinstance(v, RemoteValue) else v for v in value]
+    return value
+
+
+def _drop(state: State, name: str) -> None:
+    if isinstance(state, MappedState):
+        return
+    if state._value is not None:
+        state._value = _Released(name)
+
+
+__all__ = ["Core", "Node", "Input", "Attempt", "StalledError", "WHOLE", "ELEMENT"]
