@@ -12,8 +12,9 @@ import time
 import cloudpickle
 import pytest
 
-from headrace import Flow, Parameter, task, triggers, unmapped
+from headrace import Flow, Parameter, flow, task, triggers, unmapped
 from headrace.engine.clock import ManualClock
+from headrace.errors import ResultReleasedError
 from headrace.executors import (
     DaskExecutor,
     LocalExecutor,
@@ -227,3 +228,89 @@ def test_async_tasks(executor):
     with Flow("async") as flow:
         d = double.map([1, 2, 3])
     assert flow.run(executor=executor)[d].result() == [2, 4, 6]
+
+
+# -- both styles on the one core ------------------------------------------------------------------
+
+
+@task(tags=["web"])
+def visit(i):
+    started = time.monotonic()  # one system-wide clock for all worker kinds
+    time.sleep(0.02)
+    return started, time.monotonic()
+
+
+def peak_overlap(spans) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_subflow_honours_its_parents_throttle(executor):
+    @flow(executor=executor)
+    def child(n):
+        return visit.map(range(n)).result()
+
+    @flow(executor=executor, throttle={"web": 2})
+    def parent():
+        return child(6) + child.with_options(name="again")(6)
+
+    spans = parent()
+    assert len(spans) == 12
+    assert peak_overlap(spans) <= 2
+    if not executor.inline:
+        assert peak_overlap(spans) == 2
+
+
+@task
+def load(i):
+    return [i] * 1000
+
+
+@task
+def grow(block):
+    return [x + 1 for x in block]
+
+
+@task
+def size(block):
+    return block[0]
+
+
+def released(state) -> bool:
+    try:
+        state.result()
+    except ResultReleasedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("style", ["graph", "function"])
+def test_a_chained_map_releases_intermediates(executor, style):
+    """Each intermediate result is released once its consumer started; the end result stays.
+
+    (How many are alive at once is measured in the flow's process by test_memory.)
+    """
+    n = 30
+    if style == "graph":
+        with Flow("chain") as chain:
+            loaded = load.map(list(range(n)))
+            grown = grow.map(loaded)
+            t = total(size.map(grown))
+        state = chain.run(executor=executor)
+        assert state[t].result() == sum(range(1, n + 1))
+        intermediates = [*state[loaded].map_states, *state[grown].map_states]
+    else:
+
+        @flow(executor=executor)
+        def chain():
+            return total(size.map(grow.map(load.map(range(n)))))
+
+        assert chain() == sum(range(1, n + 1))
+        records = chain.last_run.records
+        intermediates = [r.state for r in records if r.task_name in ("load", "grow")]
+    assert len(intermediates) == 2 * n
+    assert all(released(s) for s in intermediates)

@@ -1439,3 +1439,41 @@ def test_the_example_script_prints_what_the_notebook_shows():
     assert "Created subflow run" in err
     # Two calls with the bad URL (raising, then return_state): one traceback each.
     assert err.count("Traceback (most recent call last)") == 2
+
+
+# == the core under function flows: several threads calling tasks ===============================
+
+
+def test_an_async_flows_sync_task_calls_run_at_the_same_time():
+    both = threading.Barrier(2, timeout=BACKSTOP)
+
+    @task
+    def meet(x):
+        both.wait()  # breaks (raising) unless the other call runs meanwhile
+        return x
+
+    @flow
+    async def gathered():
+        return await asyncio.gather(meet(1), meet(2))
+
+    assert asyncio.run(gathered()) == [1, 2]
+
+
+def test_a_task_may_call_a_task_directly_or_from_a_worker():
+    @task
+    def inner(x):
+        return x * 10
+
+    @task
+    def outer(x):
+        return inner(x) + 1
+
+    @flow(executor=ThreadExecutor(2))
+    def nested():
+        here = outer(1)  # inline, on the flow's thread
+        there = outer.submit(2)  # on a worker, outside the run: `inner` is a plain call
+        return here, there.result()
+
+    assert nested() == (11, 21)
+    names = sorted(r.name for r in nested.last_run.records)
+    assert names == ["inner-0", "outer-0", "outer-1"]

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from headrace import Flow, task
+from headrace import Flow, flow, task
 from headrace.executors import LocalExecutor, ThreadExecutor
 
 
@@ -63,6 +63,32 @@ def test_chained_map_holds_a_bounded_number_of_intermediate_results(executor):
     # Each unit in flight holds its input and output; a few more wait to be released.
     bound = 4 * executor.max_in_flight + 4
     assert Big.peak <= bound, f"{Big.peak} Big objects alive at once for {len(items)} items"
+    assert Big.alive == 0
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor(), ThreadExecutor(4)], ids=repr)
+def test_a_function_flows_chained_map_holds_as_few_as_a_graph_flows(executor):
+    """The same bound in a function flow: futures nobody keeps hold nothing."""
+
+    @flow(executor=executor)
+    def chain(n):
+        return total(size.map(transform.map(load.map(range(n)))))
+
+    Big.alive = Big.peak = 0
+    assert chain(2000) == sum(range(1, 2001))
+    bound = 4 * executor.max_in_flight + 4
+    assert Big.peak <= bound, f"{Big.peak} Big objects alive at once for 2000 items"
+    assert Big.alive == 0
+
+
+def test_a_function_flow_keeps_what_its_futures_still_reference():
+    @flow
+    def kept(n):
+        loaded = load.map(range(n))  # referenced until the body returns
+        return total(size.map(transform.map(loaded))), Big.alive
+
+    Big.alive = Big.peak = 0
+    assert kept(300) == (sum(range(1, 301)), 300)
     assert Big.alive == 0
 
 

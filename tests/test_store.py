@@ -241,7 +241,9 @@ def test_function_flow_and_subflow_are_recorded(home):
     assert top.start_time <= sub.start_time <= sub.end_time <= top.end_time
 
     tasks = by_name(store.task_runs(top.id))
-    assert set(tasks) == {"fetch-0", "fetch[0]", "fetch[1]", "merge-0"}
+    # The map has a record of its own, parent of its children, as in graph flows.
+    assert set(tasks) == {"fetch-0", "fetch", "fetch[0]", "fetch[1]", "merge-0"}
+    assert {tasks[f"fetch[{i}]"].parent_task_run_id for i in (0, 1)} == {tasks["fetch"].id}
     assert tasks["fetch-0"].run_count == 2
     assert tasks["fetch-0"].tags == ["io"]
     assert state_names(store, tasks["fetch-0"].id) == ["Running", "Retrying", "Completed"]

@@ -69,7 +69,10 @@ from __future__ import annotations
 import copy
 import heapq
 import queue
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
@@ -134,6 +137,9 @@ class Node:
         "sources",
         "given_children",
         "unexpandable",
+        "owner",
+        "extra_holds",
+        "call",
     )
 
     def __init__(
@@ -172,6 +178,9 @@ class Node:
         self.sources: dict[Node, list[State]] = {}
         self.given_children: list[State] | None = None
         self.unexpandable: Node | None = None
+        self.owner: int | None = None  # the thread a direct call runs on
+        self.extra_holds = 0  # holds on each result beyond its consumers' (live futures)
+        self.call = None  # what a function flow's call adds (see function_flow.Call)
 
     def unit_id(self, index: int | None) -> str:
         """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
@@ -219,12 +228,23 @@ class Core:
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.timers: list = []  # (due, seq, Attempt)
         self._seq = 0
+        self.limit = max(1, executor.max_in_flight)
+        self.retrying: dict[tuple[Node, int | None], Attempt] = {}  # direct calls due again
+        self.share_turn = False  # run owned units outside the turn (several calling threads)
+        self._turn = threading.Lock()
+        self._holder: int | None = None
+        self._moved = threading.Condition()
+        self._generation = 0
+        self._waiters = 0
+        self._owned: dict[int, list] = {}  # thread -> its ready units another thread met
+        self.dropped: deque = deque()  # nodes whose futures are gone, from any thread
 
     # -- adding nodes --------------------------------------------------------------------
     def add(self, nodes: list[Node], presets: dict[Node, State] | None = None) -> None:
-        """Link `nodes` (each after its upstream nodes), finish the `presets` and wake
-        the nodes that wait for nothing. All presets are marked before any is applied,
-        so applying one never wakes a node that is about to get its own state."""
+        """Link `nodes` (each after its upstream nodes, which may have been added
+        earlier and even have finished), finish the `presets` and wake what waits
+        for nothing. All presets are marked before any is applied, so applying one
+        never wakes a node that is about to get its own state."""
         presets = presets or {}
         for node in nodes:
             modes: dict[Node, int] = {}
@@ -232,75 +252,223 @@ class Core:
                 mode = ELEMENT if inp.element_wise else WHOLE
                 modes[inp.up] = min(modes.get(inp.up, mode), mode)
             node.ups = list(modes.items())
+            node.holds = node.extra_holds
+            waiting = 0
             for up, mode in node.ups:
                 up.downs.append((node, mode))
-        for node in nodes:
-            node.holds = len(node.downs)
-            node.waiting = len(node.ups)
+                _hold(up)
+                if up.state is None and (mode == WHOLE or up.children is None or up.reused):
+                    waiting += 1  # (a reused Mapped state expands when it finishes)
+                elif mode == ELEMENT and up.children is None:  # finished without expanding
+                    node.unexpandable = node.unexpandable or up
+            node.waiting = waiting
             if not node.mapped:
                 node.spec = TaskSpec(node.task)
             node.preset = node in presets
         self.nodes.extend(nodes)
         self.unfinished += len(nodes)
-        for node, state in presets.items():
+        free = [node for node in nodes if node.waiting == 0 and not node.preset]
+        for node, state in presets.items():  # these wake the nodes that wait only for them
             self.finish(node, None, state)
-        for node in nodes:
-            if node.state is None and not node.ups:  # the rest wake as their upstreams finish
-                self._wake(node)
+        for node in free:
+            self._wake(node)
+
+    def add_one(self, node: Node) -> None:
+        """`add` for a node a function flow's call made (an event the loop handles)."""
+        self.add([node])
+
+    def _release_dropped(self) -> None:
+        """Futures that are gone give up their hold on their unit's result."""
+        dropped = self.dropped
+        while dropped:
+            node = dropped.popleft()
+            if isinstance(node.holds, list):  # every child of a map
+                for i in range(len(node.holds)):
+                    self._release(node, i)
+            elif node.mapped:  # not expanded yet: its children start with one hold less
+                node.holds -= 1
+            else:
+                self._release(node, None)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
-        """Run until every node has finished: take ready units (throttle and in-flight
-        bound permitting), `prepare` and `submit` each, `handle` what finishes, and
-        `resubmit_due` retries; otherwise wait for an event or the next retry."""
-        executor = self.executor
-        inline = executor.inline
-        limit = max(1, executor.max_in_flight)
-        ready, timers, clock = self.ready, self.timers, self.clock
-        while self.unfinished:
-            while ready and self.running < limit:
-                node, index = ready.pop()
-                if node.state is not None:  # decided as a whole meanwhile
-                    continue
-                if self.throttle and not self.throttle.take(
-                    node.task.tags, ("ready", (node, index))
-                ):
-                    continue
-                attempt = self.prepare(node, index)
-                if attempt is not None:
-                    self.submit(attempt)
-                    if inline:
-                        self.handle(self.events.get())
-            if not self.unfinished:
+        """Run until every node has finished."""
+        self.drive(self.finished)
+
+    def finished(self) -> bool:
+        return not self.unfinished
+
+    def post(self, event) -> None:
+        """Hand the loop an event from any thread: a finished submission, or a
+        `(function, argument)` to call in the loop. Whoever holds the turn handles
+        it; when nobody does, this thread takes the turn and handles what is queued."""
+        self.events.put(event)
+        if self._turn.acquire(blocking=False):
+            self._holder = threading.get_ident()
+            self._drain()
+            self._let_go()
+
+    def drive(self, until: Callable[[], bool]) -> None:
+        """Run the loop in this thread until `until()` holds.
+
+        One thread at a time holds the turn and changes the core's state; the
+        others wait for it to move. A unit owned by a thread (a function flow's
+        direct call) runs only on that thread, so a holder that meets another
+        thread's unit hands the turn over. A thread already holding the turn
+        (a task calling a task) runs the loop where it is.
+        """
+        me = threading.get_ident()
+        if self._holder == me:
+            while not until():
+                self._turn_once(me, until)
+            return
+        while not until():
+            generation = self._generation
+            if self._turn.acquire(blocking=False):
+                self._holder = me
+                try:
+                    outcome_ = self._turn_once(me, until)
+                finally:
+                    self._let_go()
+                if outcome_ is _YIELD:
+                    self._wait_for_move(generation + 1, until)
+                elif outcome_ is not None:  # an own unit to run outside the turn
+                    self.events.put((outcome_, run_task(*self._payload(outcome_)), None))
+                continue
+            self._wait_for_move(generation, until)
+
+    def _wait_for_move(self, generation: int, until: Callable[[], bool]) -> None:
+        with self._moved:
+            self._waiters += 1
+            while self._generation == generation and not until():
+                self._moved.wait()
+            self._waiters -= 1
+
+    def _let_go(self) -> None:
+        """Give up the turn; handle events that came meanwhile if nobody else will."""
+        while True:
+            self._holder = None
+            self._turn.release()
+            self._moved_on()
+            if self.events.empty() or not self._turn.acquire(blocking=False):
+                return
+            self._holder = threading.get_ident()
+            self._drain()
+
+    def _moved_on(self) -> None:
+        # Waiters count themselves before reading the generation, so one that this
+        # does not see waiting reads the new generation and does not wait.
+        self._generation += 1
+        if self._waiters:
+            with self._moved:
+                self._moved.notify_all()
+
+    def _drain(self) -> None:
+        """Handle every queued event and submit what that made ready, without waiting.
+
+        Inline units wait for a thread that drives: the one posting may be a flow's
+        body about to add their consumers, which keeps chained maps depth-first."""
+        while True:
+            try:
+                self.handle(self.events.get_nowait())
+            except queue.Empty:
                 break
+        if self.dropped:
+            self._release_dropped()
+        if not self.executor.inline:
+            self._launch(None)
+
+    def _turn_once(self, me: int, until: Callable[[], bool]):
+        """Holding the turn: run the loop until `until()` holds (None), another
+        thread's unit waits for it (_YIELD), or an own unit is to run outside the
+        turn (its Attempt)."""
+        timers, clock = self.timers, self.clock
+        while not until():
+            if self.dropped:
+                self._release_dropped()
+            run_here = self._launch(me)
+            if run_here is not None:
+                return run_here
+            if until():
+                return None
+            if any(self._owned.values()):
+                return _YIELD
             if timers and timers[0][0] <= clock.monotonic():
                 self.resubmit_due()
                 continue
-            if self.running == 0 and not timers and not ready:
+            if self.running == 0 and not timers and not self.ready:
                 stuck = [n.name for n in self.nodes if n.state is None]
                 raise StalledError(f"the run stalled with unfinished tasks: {stuck[:10]}")
-            if ready and self.running < limit:
+            if self.ready and self.running < self.limit:
                 continue
             seconds = timers[0][0] - clock.monotonic() if timers else None
             event = clock.wait(self.events, seconds, busy=self.running > 0)
             if event is not None:
                 self.handle(event)
+                if self._waiters:
+                    self._moved_on()
+        return None
 
-    def submit(self, attempt: Attempt) -> None:
+    def _launch(self, me: int | None) -> Attempt | None:
+        """Submit ready units while the in-flight bound allows. A unit owned by
+        another thread is set aside for it; one owned by `me` runs here, or is
+        returned to run outside the turn when the turn is shared."""
+        ready = self.ready
+        if me is not None and self._owned.get(me):
+            ready.extend(self._owned.pop(me))
+        inline = self.executor.inline
+        while ready and self.running < self.limit:
+            node, index = ready.pop()
+            if node.state is not None or (index is not None and node.children[index] is not None):
+                continue  # decided as a whole meanwhile, or reused
+            owner = node.owner
+            if owner is not None and owner != me:
+                self._owned.setdefault(owner, []).append((node, index))
+                continue
+            attempt = self.retrying.pop((node, index), None) if self.retrying else None
+            if self.throttle and not self.throttle.take(
+                node.task.tags,
+                (self, "ready", (node, index)) if attempt is None else (self, "retry", attempt),
+            ):
+                continue
+            if attempt is not None:
+                attempt.run_count += 1
+            else:
+                attempt = self.prepare(node, index)
+                if attempt is None:
+                    continue
+            if owner is None and not inline:
+                self.submit(attempt)
+                continue
+            self.running += 1
+            if owner is not None and self.share_turn:
+                return attempt
+            self.events.put((attempt, run_task(*self._payload(attempt)), None))
+            self.handle(self.events.get())
+        return None
+
+    def _payload(self, attempt: Attempt) -> tuple:
+        """`run_task`'s arguments for an attempt: small and picklable."""
         node, index = attempt.node, attempt.index
-        args = (
+        return (
             node.spec, attempt.arguments, node.unit_name(index), index, self.flow_ctx,
             attempt.run_count, attempt.loop, node.unit_id(index),
         )  # fmt: skip
+
+    def submit(self, attempt: Attempt) -> None:
+        """Start an attempt on the executor; its outcome comes back through `post`."""
         self.running += 1
         if self.executor.inline:
             # Same code path as a pool, minus the future: the call runs right here.
-            self.events.put((attempt, run_task(*args), None))
+            self.events.put((attempt, run_task(*self._payload(attempt)), None))
             return
-        future = self.executor.submit(run_task, *args)
-        future.add_done_callback(lambda f, attempt=attempt: self.events.put((attempt, None, f)))
+        future = self.executor.submit(run_task, *self._payload(attempt))
+        future.add_done_callback(lambda f, attempt=attempt: self.post((attempt, None, f)))
 
     def handle(self, event) -> None:
+        if len(event) == 2:  # (function, argument): a change asked for by another thread
+            event[0](event[1])
+            return
         attempt, state, future = event
         node, index = attempt.node, attempt.index
         self.running -= 1
@@ -311,10 +479,13 @@ class Core:
         if state.is_retrying():  # resume from the attempt and the loop pass that failed
             attempt.run_count = state.run_count
             attempt.loop = state.loop or attempt.loop
-            task_state(self.store, node.unit_id(index), self.flow_ctx.flow_run_id, state)
-            self._push_timer(
-                self.clock.monotonic() + node.spec.retry_delay(state.run_count), attempt
+            run_id, flow_run_id = node.unit_id(index), self.flow_ctx.flow_run_id
+            delay = node.spec.retry_delay(state.run_count)
+            logs.task_logger(node.unit_name(index), run_id, flow_run_id).warning(
+                "%s Retrying in %g s.", state.message, delay
             )
+            task_state(self.store, run_id, flow_run_id, state)
+            self._push_timer(self.clock.monotonic() + delay, attempt)
             return
         self._after(node, index, state, attempt.start, attempt.run_count)
         self.finish(node, index, state)
@@ -328,7 +499,13 @@ class Core:
         now = self.clock.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, attempt = heapq.heappop(self.timers)
-            if self.throttle and not self.throttle.take(attempt.node.task.tags, ("retry", attempt)):
+            if attempt.node.owner is not None:  # a direct call retries on its caller's thread
+                self.retrying[attempt.node, attempt.index] = attempt
+                self.ready.append((attempt.node, attempt.index))
+                continue
+            if self.throttle and not self.throttle.take(
+                attempt.node.task.tags, (self, "retry", attempt)
+            ):
                 continue
             attempt.run_count += 1
             self.submit(attempt)
@@ -343,6 +520,9 @@ class Core:
         if decided is None:
             try:
                 arguments = self._arguments(node, index)
+                if node.owner is not None and not self.executor.inline:
+                    # A direct call runs here: fetch what stayed on the workers.
+                    arguments = {k: _local(v) for k, v in arguments.items()}
             except ResultReleasedError as exc:
                 decided = Failed(str(exc), exception=exc)
         self._started(node, index)
@@ -352,10 +532,15 @@ class Core:
             self._after(node, index, decided)
             self.finish(node, index, decided)
             return None
+        if node.call is not None and node.task.trigger is not None:
+            node.call.accept_failures()
         return Attempt(node, index, arguments, time.time())
 
     def _upstream_states(self, node: Node, index: int | None) -> list[tuple[str, State]]:
         """(name, state) of each upstream, as the unit's trigger sees them."""
+        call = node.call
+        if call is not None and (call.picks or call.per_child or call.states):
+            return call.upstream_states(node, index)
         if index is None:
             return [(up.name, up.state) for up, _ in node.ups]
         sources = node.sources  # a flattened upstream: the item's own child
@@ -382,6 +567,9 @@ class Core:
                 arguments[inp.key] = (
                     flatten_once(_local(value), up.name, self._warn) if inp.flat else value
                 )
+        call = node.call
+        if call is not None and (call.structures or call.per_child):
+            call.resolve(arguments, index)
         return arguments
 
     # -- expansion of mapped nodes ---------------------------------------------------------
@@ -418,7 +606,7 @@ class Core:
         node.spec = TaskSpec(node.task)
         node.children = children = [None] * length
         node.remaining = length
-        node.holds = [len(node.downs)] * length
+        node.holds = [node.holds] * length
         elements = [up for up, mode in node.ups if mode == ELEMENT]
         node.child_wait = [
             sum(1 for up in elements if up.children[i] is None) for i in range(length)
@@ -486,6 +674,10 @@ class Core:
 
     # -- finishing -------------------------------------------------------------------------
     def finish(self, node: Node, index: int | None, state: State) -> None:
+        if node.call is not None and not node.keep:  # its futures may already be gone
+            held = node.holds if index is None else node.holds[index]
+            if held == 0:
+                _drop(state, node.unit_name(index))
         if index is None:
             node.state = state
             self.unfinished -= 1
@@ -546,12 +738,20 @@ class Core:
 
     # -- throttling --------------------------------------------------------------------------
     def _free_slots(self, node: Node) -> None:
-        """Free `node`'s slots; what waited for them is ready again (or due, for a retry)."""
-        for kind, parked in self.throttle.release(node.task.tags):
-            if kind == "ready":
-                self.ready.append(parked)
-            else:  # due at once: the next loop turn resubmits it
-                self._push_timer(float("-inf"), parked)
+        """Free `node`'s slots; what waited for them is ready again (or due, for a
+        retry), in whichever core it belongs to (a subflow shares its parent's)."""
+        for core, kind, parked in self.throttle.release(node.task.tags):
+            if core is self:
+                self._unpark((kind, parked))
+            else:
+                core.post((core._unpark, (kind, parked)))
+
+    def _unpark(self, entry: tuple) -> None:
+        kind, parked = entry
+        if kind == "ready":
+            self.ready.append(parked)
+        else:  # due at once: the next loop turn resubmits it
+            self._push_timer(float("-inf"), parked)
 
     # -- hooks and history --------------------------------------------------------------------
     def _record_whole(self, node: Node) -> None:
@@ -561,7 +761,7 @@ class Core:
             return
         upstream = [up.run_id for up, _ in node.ups if not up.preset]
         task_run_done(
-            self.store, node.run_id, self.flow_ctx.flow_run_id, node.name, node.name, node.key,
+            self.store, node.run_id, self.flow_ctx.flow_run_id, node.task.name, node.name, node.key,
             None, None, upstream, node.task.tags, node.state, None, 1,
         )  # fmt: skip
 
@@ -575,18 +775,41 @@ class Core:
         state.task_run_id, state.flow_run_id = run_id, flow_run_id
         run_name = node.unit_name(index)
         after_run(node.task, state, run_name, run_id, flow_run_id)
+        if node.call is not None:
+            node.call.finished(node, index, state)
         if not self.store.recording:
             return
-        upstream = [
+        task_run_done(
+            self.store, run_id, flow_run_id, node.task.name, run_name, node.key, index,
+            node.run_id if index is not None else None, self.upstream_ids(node, index),
+            node.task.tags, state, start or time.time(), run_count,
+        )  # fmt: skip
+
+    def upstream_ids(self, node: Node, index: int | None) -> list[str]:
+        """The run ids a unit's inputs came from: its recorded dependency edges."""
+        if node.call is not None:  # its inputs, then what it picked and traced
+            ids = [
+                f"{inp.up.run_id}.{index}" if inp.element_wise else inp.up.run_id
+                for inp in node.inputs
+                if inp.key is not None and (index is not None or not inp.element_wise)
+            ]
+            return [*dict.fromkeys([*ids, *node.call.upstream_ids(index)])]
+        return [
             up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
             for up, mode in node.ups
             if not up.preset
         ]
-        task_run_done(
-            self.store, run_id, flow_run_id, node.name, run_name, node.key, index,
-            node.run_id if index is not None else None, upstream, node.task.tags, state,
-            start or time.time(), run_count,
-        )  # fmt: skip
+
+
+_YIELD = object()  # a holder hands the turn to the thread whose unit it met
+
+
+def _hold(up: Node) -> None:
+    """One more consumer holds `up`'s result (each child's, once expanded)."""
+    if isinstance(up.holds, list):
+        up.holds = [h + 1 for h in up.holds]
+    else:
+        up.holds += 1
 
 
 def _value_of(state: State) -> Any:

@@ -1,18 +1,23 @@
-"""Function flows: a `@flow` function called like a function, on the graph engine's pipeline.
+"""Function flows: a `@flow` function called like a function, its task calls on the core.
 
 One `FunctionRun` per flow call. Inside it (found through a contextvar,
-`_build.function_run`):
+`_build.function_run`), each task call adds a node to the run's core:
 
-    task(...)           runs now, in the flow's thread: decide_before_run ->
-                        throttle slot (waits) -> run_task, retrying on the
-                        run's clock -> value (or State with return_state=True)
-    task.submit(...)    returns a TaskFuture at once; the run starts on the
-                        flow's executor when the futures it was given are done
-    task.map(...)       one submit per item, same mapping rules as graph flows
+    task(...)           a node owned by the calling thread, which drives the
+                        core until it is done -> value (or its State with
+                        return_state=True)
+    task.submit(...)    a node on the flow's executor; returns a TaskFuture
+    task.map(...)       a mapped node (element-wise over another map's
+                        futures), same mapping rules as graph flows;
+                        returns a FutureList
 
-Every task run is recorded as a `TaskRunRecord` with the ids of the task
-runs that produced its inputs (from futures, states, and results passed
-back in by identity), so a function flow has a DAG like a graph flow.
+The core does the rest for both flow styles: readiness, throttle (shared
+with subflows), retries on the run's clock, the in-flight bound, depth-first
+maps, and releasing a result once its futures are gone and its consumers
+have started. A `Call` on each node holds what only function flows have:
+arguments with futures or states inside, resolved when the unit runs, and
+the ids of tasks whose results were passed back in by identity, so a
+function flow records a DAG like a graph flow.
 
 Final state: Failed when the body raised, or when a task run failed that
 was not explicitly allowed to (`return_state=True`, or consumed by a task
@@ -28,18 +33,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
-import time
-from concurrent.futures import Future
 from typing import Any
 
 from headrace import _build
 from headrace.edges import flatten, flatten_once, unmapped
-from headrace.engine import logs
+from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
+from headrace.engine.core import ELEMENT, Core, Input, Node
 from headrace.engine.names import new_run_id
-from headrace.engine.recorder import flow_run_ended, flow_run_started, task_run_done, task_state
-from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
+from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
 from headrace.store import get_store
@@ -52,79 +55,217 @@ _SCALARS = frozenset(_UNTRACKED)
 QUIET_AFTER = 20
 
 
+class Call:
+    """What a task call in a function flow adds to its core `Node`.
+
+    `structures` are arguments with futures or states inside, resolved when
+    the unit runs; `picks` the futures whose units each unit waits for (for
+    a map, `per_child` holds each child's own); `states` states passed as
+    arguments, which the trigger sees; `traced` the run ids of tasks whose
+    results were passed back in by identity. `allowed` says which failures
+    the flow was told to accept (True, or the set of child indices).
+    """
+
+    __slots__ = ("run", "core", "structures", "per_child", "picks", "states", "traced", "allowed")
+
+    def __init__(self, run: FunctionRun):
+        self.run = run
+        self.core = run.core
+        self.structures: dict[str, Any] = {}
+        self.per_child: dict[str, list] = {}
+        self.picks: list[TaskFuture] = []
+        self.states: list[State] = []
+        self.traced: list[str] = []
+        self.allowed: bool | set = False
+
+    # -- called by the core, holding its turn ---------------------------------------------
+    def upstream_states(self, node: Node, index: int | None) -> list[tuple[str, State]]:
+        pairs = [(f.name, f.state_now()) for f in self.picks]
+        pairs.extend(
+            (inp.up.name, inp.up.state)
+            for inp in node.inputs
+            if inp.key is not None and not inp.element_wise
+        )
+        if index is not None:
+            pairs.extend((up.name, up.children[index]) for up, mode in node.ups if mode == ELEMENT)
+            for items in self.per_child.values():
+                pairs.extend((f.name, f.state_now()) for f in _futures_in(items[index]))
+        pairs.extend(("state", s) for s in self.states)
+        return pairs
+
+    def resolve(self, arguments: dict, index: int | None) -> None:
+        for key, value in self.structures.items():
+            arguments[key] = _resolve(value)
+        if index is not None:
+            for key, items in self.per_child.items():
+                arguments[key] = _resolve(items[index])
+
+    def upstream_ids(self, index: int | None) -> list[str]:
+        ids = [f.unit_id for f in self.picks]
+        if index is not None:
+            for items in self.per_child.values():
+                ids.extend(f.unit_id for f in _futures_in(items[index]))
+        return [*dict.fromkeys([*ids, *self.traced])]
+
+    def accept_failures(self) -> None:
+        """The unit runs although its trigger saw failures: it accepts them."""
+        for f in self.picks:
+            if f.state_now().is_failed():
+                f.allow()
+
+    def finished(self, node: Node, index: int | None, state: State) -> None:
+        self.run.task_run_finished(node, index, state)
+
+    def is_allowed(self, index: int | None) -> bool:
+        allowed = self.allowed
+        return allowed is True or (index is not None and allowed is not False and index in allowed)
+
+
 class TaskRunRecord:
-    """One task run of a function flow (or a subflow run), for the DAG and the history."""
+    """One task run of a function flow, read from its core node (or a subflow run)."""
 
-    __slots__ = (
-        "id",
-        "name",
-        "task_name",
-        "map_index",
-        "upstream",
-        "state",
-        "allowed",
-        "kind",
-        "start",
-        "run_count",
-    )
+    __slots__ = ("node", "index", "run", "_state", "_id", "_name", "_task_name", "kind")
 
-    def __init__(
-        self, id: str, name: str, task_name: str, map_index: int | None, upstream: list[str]
-    ):
-        self.id = id
-        self.name = name
-        self.task_name = task_name
-        self.map_index = map_index
-        self.upstream = upstream
-        self.state: State | None = None
-        self.allowed = False  # a failure the flow was told to accept
-        self.kind = "task"
-        self.start = time.time()
-        self.run_count = 1
+    def __init__(self, node: Node | None, index: int | None, run: FunctionRun | None = None):
+        self.node = node
+        self.index = index
+        self.run = run  # a subflow's run, for a record of kind "flow"
+        self.kind = "task" if run is None else "flow"
+
+    @property
+    def id(self) -> str:
+        return self.run.id if self.run is not None else self.node.unit_id(self.index)
+
+    @property
+    def name(self) -> str:
+        return self.run.name if self.run is not None else self.node.unit_name(self.index)
+
+    @property
+    def task_name(self) -> str:
+        return self.run.flow.name if self.run is not None else self.node.task.name
+
+    @property
+    def map_index(self) -> int | None:
+        return self.index
+
+    @property
+    def state(self) -> State | None:
+        if self.run is not None:
+            return self.run.state
+        node = self.node
+        if self.index is None:
+            return node.state
+        if node.children is not None and node.children[self.index] is not None:
+            return node.children[self.index]
+        return node.state  # decided as a whole, or not yet
+
+    @property
+    def upstream(self) -> list[str]:
+        if self.run is not None:
+            return []
+        return self.node.call.core.upstream_ids(self.node, self.index)
+
+    @property
+    def allowed(self) -> bool:
+        if self.run is not None:
+            return self.run.allowed_by_parent
+        return self.node.call.is_allowed(self.index)
 
     def __repr__(self) -> str:
         return f"<TaskRunRecord {self.name} {self.state!r}>"
 
 
 class TaskFuture:
-    """A submitted task run: `result()`, `wait()`, `state`, `done()`; awaitable in async flows."""
+    """A submitted task run: `result()`, `wait()`, `state`, `done()`; awaitable in async flows.
 
-    def __init__(self, record: TaskRunRecord, run: FunctionRun):
-        self.record = record
-        self._run = run
-        self._future: Future = Future()
+    While a future is referenced, its run's result stays in memory; once it
+    is gone and the run's consumers have started, the result is released.
+    """
+
+    __slots__ = ("node", "index", "_hold")
+
+    def __init__(self, node: Node, index: int | None, hold: _Hold):
+        self.node = node
+        self.index = index
+        self._hold = hold
 
     @property
-    def task_run_name(self) -> str:
-        return self.record.name
+    def name(self) -> str:
+        return self.node.unit_name(self.index)
+
+    task_run_name = name
+
+    @property
+    def unit_id(self) -> str:
+        return self.node.unit_id(self.index)
+
+    @property
+    def record(self) -> TaskRunRecord:
+        return TaskRunRecord(self.node, self.index)
+
+    def state_now(self) -> State | None:
+        """The run's final state, or None while it is unfinished (read holding the turn)."""
+        node = self.node
+        if self.index is not None and node.children is not None:
+            child = node.children[self.index]
+            if child is not None:
+                return child
+        return node.state if node.state is not None and not node.state.is_mapped() else None
 
     @property
     def state(self) -> State:
         return self.wait()
 
-    def wait(self, timeout: float | None = None) -> State:
-        return self._future.result(timeout)
-
     def done(self) -> bool:
-        return self._future.done()
+        return self.state_now() is not None
+
+    def wait(self, timeout: float | None = None) -> State:
+        state = self.state_now()
+        if state is None:
+            self.node.call.core.drive(self.done)
+            state = self.state_now()
+        return state
+
+    def allow(self) -> None:
+        call = self.node.call
+        if self.index is None:
+            call.allowed = True
+        elif call.allowed is not True:
+            call.allowed = (call.allowed or set()) | {self.index}
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         state = self.wait(timeout)
         if not raise_on_failure:
-            self.record.allowed = True
+            self.allow()
         return state.result(raise_on_failure=raise_on_failure)
 
     def __await__(self):
-        yield from asyncio.wrap_future(self._future).__await__()
-        return self.result()
+        return asyncio.to_thread(self.result).__await__()
 
     def __repr__(self) -> str:
-        shown = repr(self._future.result()) if self.done() else "running"
-        return f"<TaskFuture {self.record.name}: {shown}>"
+        state = self.state_now()
+        return f"<TaskFuture {self.name}: {'running' if state is None else repr(state)}>"
+
+
+class _Hold:
+    """Keeps a call's results in memory while its futures (or FutureList) live."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    def __del__(self):
+        try:
+            self.node.call.core.dropped.append(self.node)
+        except Exception:  # the interpreter is going away
+            pass
 
 
 class FutureList(list):
     """The futures of a `task.map(...)` in a function flow."""
+
+    __slots__ = ("_hold",)
 
     def result(self, raise_on_failure: bool = True) -> list:
         return [f.result(raise_on_failure=raise_on_failure) for f in self]
@@ -134,13 +275,18 @@ class FutureList(list):
 
     def __await__(self):
         """In an async flow: wait without blocking the loop, then the list of results."""
-        for future in self:
-            yield from asyncio.wrap_future(future._future).__await__()
-        return self.result()
+        return asyncio.to_thread(self.result).__await__()
 
 
 class FunctionRun:
-    """One run of a function flow. Created and driven by `run_function_flow`."""
+    """One run of a function flow. Created and driven by `run_function_flow`.
+
+    Its task calls become nodes of a core (one per attempt of the flow): a
+    direct call is a node owned by the calling thread, which it waits for;
+    `.submit` a node on the flow's executor; `.map` a mapped node. The core
+    runs them all: readiness, throttle (shared with the parent flow run),
+    retries, the in-flight bound, depth-first maps and result release.
+    """
 
     def __init__(self, flow, parameters: dict, parent: FunctionRun | None, clock):
         self.flow = flow
@@ -149,92 +295,129 @@ class FunctionRun:
         self.name = flow.run_name(parameters)
         self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters, flow.log_prints)
         self.clock = clock
-        self.throttle = Throttle(flow.throttle)
+        if parent is not None:  # one throttle for a flow run and its subflows
+            self.throttle = parent.throttle.extended(flow.throttle)
+        else:
+            self.throttle = Throttle(flow.throttle)
         self.logger = logs.flow_logger(self.name, self.id)
-        self.records: list[TaskRunRecord] = []
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._specs: dict[int, TaskSpec] = {}
-        self._producers: dict[int, tuple[TaskRunRecord, Any]] = {}
-        self._pending: set[Future] = set()
-        self._executor = None
-        self._owns_executor = False
-        self._run_counts: dict[str, int] = {}  # attempts of task runs that retried
         self.store = get_store()
         self.is_async = False
         self.state: State | None = None
+        self.allowed_by_parent = False
+        self._executor = None
+        self._owns_executor = False
+        self._counts: dict[str, int] = {}  # run names: task name -> calls so far
+        self._keys: dict[str, int] = {}  # task keys: task name -> calls so far (maps too)
+        self._made = 0  # nodes, for run ids
+        self._finished = 0  # task runs, for the log level of their lines
+        self._producers: dict[int, tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.new_attempt()
 
-    # -- naming and records ----------------------------------------------------------------
-    def _record(self, task, map_index, upstream) -> TaskRunRecord:
+    def new_attempt(self) -> None:
+        """A fresh core for an attempt of the flow's body (its records start empty)."""
+        executor = self.flow.executor
+        if executor is None:
+            from headrace.executors import ThreadExecutor
+
+            executor = ThreadExecutor()
+        shown = None
+        if progress.enabled():
+            shown = progress.Progress(self.logger)
+        self.core = Core(executor, self.throttle, self.clock, self.ctx, self.store, shown)
+        self.core.share_turn = self.is_async
+        self.entries: list[TaskRunRecord] = []
+
+    @property
+    def records(self) -> list[TaskRunRecord]:
+        """Every task run and subflow run of the latest attempt, in the order made."""
+        out = []
+        for entry in self.entries:
+            node = entry.node
+            if node is not None and node.mapped:
+                length = len(node.children) if node.children is not None else 0
+                out.extend(TaskRunRecord(node, i) for i in range(length))
+            else:
+                out.append(entry)
+        return out
+
+    # -- nodes -----------------------------------------------------------------------------
+    def _node(self, task, mapped: bool = False) -> Node:
         with self._lock:
-            if map_index is None:
+            key_n = self._keys.get(task.name, 0) + 1
+            self._keys[task.name] = key_n
+            k = self._made
+            self._made += 1
+            if mapped:
+                name = task.name
+            else:
                 n = self._counts.get(task.name, 0)
                 self._counts[task.name] = n + 1
                 name = f"{task.name}-{n}"
-            else:
-                name = f"{task.name}[{map_index}]"
-            count = len(self.records) + 1
-            record = TaskRunRecord(f"{self.id}-{count}", name, task.name, map_index, upstream)
-            self.records.append(record)
+        node = Node(task, key=f"{task.name}-{key_n}", run_id=f"{self.id}-{k}", mapped=mapped)
+        node.name = name
+        node.call = Call(self)
+        if not mapped:
+            self._log_created(name, task.name, k + 1)
+        return node
+
+    def _log_created(self, name: str, task_name: str, count: int) -> None:
         level = 20 if count <= QUIET_AFTER else 10
         if logs.FLOW_RUNS.isEnabledFor(level):
-            self.logger.log(level, "Created task run %r for task %r", name, task.name)
+            self.logger.log(level, "Created task run %r for task %r", name, task_name)
         if count == QUIET_AFTER + 1:
             self.logger.info(
                 "More than %d task runs: further task-run lines are logged at DEBUG "
                 "(HEADRACE_LOGGING_LEVEL=DEBUG shows them).",
                 QUIET_AFTER,
             )
-        return record
 
-    def _spec(self, task) -> TaskSpec:
-        spec = self._specs.get(id(task))
-        if spec is None:
-            spec = self._specs[id(task)] = TaskSpec(task)
-        return spec
+    def _add(self, node: Node) -> None:
+        self.entries.append(TaskRunRecord(node, None))
+        self.core.post((self.core.add_one, node))
 
-    # -- inputs ------------------------------------------------------------------------------
-    def _resolve(self, value: Any, upstream: list, states: list) -> Any:
-        """Replace futures and states by their results; note where inputs came from."""
+    def _argument(self, node: Node, key: str, value: Any) -> None:
+        """File one argument of a call: a constant, or a structure with futures or states."""
+        call = node.call
         if type(value) in _SCALARS:
-            return value
-        if isinstance(value, TaskFuture):
-            state = value.wait()
-            upstream.append(value.record.id)
-            states.append((value.record.name, state, value.record))
-            return _value_for(state)
-        if isinstance(value, State):
-            states.append(("state", value, None))
-            return _value_for(value)
-        if isinstance(value, list | tuple) and value and any(_is_future(v) for v in value):
-            return type(value)(self._resolve(v, upstream, states) for v in value)
-        if isinstance(value, dict) and any(_is_future(v) for v in value.values()):
-            return {k: self._resolve(v, upstream, states) for k, v in value.items()}
+            node.constants[key] = value
+            return
+        whole = _children_of_one_map(value)
+        if whole is not None:  # another map's futures, all of them: its Mapped result
+            node.inputs.append(Input(key, whole))
+            return
+        futures = list(_futures_in(value))
+        states = _states_in(value)
+        if futures or states:
+            call.structures[key] = value
+            self._pick(node, futures)
+            call.states.extend(states)
+            return
+        node.constants[key] = value
+        self._trace(call, value)
+
+    def _pick(self, node: Node, futures: list[TaskFuture]) -> None:
+        """`node` waits for each of these futures' runs (a whole upstream node)."""
+        call = node.call
+        known = {inp.up for inp in node.inputs}
+        for f in futures:
+            call.picks.append(f)
+            if f.node not in known:
+                known.add(f.node)
+                node.inputs.append(Input(None, f.node))
+
+    def _trace(self, call: Call, value: Any) -> None:
         if not isinstance(value, _UNTRACKED):
             made = self._producers.get(id(value))
             if made is not None and made[1] is value:
-                upstream.append(made[0].id)
-        return value
+                call.traced.append(made[0])
 
-    def _inputs(self, task, args, kwargs, wait_for):
-        arguments = task.bind(args, kwargs)
-        upstream: list[str] = []
-        states: list = []
-        if all(type(v) in _SCALARS for v in arguments.values()):
-            resolved = arguments  # nothing to resolve or trace: the common trivial call
-        else:
-            resolved = {k: self._resolve(v, upstream, states) for k, v in arguments.items()}
+    def _with_wait_for(self, node: Node, wait_for) -> None:
         for dep in wait_for or ():
-            self._resolve(dep, upstream, states)
-        return resolved, upstream, states
-
-    def _decide(self, task, states: list) -> State | None:
-        decided = decide_before_run(task, [(name, s) for name, s, _ in states])
-        if decided is None and task.trigger is not None:
-            for _, s, record in states:  # a trigger that ran past failures accepts them
-                if record is not None and s.is_failed():
-                    record.allowed = True
-        return decided
+            if isinstance(dep, TaskFuture):
+                self._pick(node, [dep])
+            elif isinstance(dep, State):
+                node.call.states.append(dep)
 
     # -- direct calls --------------------------------------------------------------------------
     def call(self, task, args: tuple, kwargs: dict):
@@ -248,200 +431,127 @@ class FunctionRun:
         return await asyncio.to_thread(self._call, task, args, kwargs, return_state, wait_for)
 
     def _call(self, task, args, kwargs, return_state, wait_for):
-        arguments, upstream, states = self._inputs(task, args, kwargs, wait_for)
-        record = self._record(task, None, upstream)
-        state = self._decide(task, states) if states else None
-        if state is None:
-            spec = self._spec(task)
-            if self.throttle:
-                self.throttle.take_waiting(task.tags)
-            try:
-                state = self._run_inline(spec, arguments, record.name, record.id)
-            finally:
-                if self.throttle:
-                    self._relaunch(self.throttle.release(task.tags))
-        self._finish(task, record, state, allowed=return_state)
-        self._note_producer(record, state)
+        arguments = task.bind(args, kwargs)
+        node = self._node(task)
+        node.owner = threading.get_ident()
+        node.keep = True  # the caller has the value; the record keeps its state
+        if all(type(v) in _SCALARS for v in arguments.values()):
+            node.constants = arguments  # nothing to resolve or trace: the common trivial call
+        else:
+            for key, value in arguments.items():
+                self._argument(node, key, value)
+        self._with_wait_for(node, wait_for)
+        if return_state:
+            node.call.allowed = True
+        self._add(node)
+        self.core.drive(lambda: node.state is not None)
+        state = node.state
         return state if return_state else state.result()
 
-    def _run_inline(self, spec: TaskSpec, arguments: dict, name: str, run_id: str) -> State:
-        run_count, loop = 1, (1, None)
-        while True:
-            state = run_task(spec, arguments, name, None, self.ctx, run_count, loop, run_id)
-            if not state.is_retrying():
-                return state
-            delay = spec.retry_delay(state.run_count)
-            self._log_retry(run_id, name, state, delay)
-            task_state(self.store, run_id, self.id, state)
-            loop = state.loop or loop
-            self.clock.sleep(delay)
-            run_count = state.run_count + 1
-            self._run_counts[run_id] = run_count
-
     # -- submitted runs ------------------------------------------------------------------------
-    def submit(self, task, args: tuple, kwargs: dict, map_index: int | None = None, sources=()):
-        """`sources`: ids of runs whose results a map iterates, upstream of each child."""
+    def submit(self, task, args: tuple, kwargs: dict) -> TaskFuture:
         wait_for = _pop_option(task, kwargs, "wait_for", None)
         arguments = task.bind(args, kwargs)
-        deps = [v for v in arguments.values() if _is_future(v)]
-        for v in arguments.values():
-            if isinstance(v, list | tuple):
-                deps.extend(x for x in v if _is_future(x))
-            elif isinstance(v, dict):
-                deps.extend(x for x in v.values() if _is_future(x))
-        deps.extend(d for d in wait_for or () if _is_future(d))
-        future_ids = [*sources, *(d.record.id for d in deps)]
-        record = self._record(task, map_index, future_ids)
-        future = TaskFuture(record, self)
-        self._pending.add(future._future)
-        unit = [task, arguments, wait_for, future, len(deps) + 1]
-        for dep in deps:
-            dep._future.add_done_callback(lambda _, unit=unit: self._dep_done(unit))
-        self._dep_done(unit)  # the +1 above: launch once every dependency is done
+        node = self._node(task)
+        node.extra_holds = 1  # the future's
+        for key, value in arguments.items():
+            self._argument(node, key, value)
+        self._with_wait_for(node, wait_for)
+        self._start_executor()
+        future = TaskFuture(node, None, _Hold(node))
+        self._add(node)
         return future
-
-    def _dep_done(self, unit: list) -> None:
-        with self._lock:
-            unit[4] -= 1
-            if unit[4]:
-                return
-        self._launch(unit)
-
-    def _launch(self, unit: list) -> None:
-        task, arguments, wait_for, future, _ = unit
-        upstream: list[str] = []
-        states: list = []
-        resolved = {k: self._resolve(v, upstream, states) for k, v in arguments.items()}
-        for dep in wait_for or ():
-            self._resolve(dep, upstream, states)
-        future.record.upstream = [*dict.fromkeys([*future.record.upstream, *upstream])]
-        decided = self._decide(task, states)
-        if decided is not None:
-            self._complete(task, future, decided)
-            return
-        attempt = (task, resolved, future, 1, (1, None))
-        if self.throttle.take(task.tags, attempt):
-            self._submit(attempt)
-
-    def _submit(self, attempt: tuple) -> None:
-        task, arguments, future, run_count, loop = attempt
-        record = future.record
-        args = (self._spec(task), arguments, record.name, record.map_index, self.ctx)
-        done = self.executor.submit(run_task, *args, run_count, loop, record.id)
-        done.add_done_callback(lambda f, attempt=attempt: self._on_done(attempt, f))
-
-    def _on_done(self, attempt: tuple, done: Future) -> None:
-        task, arguments, future, run_count, loop = attempt
-        state = outcome(done, run_count, task.retries)
-        self._relaunch(self.throttle.release(task.tags))
-        if state.is_retrying():
-            delay = self._spec(task).retry_delay(state.run_count)
-            self._log_retry(future.record.id, future.record.name, state, delay)
-            task_state(self.store, future.record.id, self.id, state)
-            self._run_counts[future.record.id] = state.run_count + 1
-            retry = (task, arguments, future, state.run_count + 1, state.loop or loop)
-            threading.Thread(target=self._retry_after, args=(delay, retry), daemon=True).start()
-            return
-        self._complete(task, future, state)
-
-    def _retry_after(self, delay: float, attempt: tuple) -> None:
-        self.clock.sleep(delay)
-        if self.throttle.take(attempt[0].tags, attempt):
-            self._submit(attempt)
-
-    def _relaunch(self, attempts: list) -> None:
-        for attempt in attempts:
-            if self.throttle.take(attempt[0].tags, attempt):
-                self._submit(attempt)
-
-    def _complete(self, task, future: TaskFuture, state: State) -> None:
-        self._finish(task, future.record, state, allowed=False)
-        self._note_producer(future.record, state)
-        future._future.set_result(state)
-
-    def _note_producer(self, record: TaskRunRecord, state: State) -> None:
-        """Remember who made a result, to record it as upstream where it is passed on."""
-        value = state._value
-        if state.is_successful() and not isinstance(value, _UNTRACKED):
-            self._producers[id(value)] = (record, value)
 
     def map(self, task, args: tuple, kwargs: dict) -> FutureList:
         wait_for = _pop_option(task, kwargs, "wait_for", None)
         arguments = task.bind(args, kwargs, for_map=True)
-        fixed, iterated, sources = {}, {}, []
+        node = self._node(task, mapped=True)
+        node.extra_holds = 1  # each child's future
+        lengths: dict[str, Any] = {}
         for key, value in arguments.items():
             if isinstance(value, unmapped):
-                fixed[key] = value.value
+                self._argument(node, key, value.value)
                 continue
             flat = isinstance(value, flatten)
             if flat:
                 value = value.value
-            known = len(sources)
-            if isinstance(value, TaskFuture):  # iterate its result: wait for it here
-                sources.append(value.record.id)
-                value = value.result()
-            elif not isinstance(value, _UNTRACKED):
-                made = self._producers.get(id(value))
-                if made is not None and made[1] is value:
-                    sources.append(made[0].id)
-            if flat:  # a task's result that is not nested is worth a warning
-                value = flatten_once(
-                    value, key, self.logger.warning if len(sources) > known else None
-                )
-            iterated[key] = check_mappable(value, key, task.name)
-        n = check_lengths(iterated, task.name)
-        futures = FutureList()
-        for i in range(n):
-            child = {**fixed, **{k: v[i] for k, v in iterated.items()}}
-            if wait_for:
-                child["wait_for"] = wait_for
-            futures.append(self.submit(task, (), child, map_index=i, sources=sources))
+            lengths[key] = self._mapped_argument(node, key, value, flat)
+        self._with_wait_for(node, wait_for)
+        n = check_lengths(lengths, task.name)
+        self._start_executor()
+        hold = _Hold(node)
+        futures = FutureList(TaskFuture(node, i, hold) for i in range(n))
+        futures._hold = hold
+        self._add(node)
         return futures
 
+    def _mapped_argument(self, node: Node, key: str, value: Any, flat: bool):
+        """File one iterated argument of a map; return what its length is read from."""
+        call = node.call
+        whole = _children_of_one_map(value)
+        if whole is not None and not flat:  # another map's futures: child by child
+            node.inputs.append(Input(key, whole, mapped=True))
+            return value
+        if isinstance(value, TaskFuture):  # iterate its result: wait for it here
+            call.traced.append(value.unit_id)
+            value = value.result()
+            warn = self.logger.warning
+        else:
+            warn = self.logger.warning if self._traced_value(call, value) else None
+        if flat:  # a task's result that is not nested is worth a warning
+            value = flatten_once(value, key, warn)
+        items = check_mappable(value, key, node.task.name)
+        node.iterated[key] = items
+        if any(True for item in items for _ in _futures_in(item)):
+            call.per_child[key] = items  # each child resolves its own futures
+            self._pick_nodes(node, items)
+        return items
+
+    def _traced_value(self, call: Call, value: Any) -> bool:
+        before = len(call.traced)
+        self._trace(call, value)
+        return len(call.traced) > before
+
+    def _pick_nodes(self, node: Node, items) -> None:
+        known = {inp.up for inp in node.inputs}
+        for item in items:
+            for f in _futures_in(item):
+                if f.node not in known:
+                    known.add(f.node)
+                    node.inputs.append(Input(None, f.node))
+
+    def _start_executor(self) -> None:
+        if self._executor is None:
+            executor = self.core.executor
+            self._owns_executor = not executor.started
+            if self._owns_executor:
+                executor.start()
+            self._executor = executor
+
     # -- finishing ---------------------------------------------------------------------------------
-    def _finish(self, task, record: TaskRunRecord, state: State, allowed: bool) -> None:
-        state.task_run_id, state.flow_run_id = record.id, self.id
-        record.state = state
-        record.allowed = record.allowed or allowed
-        failed = state.is_failed()
-        level = 40 if failed else 20 if len(self.records) <= QUIET_AFTER else 10
-        after_run(task, state, record.name, record.id, self.id)
-        task_run_done(
-            self.store, record.id, self.id, task.name, record.name, None, record.map_index,
-            None, record.upstream, task.tags, state, record.start,
-            self._run_counts.pop(record.id, 1),
-        )  # fmt: skip
+    def task_run_finished(self, node: Node, index: int | None, state: State) -> None:
+        """Called by the core for each finished unit: log it, remember who made its value."""
+        if index is None and state.is_successful():
+            value = state._value
+            if not isinstance(value, _UNTRACKED):
+                self._producers[id(value)] = (node.run_id, value)
+        self._finished += 1
+        level = 40 if state.is_failed() else 20 if self._finished <= QUIET_AFTER else 10
         if logs.TASK_RUNS.isEnabledFor(level):
-            logs.task_logger(record.name, record.id, self.id).log(
+            logs.task_logger(node.unit_name(index), node.unit_id(index), self.id).log(
                 level, "Finished in state %s", logs.state_label(state)
             )
 
-    def _log_retry(self, record_id: str, name: str, state: State, delay: float) -> None:
-        logs.task_logger(name, record_id, self.id).warning(
-            "%s Retrying in %g s.", state.message, delay
-        )
-
-    @property
-    def executor(self):
-        if self._executor is None:
-            with self._lock:
-                if self._executor is None:
-                    from headrace.executors import ThreadExecutor
-
-                    executor = self.flow.executor or ThreadExecutor()
-                    self._owns_executor = not executor.started
-                    if self._owns_executor:
-                        executor.start()
-                    self._executor = executor
-        return self._executor
-
     def wait_for_submitted(self, timed_out: bool = False) -> None:
-        """Wait for every submitted run (not after a timeout: those are abandoned)."""
+        """Wait for every task run (not after a timeout: those are abandoned)."""
         if not timed_out:
-            for future in list(self._pending):
-                future.result()
+            self.core.drive(self.core.finished)
+            self.core.post((_released, None))  # futures the body left behind hold nothing
+        if self.core.progress is not None:
+            self.core.progress.close()
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown()
+            self._executor = None
 
     def final_state(self, value: Any) -> State:
         """A returned State is the flow's own (as in Prefect 2/3), unless it succeeded while
@@ -450,8 +560,9 @@ class FunctionRun:
         returned_state = isinstance(value, State)
         if returned_state and value.is_failed():
             return copy.copy(value)  # the flow's own state, apart from the run it came from
-        failed = [r for r in self.records if r.state is not None and r.state.is_failed()]
-        unallowed = [r for r in failed if not r.allowed]
+        records = self.records
+        unallowed = [r for r in records if r.state is not None and r.state.is_failed()]
+        unallowed = [r for r in unallowed if not r.allowed]
         if unallowed:
             first = [(r.name, r.state) for r in unallowed if not r.state.is_trigger_failed()]
             after = [(r.name, r.state) for r in unallowed if r.state.is_trigger_failed()]
@@ -459,11 +570,57 @@ class FunctionRun:
             return Failed(failure_summary(first, after), exception=cause.exception)
         if returned_state:
             return copy.copy(value)
-        return Completed("All states completed." if self.records else None, value)
+        return Completed("All states completed." if records else None, value)
 
 
-def _is_future(value: Any) -> bool:
-    return isinstance(value, TaskFuture)
+def _released(_) -> None:
+    """An event that does nothing: handling it releases what dropped futures held."""
+
+
+def _futures_in(value: Any):
+    """The futures in an argument: itself, or inside a list, tuple or dict."""
+    if isinstance(value, TaskFuture):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if isinstance(v, TaskFuture):
+                yield v
+    elif isinstance(value, dict):
+        for v in value.values():
+            if isinstance(v, TaskFuture):
+                yield v
+
+
+def _states_in(value: Any) -> list[State]:
+    if isinstance(value, State):
+        return [value]
+    return []
+
+
+def _children_of_one_map(value: Any) -> Node | None:
+    """The mapped node whose futures, child 0 to n-1, `value` is; else None."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], TaskFuture):
+        return None
+    node = value[0].node
+    if not node.mapped:
+        return None
+    for i, f in enumerate(value):
+        if not isinstance(f, TaskFuture) or f.node is not node or f.index != i:
+            return None
+    return node
+
+
+def _resolve(value: Any) -> Any:
+    """Futures and states in an argument replaced by what they hold (read holding the turn)."""
+    if isinstance(value, TaskFuture):
+        return _value_for(value.state_now())
+    if isinstance(value, State):
+        return _value_for(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_resolve(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    return value
 
 
 def _value_for(state: State) -> Any:
@@ -544,12 +701,9 @@ def _end(flow, run: FunctionRun, parent, state: State, return_state: bool):
     if parent is None:
         run.store.flush()
     if parent is not None:
-        record = TaskRunRecord(run.id, run.name, flow.name, None, [])
-        record.kind = "flow"
-        record.state = state
-        record.allowed = return_state
+        run.allowed_by_parent = return_state
         with parent._lock:
-            parent.records.append(record)
+            parent.entries.append(TaskRunRecord(None, None, run))
     flow.last_run = run
     if return_state:
         return state
@@ -579,13 +733,13 @@ def run_function_flow(flow, args: tuple, kwargs: dict, return_state: bool, clock
         run.logger.warning("Flow run attempt %d failed; retrying.", attempt)
         run.clock.sleep(flow.retry_delay_seconds(attempt))
         attempt += 1
-        run.records.clear()
+        run.new_attempt()
 
 
 async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=None):
     """Run an async @flow in the current event loop (also under Jupyter's)."""
     run, parameters, parent = _start(flow, args, kwargs, clock)
-    run.is_async = True
+    run.is_async = run.core.share_turn = True  # task calls come from several threads
     attempt = 1
     while True:
         tokens = _enter(run, flow.log_prints)
@@ -607,7 +761,7 @@ async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=
             return _end(flow, run, parent, state, return_state)
         await asyncio.to_thread(run.clock.sleep, flow.retry_delay_seconds(attempt))
         attempt += 1
-        run.records.clear()
+        run.new_attempt()
 
 
 def _failed_body(run: FunctionRun, flow, exc: Exception) -> State:

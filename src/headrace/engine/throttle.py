@@ -4,8 +4,7 @@
 the first full tag and returns False. `release(tags)` frees the slots and
 returns the parked entries that may now try again, at most one per freed
 tag. A run with several capped tags holds a slot of each. Thread-safe, so a
-function flow's direct calls (in the flow's thread) and its submitted runs
-(finishing in executor callbacks) share one count.
+flow run and its subflows, each on a core of its own, share one count.
 """
 
 from __future__ import annotations
@@ -27,6 +26,17 @@ class Throttle:
         self.parked: dict[str, deque] = {tag: deque() for tag in caps}
         self.lock = threading.Condition()
 
+    def extended(self, caps: dict[str, int] | None) -> Throttle:
+        """This throttle, also capping the tags of `caps` it does not cap yet (a
+        subflow's own limits join its parent's, which keep theirs)."""
+        for tag, cap in Throttle(caps).caps.items():
+            with self.lock:
+                if tag not in self.caps:
+                    self.caps[tag] = cap
+                    self.in_use[tag] = 0
+                    self.parked[tag] = deque()
+        return self
+
     def __bool__(self) -> bool:
         return bool(self.caps)
 
@@ -43,16 +53,6 @@ class Throttle:
             for tag in capped:
                 self.in_use[tag] += 1
             return True
-
-    def take_waiting(self, tags: Iterable[str]) -> None:
-        """Block the calling thread until a slot of every capped tag is free, then take them."""
-        capped = self.capped(tags)
-        if not capped:
-            return
-        with self.lock:
-            self.lock.wait_for(lambda: all(self.in_use[t] < self.caps[t] for t in capped))
-            for tag in capped:
-                self.in_use[tag] += 1
 
     def release(self, tags: Iterable[str]) -> list:
         woken = []
