@@ -43,10 +43,12 @@ state = flow.run()
 seconds = time.perf_counter() - t0
 assert state[t].result() == sum(range(1, n + 1))
 recorded = 0
-from headrace.store import get_store
+from headrace.store import get_store, open_reader
 store = get_store()
 if store.recording:
-    recorded = len(store.task_runs(store.flow_runs(limit=1)[0].id))
+    store.flush()
+    history = open_reader()
+    recorded = len(history.task_runs(history.flow_runs(limit=1)[0].id))
 print(json.dumps({"seconds": seconds, "recorded": recorded}))
 """
 

@@ -1,4 +1,4 @@
-"""The `headrace` command (src/headrace/cli.py).
+"""The `headrace` command (src/headrace/cli/: one module per command group).
 
 Most tests drive the click group in-process with CliRunner; the subprocess
 tests run `python -m headrace.cli` as a user would (the same code as the
@@ -7,7 +7,7 @@ nothing touches ~/.headrace.
 
 Runs come from real flows run through `headrace run`, except where a test
 needs ids, names or end times it chooses (prefix lookups, prune): those
-runs are written through the store's own `started`/`ended`/`put` API.
+runs are written through the store's own Recorder API.
 
 `runs logs --follow` is tested against a flow in another process that
 blocks on a FIFO until the test writes to it, so "still running", "new
@@ -38,9 +38,9 @@ import pytest
 from click.testing import CliRunner
 
 from headrace import cli
-from headrace.store import get_store, open_store
+from headrace.store import get_store, open_reader, open_recorder
 from headrace.store import sql as store_sql
-from headrace.store.records import FlowRun
+from headrace.store.records import FlowRun, LogRecord, TaskRun
 
 # The throwaway PostgreSQL 15 cluster of the store's tests (it skips when PostgreSQL is absent).
 from test_store_postgres import cluster  # noqa: F401
@@ -136,14 +136,13 @@ def held(fifo: str):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh HEADRACE_HOME; sys.path and the CLI's store cache are restored afterwards."""
+    """A fresh HEADRACE_HOME; sys.path is restored afterwards."""
     path = tmp_path / "home"
     monkeypatch.setenv("HEADRACE_HOME", str(path))
     for name in ("HEADRACE_DATABASE_URL", "HEADRACE_HISTORY", "HEADRACE_HISTORY_RETENTION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HEADRACE_PROGRESS", "off")
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(cli, "_stores", {})
     return path
 
 
@@ -221,10 +220,10 @@ def drain(lines: queue.Queue) -> list[str]:
 
 def record(store, run_id: str, name: str, *, start: float, end: float | None, state="COMPLETED"):
     """A flow run written through the store's API, with the id, name and times given."""
-    store.started(FlowRun(id=run_id, name=name, flow_name="recorded", style="function",
-                          parameters={"i": 1}, start_time=start))  # fmt: skip
+    store.flow_run_started(FlowRun(id=run_id, name=name, flow_name="recorded",
+                                   style="function", parameters={"i": 1}, start_time=start))  # fmt: skip
     if end is not None:
-        store.ended(run_id, state, state.title(), None, end)
+        store.flow_run_ended(run_id, state, state.title(), None, end)
 
 
 def json_runs(*args: str) -> list[dict]:
@@ -326,10 +325,10 @@ def test_version_says_when_history_is_off(home, monkeypatch):
 
 
 def test_git_commit_is_unknown_outside_a_checkout(tmp_path):
-    assert cli._git_commit(tmp_path) == "unknown"  # tmp_path is in no repository
+    assert cli.version._git_commit(tmp_path) == "unknown"  # tmp_path is in no repository
     installed = tmp_path / "lib" / "site-packages" / "headrace"
     installed.mkdir(parents=True)
-    assert cli._git_commit(installed) == "unknown"  # never asks git about an installed copy
+    assert cli.version._git_commit(installed) == "unknown"  # never asks git about an installed copy
 
 
 def test_version_in_a_subprocess(home):
@@ -364,7 +363,7 @@ def test_seed_004_flows_via_subprocess_then_ls_json_links_and_marks_them(home, f
     runs = json.loads(listed.stdout)
     assert len(runs) == 3
     for run in runs:
-        assert list(run) == list(cli.FLOW_RUN_FIELDS)
+        assert list(run) == list(cli.shared.FLOW_RUN_FIELDS)
         assert ISO_UTC.match(run["start_time"]) and ISO_UTC.match(run["end_time"])
     by_flow = {r["flow_name"]: r for r in runs}
     parent, child, bad = by_flow["my-flow"], by_flow["subflow"], by_flow["failing-flow"]
@@ -577,7 +576,7 @@ def test_runs_show_json(home, flows_file):
     assert invoke("run", f"{flows_file}:graph", "--param", "n=3").exit_code == 1
     (listed,) = json_runs()
     shown = json.loads(run_ok("runs", "show", listed["name"], "--json").output)
-    assert {k: shown[k] for k in cli.FLOW_RUN_FIELDS} == listed
+    assert {k: shown[k] for k in cli.shared.FLOW_RUN_FIELDS} == listed
     assert shown["style"] == "graph" and shown["pid"] and shown["host"]
     tasks = shown["task_runs"]
     whole = next(t for t in tasks if t["name"] == "check")
@@ -651,7 +650,7 @@ def test_runs_logs_follow_on_a_finished_run_does_not_wait(home, flows_file, monk
     def no_sleep(seconds):
         raise AssertionError("a finished run needs no polling")
 
-    monkeypatch.setattr(cli, "_sleep", no_sleep)
+    monkeypatch.setattr(cli.runs, "_sleep", no_sleep)
     out = run_ok("runs", "logs", "--follow", "parent-1").output
     assert "calling the subflow with 2" in out
     assert out.rstrip().endswith("Finished in state Completed('All states completed.')")
@@ -699,16 +698,16 @@ def test_runs_logs_follow_stops_when_the_runs_process_dies(home, tmp_path, monke
     flow_proc, flow_out = spawn(home, "run", f"{held}:held", "--param", f"fifo={fifo}")
     try:
         read_until(flow_out, "READY")
-        cli._store()  # opened while the run's process lives: the run is Running in it
+        assert open_reader().flow_run("held-run").state_name == "Running"  # its process lives
     finally:
         flow_proc.send_signal(signal.SIGKILL)
         flow_proc.wait(timeout=BACKSTOP)
-    monkeypatch.setattr(cli, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(cli.runs, "_sleep", lambda seconds: None)
     result = invoke("runs", "logs", "--follow", "held-run")
     assert result.exit_code == 1
     assert "waiting for release" in result.output
     assert f"(pid {flow_proc.pid}) has stopped without ending the run" in result.output
-    monkeypatch.setattr(cli, "_stores", {})  # the next opening marks it Crashed
+    # The history shows it Crashed (a Reader writes nothing: the next recorder marks it).
     assert [(r["name"], r["state_name"]) for r in json_runs()] == [("held-run", "Crashed")]
 
 
@@ -717,22 +716,23 @@ def test_runs_logs_follow_reads_lines_written_after_the_end(home, monkeypatch):
     store = get_store()
     run_id = "f0110e" + "0" * 26
     record(store, run_id, "racing", start=time.time(), end=None)
-    store.put("log", (run_id, None, logging.INFO, time.time(), "Flow run 'racing'", "first"))
+    store.log(LogRecord(run_id, None, logging.INFO, time.time(), "Flow run 'racing'", "first"))
     store.flush()
     polls = []
 
     def poll(seconds):
         polls.append(seconds)
         if len(polls) == 1:  # the run ends, and its last line is written after the end
-            store.ended(run_id, "COMPLETED", "Completed", None, time.time())
+            store.flow_run_ended(run_id, "COMPLETED", "Completed", None, time.time())
             store.flush()
-            store.put("log", (run_id, None, logging.INFO, time.time(), "Flow run 'racing'", "last"))
+            store.log(LogRecord(run_id, None, logging.INFO, time.time(), "Flow run 'racing'",
+                                "last"))  # fmt: skip
             store.flush()
 
-    monkeypatch.setattr(cli, "_sleep", poll)
+    monkeypatch.setattr(cli.runs, "_sleep", poll)
     out = run_ok("runs", "logs", "-f", "racing").output.splitlines()
     assert [line.rsplit(" - ", 1)[1] for line in out] == ["first", "last"]
-    assert polls == [cli.POLL_SECONDS, cli.POLL_SECONDS]
+    assert polls == [cli.runs.POLL_SECONDS, cli.runs.POLL_SECONDS]
 
 
 # -- db prune / reset / upgrade -------------------------------------------------------------------
@@ -747,17 +747,18 @@ def test_db_prune_removes_only_old_finished_runs(home):
     record(store, recent, "recent-run", start=now - day, end=now - day + 5)
     record(store, running, "old-but-running", start=now - 40 * day, end=None)
     for run_id in (old, recent):
-        store.put("log", (run_id, None, logging.INFO, now, "Flow run", "a line"))
-        store.put("task_run", (f"{run_id}-1", run_id, "t", "t-0", None, None, None, "[]", "[]",
-                               "COMPLETED", "Completed", None, now, now, 1, None, None))  # fmt: skip
+        store.log(LogRecord(run_id, None, logging.INFO, now, "Flow run", "a line"))
+        store.task_run(TaskRun(f"{run_id}-1", run_id, "t", "t-0", state_type="COMPLETED",
+                               state_name="Completed", start_time=now, end_time=now))  # fmt: skip
     store.flush()
 
     result = run_ok("db", "prune", "--older-than", "30d")
     assert result.output.startswith("Deleted 1 flow run that ended before ")
     assert result.output.rstrip().endswith("(30d).")
     assert {r["name"] for r in json_runs()} == {"recent-run", "old-but-running"}
-    assert store.logs(old) == [] and store.task_runs(old) == []
-    assert len(store.logs(recent)) == 1 and len(store.task_runs(recent)) == 1
+    reader = open_reader()
+    assert reader.logs(old) == [] and reader.task_runs(old) == []
+    assert len(reader.logs(recent)) == 1 and len(reader.task_runs(recent)) == 1
 
     assert run_ok("db", "prune", "--older-than", "2d").output.startswith("Deleted 0 flow runs")
     assert run_ok("db", "prune", "--older-than", "23h").output.startswith("Deleted 1 flow run ")
@@ -768,7 +769,7 @@ def test_db_prune_removes_only_old_finished_runs(home):
     "age, seconds", [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("1.5h", 5400)]
 )
 def test_db_prune_ages(age, seconds):
-    assert cli._parse_age(age) == seconds
+    assert cli.db._parse_age(age) == seconds
 
 
 @pytest.mark.parametrize("age", ["30", "d", "30w", "-1d", "thirty days", ""])
@@ -804,7 +805,7 @@ def test_db_reset_without_a_terminal_needs_yes(home):
 
 def test_db_reset_asks_on_a_terminal(home, monkeypatch):
     _three_runs()
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(cli.db, "_interactive", lambda: True)
     declined = invoke("db", "reset", input="n\n")
     assert declined.exit_code == 1
     assert "Delete 3 flow runs and their task runs and logs in" in declined.output
@@ -835,7 +836,6 @@ def test_db_upgrade_creates_then_reports_current(home):
     assert pairs["Schema before"] == "none (new database)"
     assert pairs["Schema after"] == str(store_sql.SCHEMA_VERSION)
     assert out.rstrip().endswith("Upgraded.")
-    cli._stores.clear()  # the fixture's own dict: open it again, as a new process would
     again = run_ok("db", "upgrade").output
     pairs = _pairs("\n".join(again.splitlines()[:3]))
     assert pairs["Schema before"] == pairs["Schema after"] == str(store_sql.SCHEMA_VERSION)
@@ -843,7 +843,7 @@ def test_db_upgrade_creates_then_reports_current(home):
 
 
 def test_db_upgrade_runs_the_migrations_after_the_current_version(home, monkeypatch):
-    open_store()  # a database at this headrace's schema version
+    open_recorder()  # a database at this headrace's schema version
     version = store_sql.SCHEMA_VERSION
     monkeypatch.setattr(store_sql, "SCHEMA_VERSION", version + 1)
     monkeypatch.setitem(
@@ -859,7 +859,7 @@ def test_db_upgrade_runs_the_migrations_after_the_current_version(home, monkeypa
 
 
 def test_db_upgrade_refuses_newer_and_foreign_databases(home, tmp_path, monkeypatch):
-    open_store()
+    open_recorder()
     conn = sqlite3.connect(home / "headrace.db")
     conn.execute("UPDATE headrace_meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
@@ -920,7 +920,6 @@ def test_postgresql_history_through_the_command(home, cluster, flows_file, monke
     )
     assert "calling the subflow with 4" in run_ok("runs", "logs", "parent-3").output
 
-    cli._stores.clear()
     again = run_ok("db", "upgrade").output
     assert again.rstrip().endswith("Already up to date.")
     assert run_ok("db", "reset", "--yes").output.startswith(
@@ -962,16 +961,19 @@ def test_docs_page_names_only_real_commands_and_options():
 
 
 def _puts(monkeypatch) -> list[str]:
-    """The kinds of the rows put to this process's store, in order."""
+    """The kinds of the records given to this process's recorder, in order."""
     store = get_store()
     kinds: list[str] = []
-    put = store.put
 
-    def recording(kind, row):
-        kinds.append(kind)
-        put(kind, row)
+    def noting(kind, call):
+        def recording(*args):
+            kinds.append(kind)
+            call(*args)
 
-    monkeypatch.setattr(store, "put", recording)
+        return recording
+
+    monkeypatch.setattr(store, "log", noting("log", store.log))
+    monkeypatch.setattr(store, "flow_run_ended", noting("flow_run_end", store.flow_run_ended))
     return kinds
 
 
@@ -1005,3 +1007,61 @@ def test_a_graph_runs_last_log_line_is_put_before_its_end(home, monkeypatch):
     tiny.run()
     assert "flow_run_end" in kinds
     assert len(kinds) - 1 - kinds[::-1].index("log") < kinds.index("flow_run_end")
+
+
+# -- what was recorded is shown as recorded, and safely -------------------------------------------
+
+
+def test_runs_show_groups_map_children_by_their_recorded_fields(home):
+    """Two maps of one task whose children name no parent are two lines (their task keys
+    differ); children naming a parent join its line; ids are never parsed."""
+    store = get_store()
+    run_id = "5a0e" + "0" * 28
+    record(store, run_id, "grouped", start=100.0, end=200.0)
+    for call, states in (("1", ["Completed", "Completed"]), ("2", ["Completed", "Failed"])):
+        for i, state in enumerate(states):
+            store.task_run(TaskRun(f"x{call}{i}", run_id, "add", f"add[{i}]",
+                                   task_key=f"add-{call}", map_index=i, start_time=110.0 + int(call),
+                                   end_time=111.0 + int(call), state_type=state.upper(),
+                                   state_name=state))  # fmt: skip
+    store.task_run(TaskRun("whole", run_id, "mul", "mul", task_key="mul-1", state_type="COMPLETED",
+                           state_name="Mapped"))  # fmt: skip
+    store.task_run(TaskRun("child-of-whole", run_id, "mul", "mul[0]", task_key="mul-1", map_index=0,
+                           parent_task_run_id="whole", start_time=120.0, end_time=121.0,
+                           state_type="COMPLETED", state_name="Completed"))  # fmt: skip
+    store.flush()
+    out = run_ok("runs", "show", "grouped").output
+    rows = [line.split(None, 3) for line in out.split("Task runs\n")[1].splitlines()[1:]]
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("add", "Mapped", "2 children: 2 Completed"),
+        ("add", "Mapped", "2 children: 1 Completed, 1 Failed (failed: add[1])"),
+        ("mul", "Mapped", "1 child: 1 Completed"),
+    ]
+
+
+def test_recorded_strings_cannot_drive_the_terminal(home):
+    store = get_store()
+    run_id = "e5c0" + "0" * 28
+    evil = "\x1b]0;pwned\x07\x1b[2J\u202eevil\r"
+    store.flow_run_started(FlowRun(run_id, f"run{evil}", f"flow{evil}", "graph",
+                                   start_time=time.time()))  # fmt: skip
+    store.task_run(TaskRun(f"{run_id}-1", run_id, f"t{evil}", f"t{evil}", state_type="FAILED",
+                           state_name="Failed", state_message=f"bad{evil}",
+                           start_time=time.time(), end_time=time.time()))  # fmt: skip
+    store.log(LogRecord(run_id, None, logging.ERROR, time.time(), f"Flow run {evil}",
+                        f"first line{evil}\nsecond\tline"))  # fmt: skip
+    store.flow_run_ended(run_id, "FAILED", "Failed", f"message{evil}", time.time())
+    record(store, "e5c1" + "0" * 28, "other", start=time.time(), end=time.time())
+    store.flush()
+    outputs = [
+        run_ok("runs", "ls").output,
+        run_ok("runs", "show", run_id).output,
+        run_ok("runs", "logs", run_id).output,
+        invoke("runs", "show", "e5c").output,  # an error naming both runs
+    ]
+    assert "matches 2 flow runs" in outputs[3]
+    for out in outputs:
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), repr(out)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202eevil\\r" in outputs[0]
+    assert "first line\\x1b" in outputs[2] and "\nsecond\tline" in outputs[2]
+    assert {r["name"] for r in json_runs()} == {f"run{evil}", "other"}

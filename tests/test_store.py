@@ -3,16 +3,19 @@
 1. Everything a run does is recorded: a graph flow (map, reduce, a failing
    child, a retry) and a function flow with a subflow leave their flow runs,
    task runs, states and log lines, read back through the store's own API.
+   Reads go through a Reader (`open_reader()`), after flushing the recorder.
 2. Flush: when `flow.run()` (or a top-level @flow call) returns, its rows are
    readable at once from a separate connection.
-3. Retention: HEADRACE_HISTORY_RETENTION prunes old finished runs when a store
-   is opened; `SQLStore.prune` and `reset`.
-4. `get_store()`: HEADRACE_HISTORY=off, one store per database and process,
+3. Retention: HEADRACE_HISTORY_RETENTION prunes old finished runs when a
+   recorder is opened; `SQLRecorder.prune` and `reset`.
+4. `get_store()`: HEADRACE_HISTORY=off, one recorder per database and process,
    runs left Running by a dead or silent process read Crashed, and a failed
    write warns once, before `flush()` returns.
+5. Identity: task keys, map indexes, parents and edges are stored and read back.
+6. A Reader changes nothing: the file's bytes and its siblings stay as they were.
 
 Each test records into its own SQLite file under tmp_path (HEADRACE_HOME set per
-test; `get_store()` opens a store per database URL and process). Faults (locks,
+test; `get_store()` opens a recorder per database URL and process). Faults (locks,
 kill -9, foreign files, unwritable or full disks) are in test_store_faults.py.
 """
 
@@ -23,6 +26,8 @@ import multiprocessing
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -31,7 +36,8 @@ import pytest
 from headrace import Flow, Parameter, flow, get_run_logger, task
 from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
-from headrace.store import NULL, get_store, open_store, retention
+from headrace.store import NULL, get_store, open_reader, open_recorder, retention
+from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 from headrace.store.sql import PARAMETER_LIMIT, STALE_SECONDS, StoreError
 
 BACKSTOP = 10.0  # seconds a blocked thread waits before the test fails instead of hanging
@@ -46,6 +52,12 @@ def home(tmp_path, monkeypatch):
     monkeypatch.delenv("HEADRACE_HISTORY", raising=False)
     monkeypatch.delenv("HEADRACE_HISTORY_RETENTION", raising=False)
     return tmp_path / "home" / "headrace.db"
+
+
+def read():
+    """A Reader on this test's history, once the recorder has written everything."""
+    get_store().flush()
+    return open_reader()
 
 
 def by_name(task_runs) -> dict:
@@ -107,7 +119,8 @@ def test_graph_flow_run_is_recorded_whole(home):
     state = graph_flow().run(clock=clock)
     assert state.is_failed()
     assert clock.sleeps == [5]
-    store = get_store()
+    assert get_store().where == str(home)
+    store = read()
     assert store.where == str(home)
 
     [run] = store.flow_runs()
@@ -182,7 +195,7 @@ def test_graph_flow_run_is_recorded_whole(home):
 
 def test_graph_flow_failure_traceback_is_recorded(home):
     graph_flow().run(clock=ManualClock())
-    store = get_store()
+    store = read()
     [run] = store.flow_runs()
     child = by_name(store.task_runs(run.id))["invert[0]"]
     lines = [record for _, record in store.logs(run.id)]
@@ -226,7 +239,7 @@ def function_flows():
 def test_function_flow_and_subflow_are_recorded(home):
     parent = function_flows()
     assert parent(3, "y" * (PARAMETER_LIMIT + 1)) == [0, 1, 2]
-    store = get_store()
+    store = read()
 
     runs = {r.flow_name: r for r in store.flow_runs()}
     assert set(runs) == {"recorded-parent", "recorded-child"}
@@ -274,8 +287,8 @@ def test_function_flow_and_subflow_are_recorded(home):
 
 def test_function_flow_retry_line_names_its_task_run(home):
     function_flows()(2, "b")
-    store = get_store()
-    top = store.flow_runs(flow="recorded-parent")[0]
+    store = read()
+    top = store.flow_runs(flow_name="recorded-parent")[0]
     fetch = by_name(store.task_runs(top.id))["fetch-0"]
     [retry] = [r for _, r in store.logs(top.id) if "Retrying in" in r.message]
     assert retry.task_run_id == fetch.id
@@ -296,7 +309,7 @@ def test_function_flow_lines_logged_on_worker_threads_are_recorded(home):
         return future.result()
 
     assert worker_thread_flow() == 1
-    store = get_store()
+    store = read()
     [run] = store.flow_runs()
     [late_run] = store.task_runs(run.id)
     assert late_run.state_name == "Completed"  # the record itself lands ...
@@ -317,8 +330,7 @@ def test_rows_are_readable_from_another_connection_when_run_returns(home):
         one.map(list(range(3000)))
     state = f.run()
     # No flush, no wait: the end of the run flushed. A second store is a second connection.
-    other = open_store(f"sqlite:///{home}")
-    assert other is not get_store()
+    other = open_reader(f"sqlite:///{home}")
     [run] = other.flow_runs()
     assert run.state_name == "Completed" and run.end_time is not None
     assert len(other.task_runs(run.id)) == 3001
@@ -359,7 +371,7 @@ def record_runs(count: int) -> list[str]:
         step(i)
     for i in range(count):
         assert f.run(parameters={"i": i}, clock=ManualClock()).is_successful()
-    return [r.id for r in sorted(get_store().flow_runs(), key=lambda r: r.start_time)]
+    return [r.id for r in sorted(read().flow_runs(), key=lambda r: r.start_time)]
 
 
 def age(path, run_id: str, days: float) -> None:
@@ -438,7 +450,8 @@ def test_retention_prunes_old_finished_runs_when_a_store_is_opened(home, monkeyp
     assert before["task_runs"] == 1 and before["task_run_states"] == 1 and before["logs"] >= 3
 
     monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", "30d")
-    store = open_store()
+    open_recorder()
+    store = open_reader()
     assert rows_of(home, old) == dict.fromkeys(before, 0)
     assert [r.id for r in sorted(store.flow_runs(), key=lambda r: r.start_time)] == [
         "going",
@@ -448,21 +461,21 @@ def test_retention_prunes_old_finished_runs_when_a_store_is_opened(home, monkeyp
     assert rows_of(home, recent) == rows_of(home, fresh) != dict.fromkeys(before, 0)
 
     monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", "5d")
-    open_store()
+    open_recorder()
     assert sorted(r.id for r in store.flow_runs()) == sorted(["going", fresh])
 
     monkeypatch.delenv("HEADRACE_HISTORY_RETENTION")
     age(home, fresh, 365)
-    open_store()  # unset: keeps everything, however old
+    open_recorder()  # unset: keeps everything, however old
     assert sorted(r.id for r in store.flow_runs()) == sorted(["going", fresh])
 
 
 def test_prune_deletes_only_finished_runs_that_ended_before_the_cutoff(home):
     first, second = record_runs(2)
     store = get_store()
-    cutoff = store.flow_run(second).end_time  # `second` ended at, not before, the cutoff
+    cutoff = read().flow_run(second).end_time  # `second` ended at, not before, the cutoff
     assert store.prune(cutoff) == 1
-    assert [r.id for r in store.flow_runs()] == [second]
+    assert [r.id for r in read().flow_runs()] == [second]
     assert rows_of(home, first) == dict.fromkeys(rows_of(home, first), 0)
     assert rows_of(home, second)["task_run_states"] == 1
     assert store.prune(cutoff) == 0
@@ -520,7 +533,8 @@ def test_a_new_process_opens_its_own_store(home, monkeypatch):
     with Flow("child-process") as f:
         task(lambda: 1)()
     assert f.run().is_successful()
-    [run] = child.flow_runs()
+    child.flush()
+    [run] = open_reader().flow_runs()
     assert (run.pid, run.state_name) == (real_pid + 1, "Completed")
     monkeypatch.setattr(os, "getpid", real_getpid)
     again = get_store()  # back in the first process: opened again
@@ -539,7 +553,7 @@ def insert_running(path, run_id: str, host: str, pid: int, heartbeat: float) -> 
 
 
 def test_runs_of_dead_or_silent_processes_are_marked_crashed_on_open(home):
-    open_store()  # the schema
+    open_recorder()  # the schema
     proc = multiprocessing.get_context("spawn").Process(target=int)
     proc.start()
     proc.join(BACKSTOP)
@@ -549,7 +563,8 @@ def test_runs_of_dead_or_silent_processes_are_marked_crashed_on_open(home):
     insert_running(home, "silent", "elsewhere", 1, now - STALE_SECONDS - 5)
     insert_running(home, "remote", "elsewhere", 1, now)  # another host, beating: left alone
 
-    store = open_store()
+    open_recorder()
+    store = open_reader()
     states = {r.id: (r.state_type, r.state_name) for r in store.flow_runs()}
     assert states == {
         "dead": ("CRASHED", "Crashed"),
@@ -568,7 +583,7 @@ def test_runs_of_dead_or_silent_processes_are_marked_crashed_on_open(home):
 def test_a_failed_write_warns_once_and_flush_waits_for_the_warning(home):
     """Regression: `_disable` set its flag before warning, so `flush()` could return on the
     flag and the process exit before the warning was printed (seen 2 in 60 runs)."""
-    store = open_store(f"sqlite:///{home}")
+    store = open_recorder(f"sqlite:///{home}")
     raw(home, "DROP TABLE logs")  # the writer's next batch fails: not a lock, so history stops
     entered, release, seen = threading.Event(), threading.Event(), []
 
@@ -582,7 +597,7 @@ def test_a_failed_write_warns_once_and_flush_waits_for_the_warning(home):
     gate = Gate()
     logger.addHandler(gate)
     try:
-        store.put("log", ("run", None, 20, time.time(), "x", "a line"))
+        store.log(LogRecord("run", None, 20, time.time(), "x", "a line"))
         assert entered.wait(BACKSTOP)
         # The writer is printing its warning: a flush now must not return before it is out.
         assert store.recording
@@ -598,10 +613,210 @@ def test_a_failed_write_warns_once_and_flush_waits_for_the_warning(home):
         flusher.join(BACKSTOP)
         assert flushed == [[flushed[0][0]]]  # the warning was out before flush returned
         assert not store.recording
-        store.put("log", ("run", None, 20, time.time(), "x", "another line"))
+        store.log(LogRecord("run", None, 20, time.time(), "x", "another line"))
         store.flush(BACKSTOP)
     finally:
         logger.removeHandler(gate)
     [warning] = seen
     assert warning.startswith(f"Run history is not being recorded: writing to {home} failed: ")
     assert "no such table: logs" in warning
+
+
+# -- 5. identity: keys, map indexes, parents and edges are stored and read back ----------------
+
+
+def identity_records(flow_run_id: str) -> list[TaskRun]:
+    """A graph-style map (a whole and its children), a function-style map per call, a reduce."""
+    t0 = 1000.0
+    source = TaskRun(f"{flow_run_id}-src", flow_run_id, "source", "source", task_key="source-1",
+                     start_time=t0, end_time=t0 + 1, state_type="COMPLETED",
+                     state_name="Completed")  # fmt: skip
+    whole = TaskRun(f"{flow_run_id}-m", flow_run_id, "double", "double", task_key="double-1",
+                    upstream=[source.id], state_type="COMPLETED", state_name="Mapped")  # fmt: skip
+    children = [
+        TaskRun(f"{flow_run_id}-m.{i}", flow_run_id, "double", f"double[{i}]",
+                task_key="double-1", map_index=i, parent_task_run_id=whole.id,
+                upstream=[source.id], tags=["web", "cpu"], start_time=t0 + 2 + i,
+                end_time=t0 + 3 + i, state_type="FAILED" if i == 1 else "COMPLETED",
+                state_name="Failed" if i == 1 else "Completed", run_count=1 + (i == 1))
+        for i in range(3)
+    ]  # fmt: skip
+    loose = [  # two maps of one task, only their children recorded, told apart by task_key
+        TaskRun(f"{flow_run_id}-f{call}.{i}", flow_run_id, "add", f"add[{i}]",
+                task_key=f"add-{call}", map_index=i, start_time=t0 + 10 * call + i,
+                end_time=t0 + 10 * call + i + 1, state_type="COMPLETED",
+                state_name="Completed")
+        for call in (1, 2) for i in range(2)
+    ]  # fmt: skip
+    reduce = TaskRun(f"{flow_run_id}-r", flow_run_id, "total", "total", task_key="total-1",
+                     upstream=[whole.id, *(c.id for c in loose)], start_time=t0 + 30,
+                     end_time=t0 + 31, state_type="FAILED", state_name="TriggerFailed",
+                     state_message="upstream failed")  # fmt: skip
+    return [source, whole, *children, *loose, reduce]
+
+
+def record_identity(recorder, flow_run_id: str) -> list[TaskRun]:
+    recorder.flow_run_started(FlowRun(flow_run_id, "identity-run", "identity", "graph",
+                                      start_time=999.0))  # fmt: skip
+    records = identity_records(flow_run_id)
+    for record in records:
+        recorder.task_run(record)
+    recorder.task_state(StateRecord(records[3].id, flow_run_id, "PENDING", "Retrying",
+                                    "try again", 1003.5))  # fmt: skip
+    recorder.flow_run_ended(flow_run_id, "FAILED", "Failed", "boom", 1040.0)
+    recorder.flush()
+    return records
+
+
+def check_identity(reader, flow_run_id: str, records: list[TaskRun]) -> None:
+    """What `record_identity` wrote, read back field for field through a Reader."""
+    expected = {r.id: r for r in records}
+    for r in records:
+        r.tags = sorted(r.tags)
+    got = reader.task_runs(flow_run_id)
+    assert {t.id: t for t in got} == expected
+    assert got[0].id == f"{flow_run_id}-m"  # the mapped task's own run (no start) leads
+    child = {t.id: t for t in got}[f"{flow_run_id}-m.1"]
+    assert (child.task_key, child.map_index, child.parent_task_run_id, child.upstream) == (
+        "double-1", 1, f"{flow_run_id}-m", [f"{flow_run_id}-src"],
+    )  # fmt: skip
+    assert reader.task_runs(flow_run_id, limit=3, offset=2) == got[2:5]
+    assert reader.task_runs(flow_run_id, offset=9) == got[9:]
+    assert {t.id for t in reader.task_runs(flow_run_id, children=False)} == {
+        f"{flow_run_id}-{k}" for k in ("src", "m", "r")
+    }
+    assert len(reader.task_runs(flow_run_id, children=True)) == 7
+
+    groups = reader.map_groups(flow_run_id)
+    assert [(g.parent_task_run_id, g.task_key, g.task_name, g.size) for g in groups] == [
+        (f"{flow_run_id}-m", "double-1", "double", 3),
+        (None, "add-1", "add", 2),
+        (None, "add-2", "add", 2),
+    ]
+    assert groups[0].counts == {"Completed": 2, "Failed": 1}
+    assert groups[0].failed == ["double[1]"] and groups[1].failed == []
+    assert (groups[0].start_time, groups[0].end_time) == (1002.0, 1005.0)
+    assert [s.name for s in reader.states(child.id)] == ["Running", "Retrying", "Failed"]
+
+
+def test_identity_fields_are_stored_and_read_back(home):
+    records = record_identity(get_store(), "identity-1")
+    with open_reader() as reader:
+        check_identity(reader, "identity-1", records)
+        run = reader.flow_run("identity-run")
+        assert (run.state_name, run.end_time, run.host) == ("Failed", 1040.0, socket.gethostname())
+
+
+def test_recorded_upstream_ids_of_any_shape_stay_json(home):
+    odd = ['quote"d', "back\\slash", "new\nline"]
+    get_store().task_run(TaskRun("odd", "run", "t", "t", upstream=odd))
+    get_store().flush()
+    assert open_reader().task_runs("run")[0].upstream == odd
+
+
+# -- 6. a Reader changes nothing ----------------------------------------------------------------
+
+RECORD_SOME = """
+from headrace import Flow, task
+@task(retries=1)
+def check(x):
+    if x == 1:
+        raise ValueError("bad")
+    return x
+with Flow("quiet") as f:
+    check.map([0, 1, 2])
+f.run()
+"""
+
+
+def fingerprint(path) -> tuple:
+    siblings = tuple(os.path.exists(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))
+    return path.read_bytes(), siblings, sorted(os.listdir(path.parent))
+
+
+def every_query(reader) -> None:
+    """Every query a Reader has, with every filter."""
+    runs = reader.flow_runs(limit=None)
+    for state in ("crashed", "running", "FAILED", "Completed"):
+        reader.flow_runs(state=state)
+    reader.flow_runs(flow_name="quiet", limit=1, before=time.time())
+    reader.flow_runs(parent_id=runs[0].id)
+    for run in runs:
+        assert reader.flow_run(run.id) == reader.flow_run(run.id[:13]) == reader.flow_run(run.name)
+        for task_run in reader.task_runs(run.id):
+            reader.states(task_run.id)
+        reader.task_runs(run.id, limit=2, offset=1, children=True)
+        reader.map_groups(run.id)
+        reader.logs(run.id, after=1, limit=3)
+
+
+def test_opening_a_reader_and_reading_changes_nothing(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    env.update(HEADRACE_HOME=str(home.parent), HEADRACE_PROGRESS="off")
+    done = subprocess.run([sys.executable, "-c", RECORD_SOME], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # What a writer would change on opening: a dead process's Running run, an old finished run
+    # under a retention setting.
+    proc = multiprocessing.get_context("spawn").Process(target=int)
+    proc.start()
+    proc.join(BACKSTOP)
+    insert_running(home, "dead", socket.gethostname(), proc.pid, time.time())
+    age(home, raw(home, "SELECT id FROM flow_runs WHERE id != 'dead'")[0][0], 40)
+    assert not os.path.exists(f"{home}-wal")  # no connection is open: a quiet WAL file
+    assert raw(home, "PRAGMA journal_mode") == [("wal",)]
+    before, threads = fingerprint(home), threading.active_count()
+
+    os.environ["HEADRACE_HISTORY_RETENTION"] = "1d"  # the fixture's monkeypatch restores it
+    reader = open_reader()
+    every_query(reader)
+    assert reader.flow_run("dead").state_name == "Crashed"  # shown so, not written so
+    assert [r.id for r in reader.flow_runs(state="crashed")] == ["dead"]
+    assert "dead" not in {r.id for r in reader.flow_runs(state="running")}
+    reader.close()
+    assert fingerprint(home) == before
+    assert threading.active_count() == threads
+    assert raw(home, "SELECT state_type FROM flow_runs WHERE id = 'dead'") == [("RUNNING",)]
+
+    # With a writer's connection open (its -wal and -shm exist), reading adds nothing either.
+    writer = sqlite3.connect(home)
+    writer.execute("SELECT count(*) FROM flow_runs").fetchall()
+    try:
+        before = fingerprint(home)
+        assert before[1][:2] == (True, True)
+        every_query(open_reader())
+        assert fingerprint(home) == before
+    finally:
+        writer.close()
+
+
+def test_a_reader_refuses_what_it_cannot_read_and_says_what_to_do(home, tmp_path):
+    from headrace.store import StoreMissing
+
+    with pytest.raises(StoreMissing, match="No run history has been recorded in"):
+        open_reader()
+    assert not home.parent.exists()  # nothing was created, not even the directory
+
+    open_recorder()
+    raw(home, "UPDATE headrace_meta SET value = '0' WHERE key = 'schema_version'")
+    before = fingerprint(home)
+    with pytest.raises(StoreError, match=r"schema version 0.*Run `headrace db upgrade`"):
+        open_reader()
+    raw(home, "UPDATE headrace_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 99, made by a newer headrace"):
+        open_reader()
+
+    foreign = tmp_path / "foreign.db"
+    raw(foreign, "CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StoreError, match="is not a headrace database"):
+        open_reader(f"sqlite:///{foreign}")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all, just some bytes" * 20)
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        open_reader(f"sqlite:///{junk}")
+    assert junk.read_bytes() == b"not a database at all, just some bytes" * 20
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="Cannot open the run history at .* is not a directory"):
+        open_reader(f"sqlite:///{blocker}/home/headrace.db")
+    assert fingerprint(home)[1:] == before[1:]

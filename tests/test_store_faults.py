@@ -37,7 +37,8 @@ import time
 import pytest
 
 from headrace import Flow, Parameter, flow, task
-from headrace.store import get_store, open_store, sql
+from headrace.store import get_store, open_reader, open_recorder, sql
+from headrace.store.records import LogRecord
 from headrace.store.sql import SCHEMA_VERSION, StoreError
 from headrace.store.sqlite import DIALECT
 
@@ -134,7 +135,7 @@ def test_eight_processes_write_one_sqlite_file_at_once(tmp_path, record_property
 
     db = home / "headrace.db"
     assert integrity(db) == "ok"
-    store = open_store(f"sqlite:///{db}")
+    store = open_reader(f"sqlite:///{db}")
     runs = store.flow_runs(limit=None)
     assert len(runs) == WRITERS
     assert {r.state_name for r in runs} == {"Completed"}
@@ -165,15 +166,15 @@ def test_no_one_sees_a_half_made_schema(tmp_path, monkeypatch):
         yield statements[0]
         probe = sqlite3.connect(db, timeout=0)
         try:  # what another process opening the file now would see
-            seen.append(sql.SQLStore(DIALECT, None, str(db)).schema_version(probe))
+            seen.append(sql.schema_version(probe, DIALECT, str(db)))
         finally:
             probe.close()
         yield from statements[1:]
 
     monkeypatch.setitem(sql.MIGRATIONS, 1, schema_watched)
-    store = open_store(f"sqlite:///{db}")
+    open_recorder(f"sqlite:///{db}")
     assert seen == [None]  # an empty database, to be made, not a foreign one
-    assert store.flow_runs() == []
+    assert open_reader(f"sqlite:///{db}").flow_runs() == []
 
 
 def test_a_held_write_lock_delays_recording_and_loses_nothing(tmp_path, monkeypatch):
@@ -202,9 +203,10 @@ def test_a_held_write_lock_delays_recording_and_loses_nothing(tmp_path, monkeypa
     runner.join(BACKSTOP)
     assert results and results[0].is_successful()
     assert store.recording
-    [run] = store.flow_runs()
+    reader = open_reader()
+    [run] = reader.flow_runs()
     assert run.state_name == "Completed"
-    assert len(store.task_runs(run.id)) == 101
+    assert len(reader.task_runs(run.id)) == 101
 
 
 def wait_until(condition, what: str) -> None:
@@ -222,12 +224,12 @@ def test_a_fork_waits_until_the_writer_is_out_of_sqlite(tmp_path):
     busy writer); a process executor's worker logging a line is such a child. A fork now
     waits for the writer to leave the driver."""
     db = tmp_path / "fork.db"
-    store = open_store(f"sqlite:///{db}")
+    store = open_recorder(f"sqlite:///{db}")
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # the writer's next batch waits inside SQLite
     released, forked_after_release = threading.Event(), []
     try:
-        store.put("log", ("run", None, 20, time.time(), "x", "a line"))
+        store.log(LogRecord("run", None, 20, time.time(), "x", "a line"))
         wait_until(sql._DRIVER.locked, "the writer is inside the driver")
 
         def fork() -> None:
@@ -247,7 +249,7 @@ def test_a_fork_waits_until_the_writer_is_out_of_sqlite(tmp_path):
     forker.join(BACKSTOP)
     assert forked_after_release == [True]
     store.flush(BACKSTOP)
-    assert [r.message for _, r in store.logs("run")] == ["a line"]
+    assert [r.message for _, r in open_reader(f"sqlite:///{db}").logs("run")] == ["a line"]
 
 
 # -- 2. kill -9 mid-run ----------------------------------------------------------------------
@@ -295,8 +297,9 @@ def test_kill_9_mid_run_leaves_a_clean_file_and_a_crashed_run(tmp_path):
     assert child.returncode == -signal.SIGKILL
 
     assert integrity(db) == "ok"
-    store = open_store(f"sqlite:///{db}")
+    open_recorder(f"sqlite:///{db}")
     assert integrity(db) == "ok"
+    store = open_reader(f"sqlite:///{db}")
     run = store.flow_run(run_id)
     assert (run.state_type, run.state_name) == ("CRASHED", "Crashed")
     assert run.state_message == "The process running this flow run stopped before it finished."
@@ -308,10 +311,10 @@ def test_kill_9_mid_run_leaves_a_clean_file_and_a_crashed_run(tmp_path):
     result = run_child(
         """
         from headrace import Flow, task
-        from headrace.store import get_store
+        from headrace.store import open_reader
         with Flow("after") as f:
             task(lambda: 1)()
-        print(f.run().name, sorted(r.state_name for r in get_store().flow_runs()))
+        print(f.run().name, sorted(r.state_name for r in open_reader().flow_runs()))
         """,
         home,
     )

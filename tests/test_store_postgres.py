@@ -34,8 +34,8 @@ import pytest
 
 from headrace import Flow, Parameter, context, flow, get_run_logger, task
 from headrace.engine.clock import ManualClock
-from headrace.store import get_store, open_store
-from headrace.store.records import FlowRun
+from headrace.store import get_store, open_reader, open_recorder
+from headrace.store.records import FlowRun, LogRecord
 from headrace.store.sql import StoreError, _is_lock
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -203,17 +203,17 @@ def record_everything():
 def test_graph_and_function_flows_are_recorded(pg_url, monkeypatch):
     monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
     record_everything()
-    store = open_store(pg_url)
+    store = open_reader(pg_url)
     assert store.where == pg_url
     runs = store.flow_runs()
     assert sorted(r.flow_name for r in runs) == ["etl", "etl", "inner", "outer"]
-    [inner_run] = store.flow_runs(flow="inner")
-    [outer_run] = store.flow_runs(flow="outer")
+    [inner_run] = store.flow_runs(flow_name="inner")
+    [outer_run] = store.flow_runs(flow_name="outer")
     assert inner_run.parent_id == outer_run.id and outer_run.parent_id is None
     assert (inner_run.style, outer_run.style) == ("function", "function")
     assert inner_run.parameters == {"x": 3}
 
-    ok = store.flow_runs(flow="etl", state="Completed")[0]
+    ok = store.flow_runs(flow_name="etl", state="Completed")[0]
     tasks = store.task_runs(ok.id)
     ids = {t.name: t.id for t in tasks}
     assert [t.name for t in tasks] == ["double", "numbers", "double[0]", "double[1]", "total"]
@@ -245,7 +245,7 @@ def test_read_api_is_the_same_on_sqlite_and_postgresql(backend, tmp_path, reques
     monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
     started = time.time()
     record_everything()
-    store = open_store(url)
+    store = open_reader(url)
 
     runs = store.flow_runs()
     assert [r.flow_name for r in runs] == ["inner", "outer", "etl", "etl"]  # newest first
@@ -261,13 +261,13 @@ def test_read_api_is_the_same_on_sqlite_and_postgresql(backend, tmp_path, reques
     assert (ok.style, ok.executor, ok.parent_id) == ("graph", "LocalExecutor()", None)
 
     # filters
-    assert [r.id for r in store.flow_runs(flow="etl")] == [ok.id, failed.id]
+    assert [r.id for r in store.flow_runs(flow_name="etl")] == [ok.id, failed.id]
     for spelling in ("failed", "FAILED", "Failed"):
         assert [r.id for r in store.flow_runs(state=spelling)] == [failed.id]
     assert len(store.flow_runs(state="completed")) == 3
     assert [r.id for r in store.flow_runs(parent_id=outer_run.id)] == [inner_run.id]
     assert [r.id for r in store.flow_runs(limit=1)] == [inner_run.id]
-    assert store.flow_runs(flow="no-such-flow") == []
+    assert store.flow_runs(flow_name="no-such-flow") == []
 
     # one run by id, prefix (any case) or name
     for ref in (ok.id, ok.id[:10], ok.id[:10].upper(), ok.name):
@@ -372,8 +372,8 @@ def test_two_processes_record_to_one_database_at_once(pg_url, tmp_path):
         assert "not being recorded" not in err, err
         assert out.strip() == "Completed", err
 
-    store = open_store(pg_url)
-    runs = store.flow_runs(flow="load")
+    store = open_reader(pg_url)
+    runs = store.flow_runs(flow_name="load")
     assert len(runs) == 2 and {r.pid for r in runs} == {w.pid for w in workers}
     for run in runs:
         assert run.state_name == "Completed"
@@ -394,7 +394,7 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
     port = _free_port()  # nothing listens there
     url = f"postgresql://alice:s3cret@127.0.0.1:{port}/history"
     with pytest.raises(StoreError) as caught:
-        open_store(url)
+        open_recorder(url)
     message = str(caught.value)
     for part in (f"host 127.0.0.1, port {port}, database history", "Connection refused"):
         assert part in message
@@ -416,24 +416,26 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
 
 @needs_pg
 def test_every_url_spelling_opens_the_same_database(pg_url):
-    store = open_store(pg_url)
-    store.started(FlowRun(id="run-1", name="spelled", flow_name="f", style="graph"))
+    store = open_recorder(pg_url)
+    store.flow_run_started(FlowRun(id="run-1", name="spelled", flow_name="f", style="graph"))
     store.flush()
     for scheme in ("postgres://", "postgresql+psycopg://"):
-        other = open_store(pg_url.replace("postgresql://", scheme))
+        open_recorder(pg_url.replace("postgresql://", scheme))
+        other = open_reader(pg_url.replace("postgresql://", scheme))
         assert other.flow_run("run-1").name == "spelled"
-    store.ended("run-1", "COMPLETED", "Completed", None, time.time())
+    store.flow_run_ended("run-1", "COMPLETED", "Completed", None, time.time())
     store.flush()
-    with pytest.raises(StoreError, match="not a valid PostgreSQL URL .*postgresql://user"):
-        open_store("postgresql://[::1")
+    for opener in (open_recorder, open_reader):
+        with pytest.raises(StoreError, match="not a valid PostgreSQL URL .*postgresql://user"):
+            opener("postgresql://[::1")
 
 
 @needs_pg
 def test_a_missing_database_or_user_is_a_clear_error(cluster):
     with pytest.raises(StoreError, match='database "nope" does not exist'):
-        open_store(cluster.url("nope"))
+        open_recorder(cluster.url("nope"))
     with pytest.raises(StoreError, match='role "bob" does not exist'):
-        open_store(cluster.url("postgres", user="bob"))
+        open_recorder(cluster.url("postgres", user="bob"))
 
 
 def _tables(conn) -> set[str]:
@@ -449,8 +451,9 @@ def test_a_database_with_other_tables_is_refused_and_left_unchanged(cluster):
     with cluster.admin(name) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
         conn.execute("INSERT INTO customers VALUES (1, 'Ada')")
-    with pytest.raises(StoreError, match="is not a headrace database .*customers.*Nothing was"):
-        open_store(cluster.url(name))
+    for opener in (open_recorder, open_reader):
+        with pytest.raises(StoreError, match="is not a headrace database .*customers.*Nothing"):
+            opener(cluster.url(name))
     with cluster.admin(name) as conn:
         assert _tables(conn) == {"customers"}
         assert conn.execute("SELECT * FROM customers").fetchall() == [(1, "Ada")]
@@ -458,13 +461,14 @@ def test_a_database_with_other_tables_is_refused_and_left_unchanged(cluster):
 
 @needs_pg
 def test_a_newer_schema_is_refused_and_left_unchanged(pg_url, cluster):
-    open_store(pg_url)
+    open_recorder(pg_url)
     with cluster.admin(pg_url.rsplit("/", 1)[1]) as conn:
         before = _tables(conn)
         assert {"headrace_meta", "flow_runs", "task_runs", "logs"} <= before
         conn.execute("UPDATE headrace_meta SET value = '2' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 2, made by a newer headrace"):
-        open_store(pg_url)
+    for opener in (open_recorder, open_reader):
+        with pytest.raises(StoreError, match="schema version 2, made by a newer headrace"):
+            opener(pg_url)
     with cluster.admin(pg_url.rsplit("/", 1)[1]) as conn:
         assert _tables(conn) == before
         meta = dict(conn.execute("SELECT key, value FROM headrace_meta").fetchall())
@@ -477,12 +481,12 @@ def test_a_user_who_may_not_create_tables_is_told_what_to_grant(cluster):
     with cluster.admin(name) as conn:
         conn.execute("DO $$ BEGIN CREATE ROLE viewer LOGIN; EXCEPTION WHEN OTHERS THEN END $$")
     with pytest.raises(StoreError, match="GRANT CREATE ON SCHEMA public TO viewer"):
-        open_store(cluster.url(name, user="viewer"))
+        open_recorder(cluster.url(name, user="viewer"))
     with cluster.admin(name) as conn:
         assert _tables(conn) == set()
-    open_store(cluster.url(name))  # the owner creates the tables; viewer may not use them
+    open_recorder(cluster.url(name))  # the owner creates the tables; viewer may not use them
     with pytest.raises(StoreError, match="GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"):
-        open_store(cluster.url(name, user="viewer"))
+        open_recorder(cluster.url(name, user="viewer"))
 
 
 # -- locks and odd text ------------------------------------------------------------------------------
@@ -552,17 +556,17 @@ def test_lock_and_serialization_errors_count_as_lock_waits(pg_url):
 def test_the_writer_waits_out_a_lock_timeout(pg_url, cluster):
     import psycopg
 
-    store = open_store(pg_url)  # creates the tables
+    store = open_recorder(pg_url)  # creates the tables
     db = pg_url.rsplit("/", 1)[1]
     with cluster.admin() as admin:
         admin.execute(f"ALTER DATABASE {db} SET lock_timeout = '20ms'")
-    store = open_store(pg_url)  # its connections start with the setting
+    store = open_recorder(pg_url)  # its connections start with the setting
     marker = f"lock timeout test {uuid.uuid4().hex}"
     seen = cluster.server_log().count("canceling statement due to lock timeout")
     holder = psycopg.connect(pg_url)
     holder.execute("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
-    store.started(FlowRun(id="run-1", name=marker, flow_name="f", style="graph"))
-    store.put("log", ("run-1", None, 20, time.time(), "test", marker))
+    store.flow_run_started(FlowRun(id="run-1", name=marker, flow_name="f", style="graph"))
+    store.log(LogRecord("run-1", None, 20, time.time(), "test", marker))
     writer_done = threading.Thread(target=store.flush, args=(60,))
     writer_done.start()
     # Release the lock only once the writer has been turned away by it at least once.
@@ -575,9 +579,10 @@ def test_the_writer_waits_out_a_lock_timeout(pg_url, cluster):
     writer_done.join(60)
     assert not writer_done.is_alive()
     assert store.recording
-    assert [r.message for _, r in store.logs("run-1")] == [marker]
-    assert store.flow_run("run-1").name == marker
-    store.ended("run-1", "COMPLETED", "Completed", None, time.time())
+    reader = open_reader(pg_url)
+    assert [r.message for _, r in reader.logs("run-1")] == [marker]
+    assert reader.flow_run("run-1").name == marker
+    store.flow_run_ended("run-1", "COMPLETED", "Completed", None, time.time())
     store.flush()
 
 
@@ -594,8 +599,53 @@ def test_a_nul_character_is_recorded_not_fatal(pg_url, monkeypatch):
         noisy()
     assert f.run().is_successful()
     assert get_store().recording
-    store = open_store(pg_url)
+    store = open_reader(pg_url)
     [run] = store.flow_runs()
     assert "bytes: a\ufffdb" in [r.message for _, r in store.logs(run.id)]
     with pytest.raises(StoreError, match="No flow run"):  # in a lookup too
         store.flow_run("a\x00b")
+
+
+# -- the Reader writes nothing -------------------------------------------------------------------------
+
+
+@needs_pg
+def test_identity_fields_and_a_reader_that_writes_nothing(pg_url, cluster):
+    from headrace.store import StoreMissing
+    from test_store import check_identity, record_identity
+
+    with pytest.raises(StoreMissing, match="No run history has been recorded"):
+        open_reader(pg_url)  # an empty database: nothing to read, and nothing is made
+    db = pg_url.rsplit("/", 1)[1]
+    with cluster.admin(db) as conn:
+        assert _tables(conn) == set()
+
+    records = record_identity(open_recorder(pg_url), "identity-1")
+    with cluster.admin(db) as conn:  # a Running run of a process that is gone
+        conn.execute(
+            "INSERT INTO flow_runs (id, name, flow_name, style, state_type, state_name, "
+            "start_time, host, pid, heartbeat) VALUES ('dead', 'dead', 'f', 'graph', "
+            "'RUNNING', 'Running', 1, %s, 999999999, %s)",
+            (socket.gethostname(), time.time()),
+        )
+
+    def snapshot():
+        with cluster.admin(db) as conn:
+            return {
+                table: sorted(map(repr, conn.execute(f"SELECT * FROM {table}").fetchall()))
+                for table in ("headrace_meta", "flow_runs", "task_runs", "task_run_states", "logs")
+            }
+
+    before = snapshot()
+    with open_reader(pg_url) as reader:
+        check_identity(reader, "identity-1", records)
+        assert reader.flow_run("dead").state_name == "Crashed"  # shown, not written
+        assert [r.id for r in reader.flow_runs(state="CRASHED")] == ["dead"]
+        import psycopg
+
+        conn = reader._conn  # every transaction it opens is READ ONLY
+        assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM logs")
+        conn.rollback()
+    assert snapshot() == before

@@ -13,7 +13,7 @@ import pytest
 from headrace import Flow, flow, task, unmapped
 from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
-from headrace.store import get_store
+from headrace.store import get_store, open_reader
 
 STYLES = ["graph", "function"]
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -177,7 +177,8 @@ def test_every_state_names_its_run(style):
         state = ids(return_state=True)
         task_states = state.result()
     assert re.fullmatch(UUID, state.flow_run_id) and state.task_run_id is None
-    recorded = {t.id for t in get_store().task_runs(state.flow_run_id)}
+    get_store().flush()
+    recorded = {t.id for t in open_reader().task_runs(state.flow_run_id)}
     assert len(task_states) >= 2
     for task_state in task_states:
         assert task_state.flow_run_id == state.flow_run_id

@@ -44,7 +44,7 @@ from examples.xfiles.site import (  # noqa: E402
 
 from headrace.executors import ProcessExecutor  # noqa: E402
 from headrace.states import MappedState  # noqa: E402
-from headrace.store import open_store  # noqa: E402
+from headrace.store import open_reader  # noqa: E402
 from markdown_blocks import python_blocks  # noqa: E402
 
 EPISODES = 70  # the fewest that include transcrp/scrp320.htm, which stage 1 scrapes
@@ -250,7 +250,8 @@ def test_demo_runs_the_tutorial_and_prints_timings_and_the_programming_rows(tmp_
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("xfiles") == 5, listed.stdout
     # Every stage's run is in the history the output points to.
-    runs = open_store(f"sqlite:///{tmp_path / 'home' / 'headrace.db'}").flow_runs(flow="xfiles")
+    history = open_reader(f"sqlite:///{tmp_path / 'home' / 'headrace.db'}")
+    runs = history.flow_runs(flow_name="xfiles")
     assert [r.state_name for r in runs] == ["Completed"] * 5
 
 

@@ -62,22 +62,22 @@ class StoreHandler(logging.Handler):
             if ctx is None:
                 return  # not a run's line
             flow_run_id = ctx.flow_run_id
-        from headrace.store import get_store
+        from headrace.store import default_recorder
+        from headrace.store.records import LogRecord
 
         try:
             message = record.getMessage()
             if record.exc_info:
                 message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            get_store().put(
-                "log",
-                (
+            default_recorder().log(
+                LogRecord(
                     flow_run_id,
                     getattr(record, "task_run_id", None),
                     record.levelno,
                     record.created,
                     getattr(record, "run_label", record.name),
                     message,
-                ),
+                )
             )
         except Exception:
             self.handleError(record)

@@ -1,27 +1,27 @@
-"""Rows of run history, built from engine objects and handed to the store without waiting.
+"""What the engine tells the run history, as record dataclasses handed to a `Recorder`.
 
-Both runners call these; the store's writer thread does the I/O.
+Both runners call these four; none of them waits (the Recorder queues, its
+writer thread does the I/O). No SQL row is built here: rows are the store's
+business (`store.sql`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 
 from headrace.states import State
-from headrace.store.records import FlowRun
-
-_EMPTY = "[]"
+from headrace.store.base import Recorder
+from headrace.store.records import FlowRun, StateRecord, TaskRun
 
 
 def flow_run_started(
-    store, run_id: str, name: str, flow_name: str, style: str, parameters: dict,
+    store: Recorder, run_id: str, name: str, flow_name: str, style: str, parameters: dict,
     parent_id: str | None, executor,
 ) -> float:  # fmt: skip
     start = time.time()
-    store.started(
+    store.flow_run_started(
         FlowRun(
             id=run_id,
             name=name,
@@ -38,47 +38,32 @@ def flow_run_started(
     return start
 
 
-def flow_run_ended(store, run_id: str, state: State) -> None:
-    store.ended(run_id, state.type.value, state.name, state.message, time.time())
+def flow_run_ended(store: Recorder, run_id: str, state: State) -> None:
+    store.flow_run_ended(run_id, state.type.value, state.name, state.message, time.time())
 
 
 def task_run_done(
-    store, run_id: str, flow_run_id: str, task_name: str, name: str, key: str | None,
-    map_index: int | None, parent_id: str | None, upstream: list[str], tags, state: State,
-    start: float, run_count: int,
+    store: Recorder, run_id: str, flow_run_id: str, task_name: str, name: str,
+    key: str | None, map_index: int | None, parent_id: str | None, upstream: list[str], tags,
+    state: State, start: float, run_count: int,
 ) -> None:  # fmt: skip
-    """One finished task run, as one row: Running at `start`, its final state now.
+    """One finished task run: Running at `start`, its final state now.
 
-    Intermediate transitions (Retrying) are recorded as they happen by
-    `task_state`; the store reads the three together as the run's states.
+    `key` is the task's stable key in the flow run (with `map_index`, the
+    run's identity); `parent_id` is the mapped task's own run for a map
+    child; `upstream` the ids of the task runs it depended on. Intermediate
+    transitions (Retrying) are recorded as they happen by `task_state`.
     """
-    store.put(
-        "task_run",
-        (
-            run_id,
-            flow_run_id,
-            task_name,
-            name,
-            key,
-            map_index,
-            parent_id,
-            # Run ids are [0-9a-f-.] only, so joining is JSON and cheaper than json.dumps.
-            '["' + '","'.join(upstream) + '"]' if upstream else _EMPTY,
-            json.dumps(sorted(tags)) if tags else _EMPTY,
-            state.type.value,
-            state.name,
-            state.message,
-            start,
-            time.time(),
-            run_count,
-            None,
-            None,
-        ),
-    )
+    store.task_run(
+        TaskRun(
+            run_id, flow_run_id, task_name, name, key, map_index, parent_id, upstream,
+            tags, state.type.value, state.name, state.message, start, time.time(), run_count,
+        )
+    )  # fmt: skip
 
 
-def task_state(store, run_id: str, flow_run_id: str, state: State) -> None:
+def task_state(store: Recorder, run_id: str, flow_run_id: str, state: State) -> None:
     """An intermediate transition (Retrying) as it happens."""
-    store.put(
-        "state", (run_id, flow_run_id, state.type.value, state.name, state.message, time.time())
+    store.task_state(
+        StateRecord(run_id, flow_run_id, state.type.value, state.name, state.message, time.time())
     )

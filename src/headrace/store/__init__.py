@@ -1,15 +1,16 @@
 """Run history: where every flow run, task run, state and log line is recorded.
 
-`get_store()` returns this process's store, opened on first use from the
-settings: HEADRACE_DATABASE_URL (`postgresql://...`, or `sqlite:///path`),
+Two sides (`store.base`): `default_recorder()` (also `get_store()`) returns
+this process's `Recorder`, opened on first use; `open_reader()` opens a
+`Reader`, which changes nothing in the database. Both follow the settings: HEADRACE_DATABASE_URL (`postgresql://...`, or `sqlite:///path`),
 else `$HEADRACE_HOME/headrace.db` (HEADRACE_HOME defaults to ~/.headrace).
 HEADRACE_HISTORY=off turns recording off. HEADRACE_HISTORY_RETENTION ("30d";
 units s, m, h, d; unset keeps everything) prunes finished runs that ended
-longer ago than that whenever a store is opened. A store that cannot be written
-(read-only directory, full disk) is reported once and runs go on; one that
-is not headrace's, or is newer, raises StoreError when opened.
+longer ago than that whenever a recorder is opened. A store that cannot be
+written (read-only directory, full disk) is reported once and runs go on;
+one that is not headrace's, or is newer, raises StoreError when opened.
 
-The engine only calls `put`-style methods that never wait; see `store.sql`.
+The engine only calls Recorder methods, which never wait; see `store.sql`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from headrace.store.sql import SQLStore, StoreError
+from headrace.store.base import NullRecorder, Reader, Recorder, StoreError, StoreMissing
 
 log = logging.getLogger("headrace.store")
 
@@ -53,58 +54,78 @@ def retention() -> float | None:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def open_store(url: str | None = None) -> SQLStore:
-    """Open (creating or upgrading) the store at `url`; StoreError when it cannot be used.
+_POSTGRES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+_SQLITE = "sqlite:///"
+
+
+def _not_understood(url: str) -> StoreError:
+    return StoreError(
+        f"HEADRACE_DATABASE_URL={url!r} is not understood: use postgresql://user@host/db "
+        "or sqlite:////absolute/path.db"
+    )
+
+
+def open_recorder(url: str | None = None):
+    """Open the write side at `url` (creating or upgrading the schema, marking the runs of
+    dead processes Crashed); StoreError when it cannot be used. The result also looks
+    after the database: `prune(older_than)`, `reset()`.
 
     With HEADRACE_HISTORY_RETENTION set, finished runs older than that are pruned here.
     """
     url = url or database_url()
     keep = retention()  # a bad setting is refused before anything is opened
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+    if url.startswith(_POSTGRES):
         from headrace.store.postgres import open_postgres
 
         store = open_postgres(url)
-    elif url.startswith("sqlite:///"):
+    elif url.startswith(_SQLITE):
         from headrace.store.sqlite import open_sqlite
 
-        store = open_sqlite(url[len("sqlite:///") :])
+        store = open_sqlite(url[len(_SQLITE) :])
     else:
-        raise StoreError(
-            f"HEADRACE_DATABASE_URL={url!r} is not understood: use postgresql://user@host/db "
-            "or sqlite:////absolute/path.db"
-        )
+        raise _not_understood(url)
     if keep is not None:
         store.prune(time.time() - keep)
     return store
 
 
-class NullStore:
-    """History off: accepts writes and drops them."""
+def open_reader(url: str | None = None, check: bool = True) -> Reader:
+    """Open the read side at `url`. It changes nothing: StoreMissing when nothing was
+    recorded there yet, StoreError when the schema is older (run `headrace db upgrade`),
+    newer, or not headrace's. `check=False` skips the schema check, for `schema_version`."""
+    url = url or database_url()
+    if url.startswith(_POSTGRES):
+        from headrace.store.postgres import open_postgres_reader
 
-    recording = False
-    where = "nowhere (history is off)"
+        return open_postgres_reader(url, check)
+    if url.startswith(_SQLITE):
+        from headrace.store.sqlite import open_sqlite_reader
 
-    def put(self, kind, row) -> None:
-        pass
-
-    def started(self, run) -> None:
-        pass
-
-    def ended(self, *args) -> None:
-        pass
-
-    def flush(self, timeout=None) -> None:
-        pass
+        return open_sqlite_reader(url[len(_SQLITE) :], check)
+    raise _not_understood(url)
 
 
-NULL = NullStore()
+def schema_version(url: str | None = None) -> int | None:
+    """The schema version of the database at `url`, read without changing anything;
+    None when nothing was recorded there yet. StoreError for a database not headrace's."""
+    try:
+        reader = open_reader(url, check=False)
+    except StoreMissing:
+        return None
+    try:
+        return reader.schema_version()
+    finally:
+        reader.close()
+
+
+NULL = NullRecorder()
 _lock = threading.Lock()
-_store: SQLStore | NullStore | None = None
+_store: Recorder | None = None
 _opened_for: tuple | None = None
 
 
-def get_store() -> SQLStore | NullStore:
-    """This process's store (see the module docstring)."""
+def default_recorder() -> Recorder:
+    """This process's Recorder (see the module docstring); NULL when history is off."""
     global _store, _opened_for
     if os.environ.get("HEADRACE_HISTORY", "on").lower() in ("off", "0", "false", "no"):
         return NULL
@@ -116,7 +137,7 @@ def get_store() -> SQLStore | NullStore:
             if _store is not None and _opened_for[1] == key[1]:
                 _store.flush()
             try:
-                _store = open_store(key[0])
+                _store = open_recorder(key[0])
             except StoreError:
                 raise
             except Exception as exc:  # unwritable home, full disk: warn once, keep running
@@ -131,6 +152,9 @@ def get_store() -> SQLStore | NullStore:
     return _store
 
 
+get_store = default_recorder  # the name the engine has always called
+
+
 def _flush_at_exit() -> None:
     if _store is not None and _opened_for and _opened_for[1] == os.getpid():
         _store.flush(timeout=10)
@@ -139,12 +163,17 @@ def _flush_at_exit() -> None:
 atexit.register(_flush_at_exit)
 
 __all__ = [
+    "default_recorder",
     "get_store",
-    "open_store",
+    "open_recorder",
+    "open_reader",
+    "schema_version",
     "home",
     "database_url",
     "retention",
+    "Recorder",
+    "Reader",
     "StoreError",
-    "NullStore",
+    "StoreMissing",
     "NULL",
 ]

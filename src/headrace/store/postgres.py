@@ -1,9 +1,10 @@
 """PostgreSQL: the shared store for a team, at HEADRACE_DATABASE_URL=postgresql://user@host/db.
 
-The same schema and writer as SQLite (`store.sql`), on psycopg 3 (imported
-only when a postgresql:// URL is used). Every connection is a plain
-transactional one (autocommit off); the writer commits one batch per
-transaction, readers end their transaction after each query.
+The same schema, writer and reader as SQLite (`store.sql`, `store.reader`),
+on psycopg 3 (imported only when a postgresql:// URL is used). Every
+connection is a plain transactional one (autocommit off); the writer commits
+one batch per transaction; a reader's transactions are READ ONLY and end
+after each query.
 
 Contracts:
 - A server that cannot be reached, a missing database or a refused login
@@ -23,7 +24,8 @@ import os
 import re
 from typing import Any
 
-from headrace.store.sql import Dialect, SQLStore, StoreError
+from headrace.store.reader import SQLReader
+from headrace.store.sql import Dialect, SQLRecorder, StoreError
 
 SCHEMA_LOCK = 0x68656164_72616365  # "headrace" as an advisory-lock key shared by every process
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
@@ -40,12 +42,8 @@ def _psycopg():
     return psycopg
 
 
-def open_postgres(url: str) -> SQLStore:
-    """Open the store at a postgresql:// (or postgres://, postgresql+psycopg://) URL.
-
-    Creates the schema in an empty database; raises StoreError when the
-    server cannot be reached or the database cannot be used as it is.
-    """
+def _connector(url: str, read_only: bool = False):
+    """(connect, where, dialect) for a postgresql:// URL; StoreError for a bad URL."""
     psycopg = _psycopg()
     from psycopg.conninfo import conninfo_to_dict
 
@@ -69,6 +67,8 @@ def open_postgres(url: str) -> SQLStore:
             conn = psycopg.connect(url, **options)
         except psycopg.OperationalError as exc:
             raise StoreError(_unreachable(where, params, exc)) from None
+        if read_only:
+            conn.read_only = True  # every transaction of a reader is READ ONLY
         return conn
 
     dialect = Dialect(
@@ -78,11 +78,31 @@ def open_postgres(url: str) -> SQLStore:
         serial_key="BIGSERIAL PRIMARY KEY",
         errors=(psycopg.Error,),
     )
-    return PostgresStore(dialect, connect, where).open()
+    return connect, where, dialect
 
 
-class PostgresStore(SQLStore):
-    """SQLStore on PostgreSQL: the schema check is serialised across processes."""
+def open_postgres(url: str) -> SQLRecorder:
+    """Open the write side at a postgresql:// (or postgres://, postgresql+psycopg://) URL.
+
+    Creates the schema in an empty database; raises StoreError when the
+    server cannot be reached or the database cannot be used as it is.
+    """
+    connect, where, dialect = _connector(url)
+    return PostgresRecorder(dialect, connect, where).open()
+
+
+def open_postgres_reader(url: str, check: bool = True) -> SQLReader:
+    """The read side: its transactions are READ ONLY, so it cannot write if it tried.
+
+    `check=False` leaves the schema unchecked, to ask its `schema_version()`.
+    """
+    connect, where, dialect = _connector(url, read_only=True)
+    reader = SQLReader(dialect, connect, where)
+    return reader.open() if check else reader
+
+
+class PostgresRecorder(SQLRecorder):
+    """SQLRecorder on PostgreSQL: the schema check is serialised across processes."""
 
     def _check_schema(self, conn) -> None:
         import psycopg
@@ -160,4 +180,4 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-__all__ = ["open_postgres", "PostgresStore"]
+__all__ = ["open_postgres", "open_postgres_reader", "PostgresRecorder"]

@@ -1,4 +1,9 @@
-"""The records of run history, as plain dataclasses (what the store writes and reads)."""
+"""The records of run history, as plain slotted dataclasses.
+
+They are the only thing the engine hands the store (`store.base.Recorder`)
+and the only thing the store's readers hand back (`store.base.Reader`).
+SQL rows (tuples in column order) are built from them inside `store/` alone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class FlowRun:
     id: str
     name: str
@@ -27,8 +32,14 @@ class FlowRun:
         return asdict(self)
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRun:
+    """One task run. Its identity in a flow run is (`task_key`, `map_index`).
+
+    `parent_task_run_id` is the mapped task's own run for a map child;
+    `upstream` holds the ids of the task runs it depended on (its edges).
+    """
+
     id: str
     flow_run_id: str
     task_name: str
@@ -51,7 +62,7 @@ class TaskRun:
         return asdict(self)
 
 
-@dataclass
+@dataclass(slots=True)
 class StateRecord:
     task_run_id: str | None
     flow_run_id: str
@@ -61,7 +72,7 @@ class StateRecord:
     time: float
 
 
-@dataclass
+@dataclass(slots=True)
 class LogRecord:
     flow_run_id: str
     task_run_id: str | None
@@ -72,3 +83,23 @@ class LogRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class MapGroup:
+    """The children of one mapped task in a flow run, counted by state.
+
+    `parent_task_run_id` is the mapped task's own run (None when only its
+    children were recorded; they are then grouped by `task_key`, else by
+    `task_name`). `failed` names failed or crashed children in map-index order,
+    at most one more than a face shows, so it can tell there are more.
+    """
+
+    parent_task_run_id: str | None
+    task_key: str | None
+    task_name: str
+    size: int
+    counts: dict[str, int]
+    start_time: float | None
+    end_time: float | None
+    failed: list[str] = field(default_factory=list)

@@ -1,10 +1,14 @@
 """The run-history store on a SQL database: SQLite by default, PostgreSQL for teams.
 
-Writes never block the engine. `put(kind, row)` appends to a queue; one
-writer thread drains it, groups rows by statement and writes each batch in
-one transaction. `flush()` waits until everything put so far is written.
+This module holds what both sides share (the schema, its migrations, the
+rows built from record dataclasses) and the write side, `SQLRecorder`.
+The read side is `store.reader.SQLReader`.
+
+Writes never block the engine. Each `Recorder` method turns its record into
+a row and appends it to a queue; one writer thread drains it, groups rows by
+statement and writes each batch in one transaction. `flush()` waits until everything recorded so far is written.
 A crash loses at most the batch being written; the next process to open
-the store marks runs whose process is gone as Crashed.
+the write side marks runs whose process is gone as Crashed.
 
 A write that fails for a reason the user must fix (disk full, read-only
 directory) turns history off for this process with one warning; runs go
@@ -12,7 +16,6 @@ on. "database is locked" never reaches the user: the writer waits and
 retries. A database that is not headrace's, or is from a newer headrace,
 is refused when opened, and nothing in it is changed.
 
-Readers use their own connection; in WAL mode they never block the writer.
 A fork waits while the writer is inside the database driver: SQLite's
 mutexes do not survive a fork, and a child forked mid-write (a process
 executor's worker, say) would hang on its first connect.
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.errors import HeadraceError
+from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
 SCHEMA_VERSION = 1
@@ -73,10 +76,6 @@ def _in_driver():
         time.sleep(0.001)
     with _DRIVER:
         yield
-
-
-class StoreError(HeadraceError):
-    """The history database cannot be used as it is; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -185,8 +184,127 @@ def truncate_parameters(parameters: dict[str, Any]) -> str:
     return json.dumps(out)
 
 
-class SQLStore:
-    """A store on one database. `open()` checks the schema and starts the writer."""
+# -- rows: built from records here and nowhere else ---------------------------------------------
+
+_EMPTY = "[]"
+
+
+def _ids_json(ids: list[str]) -> str:
+    """A JSON list of run ids; joining is much cheaper than json.dumps for plain ids."""
+    if not ids:
+        return _EMPTY
+    joined = '","'.join(ids)
+    if '"' in joined or "\\" in joined or not joined.isprintable():
+        return json.dumps(list(ids))
+    return '["' + joined + '"]'
+
+
+def flow_run_row(run: FlowRun, host: str, pid: int, now: float) -> tuple:
+    return (
+        run.id, run.name, run.flow_name, run.style, truncate_parameters(run.parameters),
+        run.parent_id, run.state_type, run.state_name, run.state_message, run.start_time,
+        run.end_time, run.executor, host, pid, now,
+    )  # fmt: skip
+
+
+def task_run_row(run: TaskRun) -> tuple:
+    tags = run.tags
+    return (
+        run.id, run.flow_run_id, run.task_name, run.name, run.task_key, run.map_index,
+        run.parent_task_run_id, _ids_json(run.upstream),
+        json.dumps(sorted(tags)) if tags else _EMPTY, run.state_type, run.state_name,
+        run.state_message, run.start_time, run.end_time, run.run_count, run.cache_key,
+        run.result_ref,
+    )  # fmt: skip
+
+
+def state_row(state: StateRecord) -> tuple:
+    return (state.task_run_id, state.flow_run_id, state.type, state.name, state.message,
+            state.time)  # fmt: skip
+
+
+def log_row(record: LogRecord) -> tuple:
+    return (record.flow_run_id, record.task_run_id, record.level, record.time, record.logger,
+            record.message)  # fmt: skip
+
+
+def flow_run_record(row: tuple) -> FlowRun:
+    """A FlowRun from a row in FLOW_RUN_COLUMNS order (its heartbeat dropped)."""
+    values = dict(zip(FLOW_RUN_COLUMNS, row))
+    values.pop("heartbeat", None)
+    values["parameters"] = json.loads(values["parameters"] or "{}")
+    return FlowRun(**values)
+
+
+def task_run_record(row: tuple) -> TaskRun:
+    values = dict(zip(TASK_RUN_COLUMNS, row))
+    values["upstream"] = json.loads(values["upstream"] or "[]")
+    values["tags"] = json.loads(values["tags"] or "[]")
+    return TaskRun(**values)
+
+
+# -- the schema's version, read the same way by both sides ---------------------------------------
+
+
+def placeholders(dialect: Dialect, text: str) -> str:
+    return text if dialect.placeholder == "?" else text.replace("?", "%s")
+
+
+def tables(conn, dialect: Dialect) -> set[str]:
+    cur = conn.cursor()
+    if dialect.name == "sqlite":
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    return {row[0] for row in cur.fetchall() if not row[0].startswith("sqlite_")}
+
+
+def schema_version(conn, dialect: Dialect, where: str) -> int | None:
+    """The version in the meta table; None for an empty database. Refuses foreign ones."""
+    found = tables(conn, dialect)
+    if "headrace_meta" not in found:
+        if found:
+            raise StoreError(
+                f"The database at {where} is not a headrace database (it has tables "
+                f"{', '.join(sorted(found)[:5])}). Nothing was changed. Point "
+                "HEADRACE_HOME or HEADRACE_DATABASE_URL at another location."
+            )
+        return None
+    cur = conn.cursor()
+    cur.execute("SELECT key, value FROM headrace_meta")
+    meta = dict(cur.fetchall())
+    if meta.get("app") != APP:
+        raise StoreError(
+            f"The database at {where} is not a headrace database (its headrace_meta "
+            f"names app {meta.get('app')!r}). Nothing was changed. Point HEADRACE_HOME or "
+            "HEADRACE_DATABASE_URL at another location."
+        )
+    return int(meta["schema_version"])
+
+
+def newer_schema(where: str, version: int) -> StoreError:
+    return StoreError(
+        f"The database at {where} has schema version {version}, made by a newer "
+        f"headrace; this one understands up to {SCHEMA_VERSION}. Nothing was changed. "
+        "Upgrade headrace, or point HEADRACE_HOME elsewhere."
+    )
+
+
+def looks_crashed(host, pid, heartbeat, here: str, now: float) -> bool:
+    """Whether a run recorded Running is gone: its process on this host died, or it fell
+    silent for longer than STALE_SECONDS."""
+    stale = heartbeat is not None and now - heartbeat > STALE_SECONDS
+    return stale or (host == here and pid is not None and not _alive(pid))
+
+
+# -- the write side ---------------------------------------------------------------------------
+
+
+class SQLRecorder(Recorder):
+    """The Recorder on one database. `open()` checks (and migrates) the schema, marks the
+    runs of dead processes Crashed and starts the writer thread."""
 
     def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str):
         self.dialect = dialect
@@ -197,11 +315,10 @@ class SQLStore:
         self._disabled: str | None = None
         self._active: dict[str, float] = {}  # flow run ids of this process -> last heartbeat
         self._pid = os.getpid()
-        self._reader = threading.local()
         self.host = socket.gethostname()
 
     # -- opening -------------------------------------------------------------------------
-    def open(self) -> SQLStore:
+    def open(self) -> SQLRecorder:
         conn = self._connect()
         try:
             self._check_schema(conn)
@@ -213,38 +330,12 @@ class SQLStore:
         return self
 
     def _sql(self, text: str) -> str:
-        return text if self.dialect.placeholder == "?" else text.replace("?", "%s")
-
-    def schema_version(self, conn) -> int | None:
-        """The version in the meta table; None for an empty database. Refuses foreign ones."""
-        tables = self._tables(conn)
-        if "headrace_meta" not in tables:
-            if tables:
-                raise StoreError(
-                    f"The database at {self.where} is not a headrace database (it has tables "
-                    f"{', '.join(sorted(tables)[:5])}). Nothing was changed. Point "
-                    "HEADRACE_HOME or HEADRACE_DATABASE_URL at another location."
-                )
-            return None
-        cur = conn.cursor()
-        cur.execute("SELECT key, value FROM headrace_meta")
-        meta = dict(cur.fetchall())
-        if meta.get("app") != APP:
-            raise StoreError(
-                f"The database at {self.where} is not a headrace database (its headrace_meta "
-                f"names app {meta.get('app')!r}). Nothing was changed. Point HEADRACE_HOME or "
-                "HEADRACE_DATABASE_URL at another location."
-            )
-        return int(meta["schema_version"])
+        return placeholders(self.dialect, text)
 
     def _check_schema(self, conn) -> None:
-        version = self.schema_version(conn)
+        version = schema_version(conn, self.dialect, self.where)
         if version is not None and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"The database at {self.where} has schema version {version}, made by a newer "
-                f"headrace; this one understands up to {SCHEMA_VERSION}. Nothing was changed. "
-                "Upgrade headrace, or point HEADRACE_HOME elsewhere."
-            )
+            raise newer_schema(self.where, version)
         if version is None or version < SCHEMA_VERSION:
             self.upgrade(conn, version or 0)
 
@@ -256,7 +347,7 @@ class SQLStore:
             # again: another may have made the schema meanwhile, and made piecemeal (DDL
             # outside a transaction) a reader could see headrace_meta before its rows.
             cur.execute("BEGIN IMMEDIATE")
-            current = self.schema_version(conn) or 0
+            current = schema_version(conn, self.dialect, self.where) or 0
             if current >= SCHEMA_VERSION:
                 conn.commit()
                 return current
@@ -272,17 +363,6 @@ class SQLStore:
         conn.commit()
         return SCHEMA_VERSION
 
-    def _tables(self, conn) -> set[str]:
-        cur = conn.cursor()
-        if self.dialect.name == "sqlite":
-            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        else:
-            cur.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                "current_schema()"
-            )
-        return {row[0] for row in cur.fetchall() if not row[0].startswith("sqlite_")}
-
     def _mark_crashed(self, conn) -> None:
         """Runs left Running by a process that is gone, or silent too long, become Crashed."""
         cur = conn.cursor()
@@ -291,65 +371,53 @@ class SQLStore:
             ("RUNNING",),
         )
         now = time.time()
-        crashed = []
-        for run_id, host, pid, heartbeat in cur.fetchall():
-            stale = heartbeat is not None and now - heartbeat > STALE_SECONDS
-            gone = host == self.host and pid is not None and not _alive(pid)
-            if gone or stale:
-                crashed.append(run_id)
+        crashed = [row[0] for row in cur.fetchall() if looks_crashed(*row[1:], self.host, now)]
         if not crashed:
             return
-        message = "The process running this flow run stopped before it finished."
         for run_id in crashed:
             cur.execute(
                 self._sql(
                     "UPDATE flow_runs SET state_type = ?, state_name = ?, state_message = ?, "
                     "end_time = COALESCE(end_time, ?) WHERE id = ?"
                 ),
-                ("CRASHED", "Crashed", message, now, run_id),
+                ("CRASHED", "Crashed", CRASHED_MESSAGE, now, run_id),
             )
         conn.commit()
 
-    # -- writing ------------------------------------------------------------------------------
-    def put(self, kind: str, row: tuple) -> None:
-        """Queue a row for the writer: kind is flow_run, flow_run_end, task_run, state, log."""
+    # -- recording: each method queues one row and returns ---------------------------------
+    def _put(self, kind: str, row) -> None:
         if self._disabled is None:
             self._queue.put((kind, row))
 
+    def flow_run_started(self, run: FlowRun) -> None:
+        now = time.time()
+        self._active[run.id] = now
+        self._put("flow_run", flow_run_row(run, self.host, os.getpid(), now))
+
+    def flow_run_ended(self, flow_run_id, state_type, state_name, message, end_time) -> None:
+        self._active.pop(flow_run_id, None)
+        self._put("flow_run_end", (state_type, state_name, message, end_time, flow_run_id))
+
+    def task_run(self, run: TaskRun) -> None:
+        self._put("task_run", task_run_row(run))
+
+    def task_state(self, state: StateRecord) -> None:
+        self._put("state", state_row(state))
+
+    def log(self, record: LogRecord) -> None:
+        self._put("log", log_row(record))
+
     def flush(self, timeout: float | None = 60.0) -> None:
-        """Wait until every row put so far is written (or history is off)."""
+        """Wait until every record so far is written (or history is off)."""
         if self._disabled is not None or self._writer is None or os.getpid() != self._pid:
             return
         done = threading.Event()
         self._queue.put(("flush", done))
         done.wait(timeout)
 
-    def started(self, run: FlowRun) -> None:
-        self._active[run.id] = time.time()
-        self.put(
-            "flow_run",
-            (
-                run.id,
-                run.name,
-                run.flow_name,
-                run.style,
-                truncate_parameters(run.parameters),
-                run.parent_id,
-                run.state_type,
-                run.state_name,
-                run.state_message,
-                run.start_time,
-                run.end_time,
-                run.executor,
-                self.host,
-                os.getpid(),
-                time.time(),
-            ),
-        )
-
-    def ended(self, run_id: str, state_type: str, name: str, message, end: float) -> None:
-        self._active.pop(run_id, None)
-        self.put("flow_run_end", (state_type, name, message, end, run_id))
+    @property
+    def recording(self) -> bool:
+        return self._disabled is None
 
     _STATEMENTS = {
         "flow_run": (
@@ -449,109 +517,7 @@ class SQLStore:
             )
             self._disabled = reason
 
-    @property
-    def recording(self) -> bool:
-        return self._disabled is None
-
-    # -- reading ------------------------------------------------------------------------------
-    def _read(self):
-        conn = getattr(self._reader, "conn", None)
-        if conn is None or getattr(self._reader, "pid", None) != os.getpid():
-            conn = self._reader.conn = self._connect()
-            self._reader.pid = os.getpid()
-        return conn
-
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        conn = self._read()
-        cur = conn.cursor()
-        cur.execute(self._sql(sql), params)
-        rows = cur.fetchall()
-        conn.commit()  # end the read transaction so the next read sees new rows
-        return rows
-
-    def flow_runs(
-        self,
-        flow: str | None = None,
-        state: str | None = None,
-        limit: int | None = 50,
-        parent_id: str | None = None,
-    ) -> list[FlowRun]:
-        """Flow runs, newest first, filtered by flow name and state (type or name)."""
-        where, params = [], []
-        if flow:
-            where.append("flow_name = ?")
-            params.append(flow)
-        if state:
-            where.append("(UPPER(state_type) = UPPER(?) OR UPPER(state_name) = UPPER(?))")
-            params += [state, state]
-        if parent_id:
-            where.append("parent_id = ?")
-            params.append(parent_id)
-        sql = f"SELECT {', '.join(FLOW_RUN_COLUMNS)} FROM flow_runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY start_time DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return [_flow_run(row) for row in self._query(sql, tuple(params))]
-
-    def flow_run(self, ref: str) -> FlowRun:
-        """A flow run by id, unique id prefix, or name; StoreError says why none matched."""
-        cols = ", ".join(FLOW_RUN_COLUMNS)
-        rows = self._query(f"SELECT {cols} FROM flow_runs WHERE id = ? OR name = ?", (ref, ref))
-        if not rows:
-            # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
-            rows = self._query(
-                f"SELECT {cols} FROM flow_runs WHERE LOWER(id) LIKE LOWER(?)", (ref + "%",)
-            )
-        if len(rows) > 1:
-            shown = ", ".join(f"{r[1]} ({r[0][:8]})" for r in rows[:5])
-            raise StoreError(f"{ref!r} matches {len(rows)} flow runs: {shown}. Use a longer id.")
-        if not rows:
-            raise StoreError(f"No flow run has the id, id prefix or name {ref!r}.")
-        return _flow_run(rows[0])
-
-    def task_runs(self, flow_run_id: str) -> list[TaskRun]:
-        cols = ", ".join(TASK_RUN_COLUMNS)
-        rows = self._query(
-            # A mapped task's own row has no start; it leads on every database (PostgreSQL
-            # would sort NULL last, SQLite sorts it first).
-            f"SELECT {cols} FROM task_runs WHERE flow_run_id = ? "
-            "ORDER BY start_time IS NOT NULL, start_time, id",
-            (flow_run_id,),
-        )
-        return [_task_run(row) for row in rows]
-
-    def states(self, task_run_id: str) -> list[StateRecord]:
-        """Every state of a task run in order: Running, intermediate ones, the final one.
-
-        The task run's own row holds the first and the last (its start and end);
-        `task_run_states` holds only what came between, to keep writes small.
-        """
-        cols = "flow_run_id, state_type, state_name, state_message, start_time, end_time"
-        found = self._query(f"SELECT {cols} FROM task_runs WHERE id = ?", (task_run_id,))
-        between = self._query(
-            f"SELECT {', '.join(STATE_COLUMNS)} FROM task_run_states WHERE task_run_id = ? "
-            "ORDER BY id",
-            (task_run_id,),
-        )
-        middle = [StateRecord(*row) for row in between]
-        if not found:
-            return middle
-        flow_run_id, type_, name, message, start, end = found[0]
-        first = StateRecord(task_run_id, flow_run_id, "RUNNING", "Running", None, start)
-        last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
-        return [first, *middle, last]
-
-    def logs(self, flow_run_id: str, after: int = 0) -> list[tuple[int, LogRecord]]:
-        """Log lines of a flow run (and its task runs) after log id `after`, oldest first."""
-        rows = self._query(
-            f"SELECT id, {', '.join(LOG_COLUMNS)} FROM logs WHERE flow_run_id = ? AND id > ? "
-            "ORDER BY id",
-            (flow_run_id, after),
-        )
-        return [(row[0], LogRecord(*row[1:])) for row in rows]
-
+    # -- looking after the database ---------------------------------------------------------
     def prune(self, older_than: float) -> int:
         """Delete finished flow runs that ended before `older_than` (epoch seconds)."""
         conn = self._connect()
@@ -584,20 +550,6 @@ class SQLStore:
             conn.commit()
         finally:
             conn.close()
-
-
-def _flow_run(row: tuple) -> FlowRun:
-    values = dict(zip(FLOW_RUN_COLUMNS, row))
-    values.pop("heartbeat")
-    values["parameters"] = json.loads(values["parameters"] or "{}")
-    return FlowRun(**values)
-
-
-def _task_run(row: tuple) -> TaskRun:
-    values = dict(zip(TASK_RUN_COLUMNS, row))
-    values["upstream"] = json.loads(values["upstream"] or "[]")
-    values["tags"] = json.loads(values["tags"] or "[]")
-    return TaskRun(**values)
 
 
 # PostgreSQL's serialization_failure, deadlock_detected, lock_not_available (lock_timeout).

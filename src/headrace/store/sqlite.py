@@ -5,14 +5,22 @@ timeout plus the writer's retries turn "database is locked" into a short
 wait. A file that is not a SQLite database is refused with its path. The
 schema is checked before WAL is switched on, because switching rewrites the
 file's header: a refused file is left byte for byte as it was.
+
+The reader never creates or changes a file. A read-only connection to a WAL
+file creates its -wal and -shm files when they are missing (no writer has
+it open), so then the reader opens the file as immutable, and reads again
+through an ordinary read-only connection if a writer appeared meanwhile
+(the -wal file exists, or the file changed under it).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
-from headrace.store.sql import Dialect, SQLStore, StoreError
+from headrace.store.reader import SQLReader
+from headrace.store.sql import Dialect, SQLRecorder, StoreError
 
 DIALECT = Dialect(
     name="sqlite",
@@ -21,9 +29,21 @@ DIALECT = Dialect(
     serial_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     errors=(sqlite3.Error,),
 )
+IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
 
 
-def open_sqlite(path: str | Path) -> SQLStore:
+def _refused(path: Path, conn: sqlite3.Connection, exc: sqlite3.DatabaseError) -> Exception:
+    conn.close()
+    if "not a database" in str(exc) or "malformed" in str(exc):
+        return StoreError(
+            f"{path} is not a SQLite database (or is damaged): {exc}. Nothing was "
+            "changed. Move it away, or point HEADRACE_HOME at another directory."
+        )
+    return exc
+
+
+def open_sqlite(path: str | Path) -> SQLRecorder:
+    """The write side on the file at `path` (created, with its directory, when missing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -38,22 +58,85 @@ def open_sqlite(path: str | Path) -> SQLStore:
                     conn.execute("PRAGMA journal_mode = DELETE")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
-            conn.close()
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise StoreError(
-                    f"{path} is not a SQLite database (or is damaged): {exc}. Nothing was "
-                    "changed. Move it away, or point HEADRACE_HOME at another directory."
-                ) from None
-            raise
+            raise _refused(path, conn, exc) from None
         return conn
 
-    store = SQLStore(DIALECT, connect, str(path))
+    store = SQLRecorder(DIALECT, connect, str(path))
     conn = connect(wal=False)  # refuse a foreign or newer file before WAL touches it
     try:
         store._check_schema(conn)
     finally:
         conn.close()
     return store.open()
+
+
+class SQLiteReader(SQLReader):
+    """Reads with a new connection per query, so no connection of ours outlives a query."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._uri = path.resolve().as_uri() + "?mode=ro"
+        super().__init__(DIALECT, self._connect_ro, str(path))
+
+    def _connect_ro(self, immutable: bool = False) -> sqlite3.Connection:
+        uri = self._uri + ("&immutable=1" if immutable else "")
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master")
+        except sqlite3.DatabaseError as exc:
+            raise _refused(self.path, conn, exc) from None
+        return conn
+
+    def _quiet(self) -> tuple | None:
+        """The file's stamp when no writer has it open in WAL mode; None otherwise."""
+        if os.path.exists(f"{self.path}-wal"):
+            return None
+        with open(self.path, "rb") as f:
+            header = f.read(20)
+        if len(header) < 20 or header[18] != 2:  # not WAL: a read-only connection adds nothing
+            return None
+        stat = os.stat(self.path)
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _with_connection(self, work):
+        for _ in range(IMMUTABLE_TRIES):
+            before = self._quiet()
+            if before is None:
+                break
+            conn = self._connect_ro(immutable=True)
+            try:
+                result = work(conn)
+            finally:
+                conn.close()
+            if self._quiet() == before:
+                return result
+        conn = self._connect_ro()
+        try:
+            return work(conn)
+        finally:
+            conn.close()
+
+
+def open_sqlite_reader(path: str | Path, check: bool = True) -> SQLiteReader:
+    """The read side on the file at `path`; StoreMissing when there is none yet.
+
+    `check=False` leaves the schema unchecked, to ask its `schema_version()`.
+    """
+    from headrace.store.base import StoreMissing
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise StoreError(
+                f"Cannot open the run history at {path}: {ancestor} is not a directory. Set "
+                "HEADRACE_HOME to a directory, or HEADRACE_DATABASE_URL to a database."
+            )
+        raise StoreMissing(f"No run history has been recorded in {path} yet.")
+    reader = SQLiteReader(path)
+    return reader.open() if check else reader
 
 
 def sqlite_version() -> str:

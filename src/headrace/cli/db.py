@@ -1,0 +1,112 @@
+"""`headrace db prune | reset | upgrade`: look after the history database itself.
+
+These are the only commands that open the write side: its admin operations
+(`prune`, `reset`) and, by opening it, the migrations. What they report
+is read through a Reader.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+import click
+
+from headrace.cli.shared import count_runs, fields, local, open_history, open_recorder, where
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@click.group()
+def db() -> None:
+    """Prune, reset or upgrade the history database."""
+
+
+def _parse_age(value: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value or "")
+    if not match:
+        raise click.BadParameter(
+            f"{value!r} is not an age: write a number and a unit, s, m, h or d (e.g. 30d, 12h).",
+            param_hint="--older-than",
+        )
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+@db.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Delete finished runs that ended more than AGE ago: a number and a unit, "
+    "s, m, h or d (30d, 12h).",
+)
+def db_prune(older_than: str) -> None:
+    """Delete flow runs that ended long ago, with their task runs, states and logs.
+
+    Runs still Running are kept, however old.
+    """
+    seconds = _parse_age(older_than)
+    store = open_recorder()
+    cutoff = time.time() - seconds
+    deleted = store.prune(cutoff)
+    click.echo(f"Deleted {count_runs(deleted)} that ended before {local(cutoff)} ({older_than}).")
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a question on this terminal."""
+    return sys.stdin.isatty()
+
+
+@db.command("reset")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def db_reset(yes: bool) -> None:
+    """Delete every recorded run, task run, state and log line (the schema stays)."""
+    store = open_recorder()
+    with open_history() as reader:
+        count = len(reader.flow_runs(limit=None))
+    if not yes:
+        if not _interactive():
+            raise click.UsageError(
+                f"Refusing to delete {count_runs(count)} in {store.where} without "
+                "confirmation; there is no terminal to ask on. Pass --yes to reset."
+            )
+        question = f"Delete {count_runs(count)} and their task runs and logs in {store.where}?"
+        if not click.confirm(question, default=False):
+            click.echo("Nothing was deleted.")
+            sys.exit(1)
+    store.reset()
+    click.echo(f"Deleted {count_runs(count)} from {store.where}.")
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database's schema up to this headrace's version (creating it if new)."""
+    from headrace.store import database_url, schema_version
+    from headrace.store.sql import SCHEMA_VERSION
+
+    url = database_url()
+    before = _schema_in(url)
+    if before is not None and before > SCHEMA_VERSION:
+        raise click.ClickException(
+            f"The database at {where(url)} has schema version {before}, made by a newer "
+            f"headrace; this one understands up to {SCHEMA_VERSION}. Nothing was changed."
+        )
+    store = open_recorder()  # opening applies the migrations, or refuses a database not ours
+    after = schema_version(url)
+    shown = "none (new database)" if before is None else str(before)
+    pairs = [("Database", store.where), ("Schema before", shown), ("Schema after", str(after))]
+    click.echo(fields(pairs))
+    click.echo("Already up to date." if before == after else "Upgraded.")
+
+
+def _schema_in(url: str) -> int | None:
+    """The schema version in the database at `url`, read without changing anything; None
+    for no database yet, and for one that cannot be read (opening it then says why)."""
+    from headrace.store import schema_version
+
+    try:
+        return schema_version(url)
+    except Exception:
+        return None

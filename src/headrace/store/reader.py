@@ -1,0 +1,243 @@
+"""The read side of the SQL store: `SQLReader`, read-only and paged, with no side effects.
+
+Opening one checks the schema and nothing else: a database with no headrace
+tables is `StoreMissing`, one of an older schema is refused with "run
+`headrace db upgrade`", a newer or foreign one is refused as the write side
+refuses it. It starts no thread and writes nothing: a run left Running by a
+process that is gone is *shown* Crashed, with no end time, and stays
+Running in the database until a Recorder opens and marks it.
+
+Each query runs in its own short transaction (`_rows`); the SQLite reader
+overrides `_rows` so that reading never creates a file (store.sqlite).
+This module must not write, and must not import a database driver.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from headrace.store import sql as schema
+from headrace.store.base import CRASHED_MESSAGE, Reader, StoreError, StoreMissing, no_such_run
+from headrace.store.records import FlowRun, LogRecord, MapGroup, StateRecord
+from headrace.store.sql import (
+    FLOW_RUN_COLUMNS,
+    LOG_COLUMNS,
+    STATE_COLUMNS,
+    TASK_RUN_COLUMNS,
+    Dialect,
+    flow_run_record,
+    looks_crashed,
+    newer_schema,
+    placeholders,
+    schema_version,
+    task_run_record,
+)
+
+FAILED_SHOWN = 3  # failed children a MapGroup names
+
+
+class SQLReader(Reader):
+    def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str):
+        self.dialect = dialect
+        self._connect = connect
+        self._conn = None
+        self.where = where
+        self.host = socket.gethostname()
+
+    def schema_version(self) -> int | None:
+        """The schema version written in the database (None: no headrace tables yet)."""
+        return self._with_connection(lambda conn: schema_version(conn, self.dialect, self.where))
+
+    def open(self) -> SQLReader:
+        """Check the schema is the one this headrace reads; refuse the database otherwise."""
+        version = self.schema_version()
+        if version is None:
+            raise StoreMissing(f"No run history has been recorded in {self.where} yet.")
+        if version > schema.SCHEMA_VERSION:
+            raise newer_schema(self.where, version)
+        if version < schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"The database at {self.where} has schema version {version}; this headrace "
+                f"reads version {schema.SCHEMA_VERSION}. Run `headrace db upgrade` to bring it up "
+                "to date (or run any flow, which upgrades it)."
+            )
+        return self
+
+    # -- connections -----------------------------------------------------------------------
+    def _with_connection(self, work: Callable[[Any], Any]) -> Any:
+        """Run `work(conn)` in one read transaction on the reader's connection."""
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            return work(conn)
+        finally:
+            conn.rollback()  # end the transaction: the next query sees new rows
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        def run(conn):
+            cur = conn.cursor()
+            cur.execute(placeholders(self.dialect, sql), params)
+            return cur.fetchall()
+
+        return self._with_connection(run)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- flow runs ---------------------------------------------------------------------------
+    def _gone(self) -> list[str]:
+        """Ids of runs recorded Running whose process is gone (shown Crashed)."""
+        now = time.time()
+        rows = self._rows(
+            "SELECT id, host, pid, heartbeat FROM flow_runs WHERE state_type = ?", ("RUNNING",)
+        )
+        return [row[0] for row in rows if looks_crashed(*row[1:], self.host, now)]
+
+    def _flow_runs(self, where: str, params: tuple, tail: str = "") -> list[FlowRun]:
+        sql = f"SELECT {', '.join(FLOW_RUN_COLUMNS)} FROM flow_runs"
+        runs = [flow_run_record(row) for row in self._rows(sql + where + tail, params)]
+        if any(run.state_type == "RUNNING" for run in runs):
+            gone = set(self._gone())
+            for run in runs:
+                if run.id in gone:
+                    run.state_type, run.state_name = "CRASHED", "Crashed"
+                    run.state_message = CRASHED_MESSAGE
+        return runs
+
+    def flow_runs(self, flow_name=None, state=None, limit=50, before=None, parent_id=None):
+        where, params = [], []
+        if flow_name:
+            where.append("flow_name = ?")
+            params.append(flow_name)
+        if state:
+            matches = "(UPPER(state_type) = UPPER(?) OR UPPER(state_name) = UPPER(?))"
+            params += [state, state]
+            gone = self._gone()
+            if gone:  # shown Crashed: they match "crashed", and not "running"
+                marks = f"({', '.join('?' * len(gone))})"
+                matches = f"({matches} AND id NOT IN {marks})"
+                params += gone
+                if state.upper() == "CRASHED":
+                    matches = f"({matches} OR id IN {marks})"
+                    params += gone
+            where.append(matches)
+        if before is not None:
+            where.append("start_time < ?")
+            params.append(before)
+        if parent_id:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        tail = " ORDER BY start_time DESC, id DESC"
+        if limit:
+            tail += f" LIMIT {int(limit)}"
+        return self._flow_runs(clause, tuple(params), tail)
+
+    def flow_run(self, ref: str) -> FlowRun:
+        runs = self._flow_runs(" WHERE id = ? OR name = ?", (ref, ref))
+        if not runs:
+            # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+            runs = self._flow_runs(" WHERE LOWER(id) LIKE LOWER(?)", (ref + "%",))
+        if len(runs) > 1:
+            shown = ", ".join(f"{r.name} ({r.id[:8]})" for r in runs[:5])
+            raise StoreError(f"{ref!r} matches {len(runs)} flow runs: {shown}. Use a longer id.")
+        if not runs:
+            raise no_such_run(ref)
+        return runs[0]
+
+    # -- task runs -----------------------------------------------------------------------------
+    def task_runs(self, flow_run_id, limit=None, offset=0, children=None):
+        where = "flow_run_id = ?"
+        if children is not None:
+            where += " AND map_index IS NOT NULL" if children else " AND map_index IS NULL"
+        # A mapped task's own row has no start; it leads on every database (PostgreSQL
+        # would sort NULL last, SQLite sorts it first).
+        sql = (
+            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE {where} "
+            "ORDER BY start_time IS NOT NULL, start_time, id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        elif offset and self.dialect.name == "sqlite":
+            sql += " LIMIT -1"  # SQLite takes an OFFSET only after a LIMIT
+        if offset:
+            sql += f" OFFSET {int(offset)}"
+        return [task_run_record(row) for row in self._rows(sql, (flow_run_id,))]
+
+    def map_groups(self, flow_run_id: str) -> list[MapGroup]:
+        """One group per mapped task: by the children's recorded parent, else their task key
+        (else task name), in the order the groups started."""
+        group = "parent_task_run_id, task_key, task_name"
+        counted = self._rows(
+            f"SELECT {group}, state_name, COUNT(*), MIN(start_time), MAX(end_time) "
+            f"FROM task_runs WHERE flow_run_id = ? AND map_index IS NOT NULL "
+            f"GROUP BY {group}, state_name",
+            (flow_run_id,),
+        )
+        failed = self._rows(
+            f"SELECT {group}, name FROM (SELECT {group}, name, ROW_NUMBER() OVER "
+            f"(PARTITION BY {group} ORDER BY map_index, id) AS n FROM task_runs "
+            "WHERE flow_run_id = ? AND map_index IS NOT NULL "
+            "AND state_type IN ('FAILED', 'CRASHED')) AS bad "
+            f"WHERE n <= {FAILED_SHOWN + 1} ORDER BY n",
+            (flow_run_id,),
+        )
+        groups: dict[tuple, MapGroup] = {}
+        for parent, key, name, state, count, start, end in counted:
+            found = groups.get((parent, key, name))
+            if found is None:
+                found = groups[parent, key, name] = MapGroup(parent, key, name, 0, {}, start, end)
+            found.size += count
+            found.counts[state] = count
+            found.start_time = _least(found.start_time, start)
+            found.end_time = _most(found.end_time, end)
+        for parent, key, name, child in failed:
+            groups[parent, key, name].failed.append(child)
+        return sorted(groups.values(), key=lambda g: (g.start_time is not None, g.start_time or 0))
+
+    def states(self, task_run_id: str) -> list[StateRecord]:
+        """Every state of a task run in order: Running, intermediate ones, the final one.
+
+        The task run's own row holds the first and the last (its start and end);
+        `task_run_states` holds only what came between, to keep writes small.
+        """
+        cols = "flow_run_id, state_type, state_name, state_message, start_time, end_time"
+        found = self._rows(f"SELECT {cols} FROM task_runs WHERE id = ?", (task_run_id,))
+        between = self._rows(
+            f"SELECT {', '.join(STATE_COLUMNS)} FROM task_run_states WHERE task_run_id = ? "
+            "ORDER BY id",
+            (task_run_id,),
+        )
+        middle = [StateRecord(*row) for row in between]
+        if not found:
+            return middle
+        flow_run_id, type_, name, message, start, end = found[0]
+        first = StateRecord(task_run_id, flow_run_id, "RUNNING", "Running", None, start)
+        last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
+        return [first, *middle, last]
+
+    def logs(self, flow_run_id, after=0, limit=None):
+        sql = (
+            f"SELECT id, {', '.join(LOG_COLUMNS)} FROM logs WHERE flow_run_id = ? AND id > ? "
+            "ORDER BY id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [(row[0], LogRecord(*row[1:])) for row in self._rows(sql, (flow_run_id, after))]
+
+
+def _least(a, b):
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _most(a, b):
+    return b if a is None else a if b is None else max(a, b)
+
+
+__all__ = ["SQLReader"]
