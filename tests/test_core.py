@@ -12,7 +12,8 @@ import pytest
 from headrace import task
 from headrace.engine.clock import ManualClock
 from headrace.engine.context import FlowRunContext
-from headrace.engine.core import ELEMENT, WHOLE, Core, Input, Node, StalledError
+from headrace.engine.core import Core, StalledError
+from headrace.engine.nodes import ELEMENT, WHOLE, Input, Node
 from headrace.engine.throttle import Throttle
 from headrace.executors import LocalExecutor
 from headrace.states import Completed, _Released

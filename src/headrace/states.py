@@ -126,6 +126,17 @@ class State:
     def is_retrying(self) -> bool:
         return False
 
+    def is_completed(self) -> bool:
+        """Completed by running, not Cached, Skipped or Mapped."""
+        return self.name == "Completed"
+
+    def is_not_run(self) -> bool:
+        """Above a run's start_tasks: it neither ran nor has a state to reuse."""
+        return self.name == "NotRun"
+
+    def is_timed_out(self) -> bool:
+        return self.name == "TimedOut"
+
     def is_trigger_failed(self) -> bool:
         """Failed because of its upstream states, not by running."""
         return self.name == "TriggerFailed"

@@ -77,134 +77,12 @@ from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs
+from headrace.engine.nodes import ELEMENT, WHOLE, Attempt, Node
 from headrace.engine.recorder import task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.errors import MappingError, ResultReleasedError
 from headrace.states import Failed, MappedState, RemoteValue, State, StateType, _Released
 from headrace.tasks import check_lengths, check_mappable
-
-WHOLE, ELEMENT = 0, 1
-
-
-class Input:
-    """Where one argument of a node comes from: an upstream node's result.
-
-    `key` is the argument's name, or None when only the upstream's state
-    matters. `mapped` inputs are iterated by a mapped node (child by child
-    when the upstream is mapped too); `flat` ones are un-nested first.
-    """
-
-    __slots__ = ("key", "up", "mapped", "flat")
-
-    def __init__(self, key: str | None, up: Node, mapped: bool = False, flat: bool = False):
-        self.key = key
-        self.up = up
-        self.mapped = mapped
-        self.flat = flat
-
-    @property
-    def element_wise(self) -> bool:
-        return self.mapped and not self.flat and self.up.mapped
-
-
-class Node:
-    """One task of a flow run and its run state (see the module docstring)."""
-
-    __slots__ = (
-        "task",
-        "name",
-        "key",
-        "run_id",
-        "spec",
-        "mapped",
-        "inputs",
-        "constants",
-        "iterated",
-        "keep",
-        "start",
-        "ups",
-        "downs",
-        "waiting",
-        "state",
-        "reused",
-        "preset",
-        "children",
-        "child_wait",
-        "remaining",
-        "started",
-        "holds",
-        "sequences",
-        "sources",
-        "given_children",
-        "unexpandable",
-        "owner",
-        "extra_holds",
-        "call",
-    )
-
-    def __init__(
-        self,
-        task,
-        key: str,
-        run_id: str,
-        inputs: list[Input] = (),
-        constants: dict[str, Any] | None = None,
-        iterated: dict[str, Any] | None = None,
-        mapped: bool = False,
-    ):
-        self.task = task
-        self.name = task.name
-        self.key = key
-        self.run_id = run_id
-        self.spec: TaskSpec | None = None
-        self.mapped = mapped
-        self.inputs = list(inputs)
-        self.constants = constants or {}
-        self.iterated = iterated or {}
-        self.keep = False
-        self.start = False
-        self.ups: list[tuple[Node, int]] = []
-        self.downs: list[tuple[Node, int]] = []
-        self.waiting = 0
-        self.state: State | None = None
-        self.reused = False
-        self.preset = False
-        self.children: list | None = None
-        self.child_wait: list[int] | None = None
-        self.remaining = 0
-        self.started = 0
-        self.holds: Any = 0
-        self.sequences: dict | None = None
-        self.sources: dict[Node, list[State]] = {}
-        self.given_children: list[State] | None = None
-        self.unexpandable: Node | None = None
-        self.owner: int | None = None  # the thread a direct call runs on
-        self.extra_holds = 0  # holds on each result beyond its consumers' (live futures)
-        self.call = None  # what a function flow's call adds (see function_flow.Call)
-
-    def unit_id(self, index: int | None) -> str:
-        """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
-        return self.run_id if index is None else f"{self.run_id}.{index}"
-
-    def unit_name(self, index: int | None) -> str:
-        return self.name if index is None else f"{self.name}[{index}]"
-
-    def __repr__(self) -> str:
-        return f"<Node {self.key}>"
-
-
-class Attempt:
-    """One submission of a unit: its bound arguments and how far it got."""
-
-    __slots__ = ("node", "index", "arguments", "run_count", "loop", "start")
-
-    def __init__(self, node: Node, index: int | None, arguments: dict, start: float):
-        self.node = node
-        self.index = index
-        self.arguments = arguments
-        self.run_count = 1
-        self.loop: tuple[int, Any] = (1, None)
-        self.start = start
 
 
 class StalledError(RuntimeError):
@@ -714,7 +592,7 @@ class Core:
             node.started += 1
         whole_started = index is None or node.started == len(node.children)
         for up, mode in node.ups:
-            if up.reused or up.state is not None and up.state.name == "NotRun":
+            if up.reused or up.state is not None and up.state.is_not_run():
                 continue
             if mode == ELEMENT and index is not None:
                 self._release(up, index)
@@ -840,4 +718,4 @@ def _drop(state: State, name: str) -> None:
         state._value = _Released(name)
 
 
-__all__ = ["Core", "Node", "Input", "Attempt", "StalledError", "WHOLE", "ELEMENT"]
+__all__ = ["Core", "StalledError"]

@@ -40,8 +40,9 @@ from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
-from headrace.engine.core import ELEMENT, Core, Input, Node
+from headrace.engine.core import Core
 from headrace.engine.names import new_run_id
+from headrace.engine.nodes import ELEMENT, Input, Node
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
@@ -726,7 +727,7 @@ def run_function_flow(flow, args: tuple, kwargs: dict, return_state: bool, clock
             state = None
         finally:
             _exit(tokens)
-        run.wait_for_submitted(timed_out=state is not None and state.name == "TimedOut")
+        run.wait_for_submitted(timed_out=state is not None and state.is_timed_out())
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:
             return _end(flow, run, parent, state, return_state)
@@ -754,7 +755,7 @@ async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=
                 state = _failed_body(run, flow, exc)
         finally:
             _exit(tokens)
-        timed_out = state is not None and state.name == "TimedOut"
+        timed_out = state is not None and state.is_timed_out()
         await asyncio.to_thread(run.wait_for_submitted, timed_out)
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:

@@ -15,8 +15,9 @@ from typing import Any
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
-from headrace.engine.core import Core, Input, Node
+from headrace.engine.core import Core
 from headrace.engine.names import new_run_id, slug
+from headrace.engine.nodes import Input, Node
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError

@@ -145,7 +145,7 @@ def get_run_logger() -> RunLogger:
 
 def state_label(state) -> str:
     """`Completed()`, `Failed('message')`: how lifecycle lines show a state."""
-    if state.name == "Completed" and state.message in (None, "Task run succeeded."):
+    if state.is_completed() and state.message in (None, "Task run succeeded."):
         return "Completed()"
     return f"{state.name}({state.message!r})" if state.message else f"{state.name}()"
 

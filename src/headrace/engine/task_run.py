@@ -38,7 +38,6 @@ from headrace.states import (
     Retrying,
     Skipped,
     State,
-    StateType,
     TimedOut,
     TriggerFailed,
 )
@@ -92,10 +91,10 @@ def decide_before_run(
     (above `start_tasks`) are ignored. Failed beats Skipped: skipping on an
     upstream skip applies only when no upstream failed.
     """
-    states = [s for _, s in upstream if s.name != "NotRun"]
+    states = [s for _, s in upstream if not s.is_not_run()]
     if not states and task.trigger is None:  # the default trigger passes on no states
         return None
-    skipped = task.skip_on_upstream_skip and any(s.name == "Skipped" for s in states)
+    skipped = task.skip_on_upstream_skip and any(s.is_skipped() for s in states)
     if skipped and not any(s.is_failed() for s in states):
         return Skipped("Upstream task was skipped.")
     if not check_trigger:
@@ -340,7 +339,7 @@ def after_run(
         logs.log_exception(logs.task_logger(run_name, run_id, flow_run_id), state.exception)
     if failed:
         hooks = task.on_failure
-    elif state.type is StateType.COMPLETED and state.name != "Skipped":
+    elif state.is_successful() and not state.is_skipped():
         hooks = task.on_completion
     else:
         return

@@ -1,0 +1,139 @@
+"""The records the core runs: a flow run's `Node`s, their `Input`s, and `Attempt`s.
+
+A flow style builds these (graph_run from a Flow, function_flow from task
+calls) and the core changes their run-state fields; see `engine.core` for
+what each field means. Slotted, since a run may hold a million.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headrace.engine.task_run import TaskSpec
+from headrace.states import State
+
+WHOLE, ELEMENT = 0, 1
+
+
+class Input:
+    """Where one argument of a node comes from: an upstream node's result.
+
+    `key` is the argument's name, or None when only the upstream's state
+    matters. `mapped` inputs are iterated by a mapped node (child by child
+    when the upstream is mapped too); `flat` ones are un-nested first.
+    """
+
+    __slots__ = ("key", "up", "mapped", "flat")
+
+    def __init__(self, key: str | None, up: Node, mapped: bool = False, flat: bool = False):
+        self.key = key
+        self.up = up
+        self.mapped = mapped
+        self.flat = flat
+
+    @property
+    def element_wise(self) -> bool:
+        return self.mapped and not self.flat and self.up.mapped
+
+
+class Node:
+    """One task of a flow run and its run state (see the module docstring)."""
+
+    __slots__ = (
+        "task",
+        "name",
+        "key",
+        "run_id",
+        "spec",
+        "mapped",
+        "inputs",
+        "constants",
+        "iterated",
+        "keep",
+        "start",
+        "ups",
+        "downs",
+        "waiting",
+        "state",
+        "reused",
+        "preset",
+        "children",
+        "child_wait",
+        "remaining",
+        "started",
+        "holds",
+        "sequences",
+        "sources",
+        "given_children",
+        "unexpandable",
+        "owner",
+        "extra_holds",
+        "call",
+    )
+
+    def __init__(
+        self,
+        task,
+        key: str,
+        run_id: str,
+        inputs: list[Input] = (),
+        constants: dict[str, Any] | None = None,
+        iterated: dict[str, Any] | None = None,
+        mapped: bool = False,
+    ):
+        self.task = task
+        self.name = task.name
+        self.key = key
+        self.run_id = run_id
+        self.spec: TaskSpec | None = None
+        self.mapped = mapped
+        self.inputs = list(inputs)
+        self.constants = constants or {}
+        self.iterated = iterated or {}
+        self.keep = False
+        self.start = False
+        self.ups: list[tuple[Node, int]] = []
+        self.downs: list[tuple[Node, int]] = []
+        self.waiting = 0
+        self.state: State | None = None
+        self.reused = False
+        self.preset = False
+        self.children: list | None = None
+        self.child_wait: list[int] | None = None
+        self.remaining = 0
+        self.started = 0
+        self.holds: Any = 0
+        self.sequences: dict | None = None
+        self.sources: dict[Node, list[State]] = {}
+        self.given_children: list[State] | None = None
+        self.unexpandable: Node | None = None
+        self.owner: int | None = None  # the thread a direct call runs on
+        self.extra_holds = 0  # holds on each result beyond its consumers' (live futures)
+        self.call = None  # what a function flow's call adds (see function_flow.Call)
+
+    def unit_id(self, index: int | None) -> str:
+        """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
+        return self.run_id if index is None else f"{self.run_id}.{index}"
+
+    def unit_name(self, index: int | None) -> str:
+        return self.name if index is None else f"{self.name}[{index}]"
+
+    def __repr__(self) -> str:
+        return f"<Node {self.key}>"
+
+
+class Attempt:
+    """One submission of a unit: its bound arguments and how far it got."""
+
+    __slots__ = ("node", "index", "arguments", "run_count", "loop", "start")
+
+    def __init__(self, node: Node, index: int | None, arguments: dict, start: float):
+        self.node = node
+        self.index = index
+        self.arguments = arguments
+        self.run_count = 1
+        self.loop: tuple[int, Any] = (1, None)
+        self.start = start
+
+
+__all__ = ["Node", "Input", "Attempt", "WHOLE", "ELEMENT"]
