@@ -34,6 +34,7 @@ clean:
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/styles.py
 
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from headrace import Flow, task
+from headrace import Flow, flow, task
 from headrace.engine.progress import Progress
 from headrace.executors import ThreadExecutor
 
@@ -26,6 +26,19 @@ def scrape_flow(n):
 def test_plain_lines_report_done_total_and_failures(capsys, monkeypatch):
     monkeypatch.setenv("HEADRACE_PROGRESS_INTERVAL", "60")  # only the closing line is due
     scrape_flow(300).run(executor=ThreadExecutor(4))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "Progress:" in line]
+    assert len(lines) == 1
+    assert "Progress: work: 300/300 done, 6 failed" in lines[0]
+
+
+def test_a_function_flows_map_gets_the_same_progress_lines(capsys, monkeypatch):
+    monkeypatch.setenv("HEADRACE_PROGRESS_INTERVAL", "60")
+
+    @flow(executor=ThreadExecutor(4))
+    def scrape(n):
+        return work.map(range(n)).wait()
+
+    assert scrape(300, return_state=True).is_failed()  # six items fail
     lines = [line for line in capsys.readouterr().err.splitlines() if "Progress:" in line]
     assert len(lines) == 1
     assert "Progress: work: 300/300 done, 6 failed" in lines[0]

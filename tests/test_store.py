@@ -820,3 +820,25 @@ def test_a_reader_refuses_what_it_cannot_read_and_says_what_to_do(home, tmp_path
     with pytest.raises(StoreError, match="Cannot open the run history at .* is not a directory"):
         open_reader(f"sqlite:///{blocker}/home/headrace.db")
     assert fingerprint(home)[1:] == before[1:]
+
+
+def test_a_graph_run_records_to_the_recorder_it_is_given(home, tmp_path):
+    @task
+    def one():
+        return 1
+
+    with Flow("elsewhere") as graph:
+        one()
+    other = open_recorder(f"sqlite:///{tmp_path / 'other.db'}")
+    state = graph.run(recorder=other)
+    other.flush()
+    with open_reader(f"sqlite:///{tmp_path / 'other.db'}") as reader:
+        assert [r.id for r in reader.flow_runs()] == [state.flow_run_id]
+        assert [t.task_key for t in reader.task_runs(state.flow_run_id)] == ["one-1"]
+    silent = graph.run(recorder=NULL)
+    assert silent.is_successful()
+    get_store().flush()
+    with open_reader() as reader:  # the settings' store got neither run
+        assert {state.flow_run_id, silent.flow_run_id}.isdisjoint(
+            r.id for r in reader.flow_runs(limit=1000)
+        )

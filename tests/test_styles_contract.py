@@ -183,3 +183,56 @@ def test_every_state_names_its_run(style):
     for task_state in task_states:
         assert task_state.flow_run_id == state.flow_run_id
         assert task_state.task_run_id in recorded
+
+
+@task
+def numbers(n):
+    return list(range(n))
+
+
+@task
+def square(x):
+    return x * x
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+def recorded_shape(flow_run_id: str) -> dict:
+    """Per task run (task key, map index): its map group's key and its upstream keys."""
+    get_store().flush()
+    with open_reader() as reader:
+        runs = reader.task_runs(flow_run_id)
+    keys = {r.id: (r.task_key, r.map_index) for r in runs}
+    return {
+        keys[r.id]: (
+            keys[r.parent_task_run_id] if r.parent_task_run_id else None,
+            sorted(keys[u] for u in r.upstream),
+        )
+        for r in runs
+    }
+
+
+def test_one_pipeline_written_both_ways_records_the_same_shape():
+    with Flow("shape") as graph:
+        t = total(square.map(numbers(3)))
+    graph_state = graph.run()
+    assert graph_state[t].result() == 5
+
+    @flow
+    def shape():
+        return total(square.map(numbers(3)))
+
+    function_state = shape(return_state=True)
+    assert function_state.result() == 5
+
+    expected = {
+        ("numbers-1", None): (None, []),
+        ("square-1", None): (None, [("numbers-1", None)]),
+        **{("square-1", i): (("square-1", None), [("numbers-1", None)]) for i in range(3)},
+        ("total-1", None): (None, [("square-1", None)]),
+    }
+    assert recorded_shape(graph_state.flow_run_id) == expected
+    assert recorded_shape(function_state.flow_run_id) == expected

@@ -344,6 +344,7 @@ class Flow:
         start_tasks: Iterable[Task] | None = None,
         return_tasks: Iterable[Task] | None = None,
         clock=None,
+        recorder=None,
     ):
         """Run the flow and return its `FlowState`; `state[task]` is a task's state.
 
@@ -354,7 +355,9 @@ class Flow:
         downstream of them (their triggers unchecked, their given states
         ignored); tasks above them reuse a given state or are NotRun and pass
         None. Parameters always resolve. `return_tasks` keeps those results besides the terminal
-        tasks' and the parameters'. `clock` is for tests.
+        tasks' and the parameters'. `clock` is for tests; `recorder` (a
+        `headrace.store.base.Recorder`) receives the run's history instead of the
+        settings' store.
         """
         from headrace.engine.graph_run import run_flow
 
@@ -367,6 +370,7 @@ class Flow:
             start_tasks=start_tasks,
             return_tasks=return_tasks,
             clock=clock,
+            recorder=recorder,
         )
 
     def visualize(self, filename: str | None = None, format: str = "svg", flow_state=None):

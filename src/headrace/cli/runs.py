@@ -151,11 +151,11 @@ def _task_lines(task_runs: list, groups: list) -> list[list[str]]:
     entries = []  # (sort key, row)
     for t in task_runs:
         group = by_parent.pop(t.id, None)
-        if group is not None or t.state_name == "Mapped":
+        if group is not None or t.is_mapped():
             entries.append(_mapped_row(t.name, t.state_name, group, t))
             continue
         details = []
-        if t.state_name not in ("Completed", "Cached") and t.state_message:
+        if not t.is_completed_or_cached() and t.state_message:
             details.append(first_line(t.state_message))
         if (t.run_count or 1) > 1:
             details.append(f"{t.run_count} attempts")
@@ -207,12 +207,12 @@ def runs_logs(run: str, follow: bool) -> None:
         if not follow:
             return
         seen_running = False
-        while flow_run.state_type == "RUNNING":
+        while flow_run.is_running():
             seen_running = True
             _sleep(POLL_SECONDS)
             flow_run = reader.flow_run(flow_run.id)
             last = _print_logs(reader, flow_run.id, last)
-        if flow_run.state_type == "CRASHED" and flow_run.end_time is None:
+        if flow_run.is_crashed() and flow_run.end_time is None:
             # Shown Crashed by the Reader: its process is gone and never ended the run.
             raise click.ClickException(
                 safe(

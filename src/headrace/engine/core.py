@@ -60,7 +60,7 @@ Events
 
 Every final state of a unit that ran or was decided goes through `_after`:
 the task's hooks, a failure's traceback in the log, and a row of run
-history (put on the store's queue, never waited for). No polling and no
+history (handed to the recorder, never waited for). No polling and no
 sleeps: the loop blocks on `events`, or on the clock until a retry is due.
 """
 
@@ -92,12 +92,12 @@ class StalledError(RuntimeError):
 class Core:
     """Runs the units of one flow run. Add nodes, then call `run()` once."""
 
-    def __init__(self, executor, throttle, clock, flow_ctx, store, progress=None):
+    def __init__(self, executor, throttle, clock, flow_ctx, recorder, progress=None):
         self.executor = executor
         self.throttle = throttle
         self.clock = clock
         self.flow_ctx = flow_ctx
-        self.store = store
+        self.recorder = recorder
         self.progress = progress
         self.nodes: list[Node] = []
         self.ready: list[tuple[Node, int | None]] = []
@@ -362,7 +362,7 @@ class Core:
             logs.task_logger(node.unit_name(index), run_id, flow_run_id).warning(
                 "%s Retrying in %g s.", state.message, delay
             )
-            task_state(self.store, run_id, flow_run_id, state)
+            task_state(self.recorder, run_id, flow_run_id, state)
             self._push_timer(self.clock.monotonic() + delay, attempt)
             return
         self._after(node, index, state, attempt.start, attempt.run_count)
@@ -635,12 +635,12 @@ class Core:
     def _record_whole(self, node: Node) -> None:
         """The record of a mapped task as a whole (its children have their own)."""
         node.state.task_run_id, node.state.flow_run_id = node.run_id, self.flow_ctx.flow_run_id
-        if not self.store.recording:
+        if not self.recorder.recording:
             return
-        upstream = [up.run_id for up, _ in node.ups if not up.preset]
         task_run_done(
-            self.store, node.run_id, self.flow_ctx.flow_run_id, node.task.name, node.name, node.key,
-            None, None, upstream, node.task.tags, node.state, None, 1,
+            self.recorder, node.run_id, self.flow_ctx.flow_run_id, node.task.name, node.name,
+            node.key, None, None, self.upstream_ids(node, None), node.task.tags, node.state,
+            None, 1,
         )  # fmt: skip
 
     def _warn(self, message: str) -> None:
@@ -655,10 +655,10 @@ class Core:
         after_run(node.task, state, run_name, run_id, flow_run_id)
         if node.call is not None:
             node.call.finished(node, index, state)
-        if not self.store.recording:
+        if not self.recorder.recording:
             return
         task_run_done(
-            self.store, run_id, flow_run_id, node.task.name, run_name, node.key, index,
+            self.recorder, run_id, flow_run_id, node.task.name, run_name, node.key, index,
             node.run_id if index is not None else None, self.upstream_ids(node, index),
             node.task.tags, state, start or time.time(), run_count,
         )  # fmt: skip

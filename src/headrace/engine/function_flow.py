@@ -46,7 +46,7 @@ from headrace.engine.nodes import ELEMENT, Input, Node
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
-from headrace.store import get_store
+from headrace.store import default_recorder
 from headrace.tasks import check_lengths, check_mappable
 
 # Results of these types are too often shared (interned, cached) to say who made them.
@@ -301,7 +301,7 @@ class FunctionRun:
         else:
             self.throttle = Throttle(flow.throttle)
         self.logger = logs.flow_logger(self.name, self.id)
-        self.store = get_store()
+        self.recorder = parent.recorder if parent is not None else default_recorder()
         self.is_async = False
         self.state: State | None = None
         self.allowed_by_parent = False
@@ -325,7 +325,7 @@ class FunctionRun:
         shown = None
         if progress.enabled():
             shown = progress.Progress(self.logger)
-        self.core = Core(executor, self.throttle, self.clock, self.ctx, self.store, shown)
+        self.core = Core(executor, self.throttle, self.clock, self.ctx, self.recorder, shown)
         self.core.share_turn = self.is_async
         self.entries: list[TaskRunRecord] = []
 
@@ -665,7 +665,7 @@ def _start(flow, args: tuple, kwargs: dict, clock) -> tuple[FunctionRun, dict, A
     parent = _build.function_run.get()
     run = FunctionRun(flow, parameters, parent, clock or flow.clock or SYSTEM_CLOCK)
     flow_run_started(
-        run.store, run.id, run.name, flow.name, "function", parameters,
+        run.recorder, run.id, run.name, flow.name, "function", parameters,
         parent.id if parent else None, flow.executor,
     )  # fmt: skip
     if parent is None:
@@ -698,9 +698,9 @@ def _end(flow, run: FunctionRun, parent, state: State, return_state: bool):
     state.flow_run_id, state.task_run_id = run.id, None  # the flow run's own, even when adopted
     run.logger.log(40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state))
     run.state = state
-    flow_run_ended(run.store, run.id, state)
+    flow_run_ended(run.recorder, run.id, state)
     if parent is None:
-        run.store.flush()
+        run.recorder.flush()
     if parent is not None:
         run.allowed_by_parent = return_state
         with parent._lock:

@@ -31,7 +31,7 @@ from headrace.states import (
     StateType,
     failure_summary,
 )
-from headrace.store import get_store
+from headrace.store import default_recorder
 
 
 class GraphRun:
@@ -47,7 +47,7 @@ class GraphRun:
         start_tasks: list,
         return_tasks: list,
         clock,
-        store,
+        recorder,
     ):
         self.flow = flow
         self.flow_ctx = FlowRunContext(
@@ -60,7 +60,7 @@ class GraphRun:
         if progress.enabled():
             logger = logs.flow_logger(self.flow_ctx.flow_run_name, self.flow_ctx.flow_run_id)
             shown = progress.Progress(logger)
-        self.core = Core(executor, throttle, clock, self.flow_ctx, store, shown)
+        self.core = Core(executor, throttle, clock, self.flow_ctx, recorder, shown)
         self.nodes: dict[Any, Node] = {}
         for k, task in enumerate(flow.sorted_tasks()):
             self.nodes[task] = Node(
@@ -208,8 +208,11 @@ def run_flow(
     start_tasks=None,
     return_tasks=None,
     clock=None,
+    recorder=None,
 ) -> FlowState:
-    """Run a graph flow (see `Flow.run` for the keywords) and return its FlowState."""
+    """Run a graph flow (see `Flow.run` for the keywords) and return its FlowState.
+
+    `recorder` receives the run's history (default: the settings' store)."""
     from headrace.executors import LocalExecutor
 
     values = check_parameters(flow, parameters)
@@ -225,7 +228,7 @@ def run_flow(
                 )
     executor = executor or LocalExecutor()
     executor.validate(flow)
-    store = get_store()
+    recorder = recorder or default_recorder()
     graph_run = GraphRun(
         flow,
         values,
@@ -235,12 +238,12 @@ def run_flow(
         start_tasks,
         return_tasks,
         clock or SYSTEM_CLOCK,
-        store,
+        recorder,
     )
     logs.configure()
     ctx = graph_run.flow_ctx
     flow_run_started(
-        store, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor
+        recorder, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor
     )
     logs.ENGINE.info(
         "Created flow run %r for flow %r",
@@ -267,8 +270,8 @@ def run_flow(
         logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
             40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
         )
-        flow_run_ended(store, ctx.flow_run_id, state)
-        store.flush()
+        flow_run_ended(recorder, ctx.flow_run_id, state)
+        recorder.flush()
     return state
 
 

@@ -10,9 +10,32 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from headrace.states import StateType
+
+_RUNNING, _CRASHED = StateType.RUNNING.value, StateType.CRASHED.value
+
+
+class RecordedState:
+    """Predicates over a record's `state_type` and `state_name`, as `State` has them."""
+
+    __slots__ = ()
+
+    def is_running(self) -> bool:
+        return self.state_type == _RUNNING
+
+    def is_crashed(self) -> bool:
+        return self.state_type == _CRASHED
+
+    def is_mapped(self) -> bool:
+        return self.state_name == "Mapped"
+
+    def is_completed_or_cached(self) -> bool:
+        """Completed or Cached: a state whose message is not worth showing."""
+        return self.state_name in ("Completed", "Cached")
+
 
 @dataclass(slots=True)
-class FlowRun:
+class FlowRun(RecordedState):
     id: str
     name: str
     flow_name: str
@@ -33,7 +56,7 @@ class FlowRun:
 
 
 @dataclass(slots=True)
-class TaskRun:
+class TaskRun(RecordedState):
     """One task run. Its identity in a flow run is (`task_key`, `map_index`).
 
     `parent_task_run_id` is the mapped task's own run for a map child;
