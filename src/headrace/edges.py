@@ -27,28 +27,28 @@ class Edge:
         return f"<Edge {self.upstream.name} -> {self.downstream.name}{label}{kind}>"
 
 
-class unmapped:
+class _Marker:
+    """A value wrapped to say how a task call takes it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value!r})"
+
+
+class unmapped(_Marker):
     """Pass a value whole to every child of `task.map(...)` instead of iterating it."""
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"unmapped({self.value!r})"
+    __slots__ = ()
 
 
-class flatten:
+class flatten(_Marker):
     """Un-nest a list of lists one level before mapping over it (or passing it)."""
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"flatten({self.value!r})"
+    __slots__ = ()
 
 
 def is_nested(value: Any) -> bool:

@@ -361,17 +361,8 @@ class Flow:
         """
         from headrace.engine.graph_run import run_flow
 
-        return run_flow(
-            self,
-            parameters=parameters,
-            executor=executor,
-            throttle=throttle,
-            task_states=task_states,
-            start_tasks=start_tasks,
-            return_tasks=return_tasks,
-            clock=clock,
-            recorder=recorder,
-        )
+        options = (executor, throttle, task_states, start_tasks, return_tasks, clock, recorder)
+        return run_flow(self, parameters, *options)
 
     def visualize(self, filename: str | None = None, format: str = "svg", flow_state=None):
         """Draw the flow as a `graphviz.Digraph` (see `headrace.visualize`)."""

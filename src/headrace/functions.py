@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headrace.errors import ParameterError
-from headrace.tasks import _normalize_retry_delay, check_retries_and_timeout
+from headrace.tasks import _normalize_retry_delay, bind_explained, check_retries_and_timeout
 
 
 class FunctionFlow:
@@ -106,13 +106,10 @@ class FunctionFlow:
     # -- used by the engine --------------------------------------------------------------
     def bind_parameters(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """The call's arguments by name (defaults applied), coerced by annotation."""
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ParameterError(
-                f"Flow {self.name!r} cannot be called that way: {exc}. "
-                f"Its signature is {self.fn.__name__}{self.signature}."
-            ) from None
+        bound = bind_explained(
+            self.signature.bind, args, kwargs, ParameterError,
+            f"Flow {self.name!r} cannot be called that way", f"{self.fn.__name__}{self.signature}",
+        )  # fmt: skip
         bound.apply_defaults()
         parameters = dict(bound.arguments)
         if self.validate_parameters:

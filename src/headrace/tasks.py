@@ -199,13 +199,11 @@ class Task:
         return tuple(params), frozenset(params), required
 
     def _bind_slowly(self, args: tuple, kwargs: dict, for_map: bool) -> dict[str, Any]:
-        try:
-            bound = self.signature.bind_partial(*args, **kwargs)
-        except TypeError as exc:
-            raise FlowBuildError(
-                f"Task {self.name!r} was called with arguments it does not take: {exc}. "
-                f"Its signature is {self.name}{self.signature}."
-            ) from None
+        bound = bind_explained(
+            self.signature.bind_partial, args, kwargs, FlowBuildError,
+            f"Task {self.name!r} was called with arguments it does not take",
+            f"{self.name}{self.signature}",
+        )  # fmt: skip
         arguments = dict(bound.arguments)
         defaults = self.attribute_defaults()
         for pname, param in self.signature.parameters.items():
@@ -240,13 +238,20 @@ class Task:
 
     # -- calling -----------------------------------------------------------
     def __call__(self, *args, upstream_tasks=None, **kwargs):
+        return self._route(args, kwargs, upstream_tasks, mapped=False)
+
+    def _route(self, args: tuple, kwargs: dict, upstream_tasks, mapped: bool):
+        """A call or map: a node inside `with Flow(...)`, a task run inside a @flow,
+        else a plain call."""
         ctx = _build.current()
         if ctx.flow is not None:
-            return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=False)
+            return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=mapped)
         _refuse_upstream_tasks(upstream_tasks)
         run = _build.function_run.get()
         if run is not None:
-            return run.call(self, args, kwargs)
+            return (run.map if mapped else run.call)(self, args, kwargs)
+        if mapped:
+            return self._map_plainly(self.bind(args, kwargs, for_map=True))
         return self.call_with(self.bind(args, kwargs))
 
     def submit(self, *args, **kwargs):
@@ -261,14 +266,7 @@ class Task:
 
     def map(self, *args, upstream_tasks=None, **kwargs):
         """Run once per item of the arguments (see the module docstring)."""
-        ctx = _build.current()
-        if ctx.flow is not None:
-            return self._add_node(ctx, args, kwargs, upstream_tasks, mapped=True)
-        _refuse_upstream_tasks(upstream_tasks)
-        run = _build.function_run.get()
-        if run is not None:
-            return run.map(self, args, kwargs)
-        return self._map_plainly(self.bind(args, kwargs, for_map=True))
+        return self._route(args, kwargs, upstream_tasks, mapped=True)
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
         """`task.map` outside any flow: the same mapping rules, as a plain loop."""
@@ -487,6 +485,14 @@ _TASK_ATTRIBUTES = frozenset(
         "template",
     }
 )
+
+
+def bind_explained(bind: Callable, args: tuple, kwargs: dict, error: type, what: str, shape: str):
+    """`bind(*args, **kwargs)`, or `error` saying `what` went wrong and the signature `shape`."""
+    try:
+        return bind(*args, **kwargs)
+    except TypeError as exc:
+        raise error(f"{what}: {exc}. Its signature is {shape}.") from None
 
 
 def call_with_arguments(

@@ -88,22 +88,18 @@ class RunContext:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        if name in _TASK_FIELDS:
-            ctx = task_run_var.get()
-            if ctx is None:
-                raise ContextError(
-                    f"context.{name} is set only inside a task run; no task is running here. "
-                    f"Use context.get({name!r}, default) to read it without raising."
-                )
-            return getattr(ctx, name)
-        if name in _FLOW_FIELDS:
-            ctx = flow_run_var.get()
-            if ctx is None:
-                raise ContextError(
-                    f"context.{name} is set only inside a flow run; no flow is running here. "
-                    f"Use context.get({name!r}, default) to read it without raising."
-                )
-            return getattr(ctx, name)
+        for fields, var, kind in (
+            (_TASK_FIELDS, task_run_var, "task"),
+            (_FLOW_FIELDS, flow_run_var, "flow"),
+        ):
+            if name in fields:
+                ctx = var.get()
+                if ctx is None:
+                    raise ContextError(
+                        f"context.{name} is set only inside a {kind} run; no {kind} is running "
+                        f"here. Use context.get({name!r}, default) to read it without raising."
+                    )
+                return getattr(ctx, name)
         raise AttributeError(
             f"context has no field {name!r}; its fields are: "
             + ", ".join(sorted(_FLOW_FIELDS | _TASK_FIELDS))

@@ -23,17 +23,17 @@ def flow_run_started(
     start = time.time()
     store.flow_run_started(
         FlowRun(
-            id=run_id,
-            name=name,
-            flow_name=flow_name,
-            style=style,
-            parameters=parameters,
-            parent_id=parent_id,
+            run_id,
+            name,
+            flow_name,
+            style,
+            parameters,
+            parent_id,
             start_time=start,
             executor=repr(executor) if executor is not None else None,
             host=socket.gethostname(),
             pid=os.getpid(),
-        )
+        )  # fmt: skip
     )
     return start
 

@@ -71,12 +71,9 @@ def _connector(url: str, read_only: bool = False):
             conn.read_only = True  # every transaction of a reader is READ ONLY
         return conn
 
+    # name, placeholder, real, serial_key, errors
     dialect = Dialect(
-        name="postgresql",
-        placeholder="%s",
-        real="DOUBLE PRECISION",
-        serial_key="BIGSERIAL PRIMARY KEY",
-        errors=(psycopg.Error,),
+        "postgresql", "%s", "DOUBLE PRECISION", "BIGSERIAL PRIMARY KEY", (psycopg.Error,)
     )
     return connect, where, dialect
 

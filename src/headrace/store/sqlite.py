@@ -22,13 +22,8 @@ from pathlib import Path
 from headrace.store.reader import SQLReader
 from headrace.store.sql import Dialect, SQLRecorder, StoreError
 
-DIALECT = Dialect(
-    name="sqlite",
-    placeholder="?",
-    real="REAL",
-    serial_key="INTEGER PRIMARY KEY AUTOINCREMENT",
-    errors=(sqlite3.Error,),
-)
+# name, placeholder, real, serial_key, errors
+DIALECT = Dialect("sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", (sqlite3.Error,))
 IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
 
 
