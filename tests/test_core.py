@@ -73,7 +73,7 @@ def test_a_chained_map_runs_depth_first_and_releases_each_input_once_consumed():
     core = make_core()
 
     core.add([a, b, c])
-    assert a.ups == [] and a.downs == [(b, ELEMENT)]
+    assert a.ups == () and a.downs == [(b, ELEMENT)]
     assert b.ups == [(a, ELEMENT)] and b.downs == [(c, WHOLE)] and c.ups == [(b, WHOLE)]
     # a expanded at once; b expanded with it, each child waiting for a's child.
     assert a.children == [None, None, None] and a.holds == [1, 1, 1]

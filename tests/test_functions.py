@@ -34,7 +34,7 @@ from headrace.engine import logs
 from headrace.engine.clock import ManualClock
 from headrace.engine.function_flow import FunctionRun, FutureList, TaskFuture, TaskRunRecord
 from headrace.errors import MappingError, ParameterError
-from headrace.executors import ProcessExecutor, ThreadExecutor
+from headrace.executors import LocalExecutor, ProcessExecutor, ThreadExecutor
 from headrace.functions import FunctionFlow
 from headrace.states import State, StateType
 from headrace.tasks import Task
@@ -1477,3 +1477,22 @@ def test_a_task_may_call_a_task_directly_or_from_a_worker():
     assert nested() == (11, 21)
     names = sorted(r.name for r in nested.last_run.records)
     assert names == ["inner-0", "outer-0", "outer-1"]
+
+
+def test_an_async_flows_inline_task_may_call_a_task():
+    @task
+    def inner(x):
+        return x * 10
+
+    @task
+    def outer(x):
+        return inner(x) + 1  # runs while its caller holds the core's turn
+
+    @flow(executor=LocalExecutor())
+    async def nested():
+        return await outer.submit(1), await outer(2)
+
+    assert asyncio.run(nested()) == (11, 21)
+    assert sorted(r.name for r in nested.last_run.records) == [
+        "inner-0", "inner-1", "outer-0", "outer-1",
+    ]  # fmt: skip

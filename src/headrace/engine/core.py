@@ -2,7 +2,8 @@
 
 A flow style only builds `Node`s and hands them to the core (`add`); the
 core decides, submits, retries, throttles, maps and releases. Graph flows
-add every node before `run()`.
+add every node before `run()`; function flows add nodes while it runs, as
+their body calls tasks, and wait for the ones they need (`drive`).
 
 Nodes and units
 ---------------
@@ -37,15 +38,35 @@ Core fields (state)
 -------------------
     ready        stack of units ready to run: the newest runs first, and a
                  mapped node's children are pushed so child 0 pops first.
-    running      units submitted and not yet finished (bounded by
-                 `executor.max_in_flight`: depth-first, so chained maps
-                 release intermediate results early and memory stays flat).
+    running      units started and not yet finished: on the executor, or
+                 (direct calls) on their owner's thread.
+    in_flight    units on the executor, bounded by `executor.max_in_flight`:
+                 depth-first, so chained maps release intermediate results
+                 early and memory stays flat.
     unfinished   nodes not yet finished; the run ends at zero.
     events       (Attempt, state, future) of finished submissions, fed by
                  executor callbacks (or put inline).
     timers       heap of (due, seq, Attempt) retries waiting on the clock.
     throttle     at most n running units per tag; a unit whose tag is full
-                 waits in that tag's queue until a holder finishes.
+                 waits in that tag's queue until a holder finishes. A subflow's
+                 core shares its parent's throttle.
+    retrying     direct calls whose retry is due, waiting for their thread.
+    dropped      nodes whose futures are gone (appended from any thread),
+                 released on the loop's next turn.
+
+Threads
+-------
+One thread at a time holds the *turn* and changes the state above; every
+change asked from elsewhere is an event: executor callbacks post finished
+attempts, a function flow's body posts `(add_one, node)`. A thread that
+posts while nobody holds the turn takes it and handles what is queued,
+without waiting and without running inline units (the body may be about
+to add their consumers). `drive(until)` holds the turn and runs the loop
+until `until()`; other threads wait for it to move. A unit may be owned
+by a thread (a function flow's direct call): only that thread runs it, so
+a holder that meets another thread's unit hands the turn over. With
+`share_turn` (an async flow's calls come from several threads) an owner
+runs its unit outside the turn.
 
 Events
 ------
@@ -90,7 +111,8 @@ class StalledError(RuntimeError):
 
 
 class Core:
-    """Runs the units of one flow run. Add nodes, then call `run()` once."""
+    """Runs the units of one flow run: `add` nodes, then `run()` (or `drive` while
+    adding more)."""
 
     def __init__(self, executor, throttle, clock, flow_ctx, recorder, progress=None):
         self.executor = executor
@@ -101,7 +123,8 @@ class Core:
         self.progress = progress
         self.nodes: list[Node] = []
         self.ready: list[tuple[Node, int | None]] = []
-        self.running = 0
+        self.running = 0  # units running: on the executor, or on their owner's thread
+        self.in_flight = 0  # units on the executor, bounded by its max_in_flight
         self.unfinished = 0
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.timers: list = []  # (due, seq, Attempt)
@@ -129,18 +152,21 @@ class Core:
             for inp in node.inputs:
                 mode = ELEMENT if inp.element_wise else WHOLE
                 modes[inp.up] = min(modes.get(inp.up, mode), mode)
-            node.ups = list(modes.items())
+            node.ups = list(modes.items()) if modes else ()
             node.holds = node.extra_holds
             waiting = 0
             for up, mode in node.ups:
-                up.downs.append((node, mode))
+                if up.downs:
+                    up.downs.append((node, mode))
+                else:
+                    up.downs = [(node, mode)]
                 _hold(up)
                 if up.state is None and (mode == WHOLE or up.children is None or up.reused):
                     waiting += 1  # (a reused Mapped state expands when it finishes)
                 elif mode == ELEMENT and up.children is None:  # finished without expanding
                     node.unexpandable = node.unexpandable or up
             node.waiting = waiting
-            if not node.mapped:
+            if not node.mapped and node.spec is None:
                 node.spec = TaskSpec(node.task)
             node.preset = node in presets
         self.nodes.extend(nodes)
@@ -186,8 +212,8 @@ class Core:
             self._drain()
             self._let_go()
 
-    def drive(self, until: Callable[[], bool]) -> None:
-        """Run the loop in this thread until `until()` holds.
+    def drive(self, until: Callable[[], bool], adding: Node | None = None) -> None:
+        """Run the loop in this thread until `until()` holds, `adding` a node first.
 
         One thread at a time holds the turn and changes the core's state; the
         others wait for it to move. A unit owned by a thread (a function flow's
@@ -196,15 +222,19 @@ class Core:
         (a task calling a task) runs the loop where it is.
         """
         me = threading.get_ident()
-        if self._holder == me:
-            while not until():
-                self._turn_once(me, until)
+        if self._holder == me:  # nested: the turn is ours until the outer call lets go
+            if adding is not None:
+                self.add([adding])
+            self._turn_once(me, until, nested=True)
             return
-        while not until():
+        while adding is not None or not until():
             generation = self._generation
             if self._turn.acquire(blocking=False):
                 self._holder = me
                 try:
+                    if adding is not None:
+                        self.add([adding])
+                        adding = None
                     outcome_ = self._turn_once(me, until)
                 finally:
                     self._let_go()
@@ -212,6 +242,10 @@ class Core:
                     self._wait_for_move(generation + 1, until)
                 elif outcome_ is not None:  # an own unit to run outside the turn
                     self.events.put((outcome_, run_task(*self._payload(outcome_)), None))
+                continue
+            if adding is not None:  # whoever holds the turn adds it
+                self.post((self.add_one, adding))
+                adding = None
                 continue
             self._wait_for_move(generation, until)
 
@@ -256,28 +290,31 @@ class Core:
         if not self.executor.inline:
             self._launch(None)
 
-    def _turn_once(self, me: int, until: Callable[[], bool]):
+    def _turn_once(self, me: int, until: Callable[[], bool], nested: bool = False):
         """Holding the turn: run the loop until `until()` holds (None), another
         thread's unit waits for it (_YIELD), or an own unit is to run outside the
-        turn (its Attempt)."""
+        turn (its Attempt). A nested loop neither yields nor leaves the turn."""
         timers, clock = self.timers, self.clock
         while not until():
             if self.dropped:
                 self._release_dropped()
-            run_here = self._launch(me)
+            run_here = self._launch(me, outside=self.share_turn and not nested)
             if run_here is not None:
                 return run_here
             if until():
                 return None
-            if any(self._owned.values()):
-                return _YIELD
+            if self._owned:
+                if me in self._owned:  # own units that became ready meanwhile
+                    continue
+                if not nested:
+                    return _YIELD
             if timers and timers[0][0] <= clock.monotonic():
                 self.resubmit_due()
                 continue
             if self.running == 0 and not timers and not self.ready:
                 stuck = [n.name for n in self.nodes if n.state is None]
                 raise StalledError(f"the run stalled with unfinished tasks: {stuck[:10]}")
-            if self.ready and self.running < self.limit:
+            if self.ready and self.in_flight < self.limit:
                 continue
             seconds = timers[0][0] - clock.monotonic() if timers else None
             event = clock.wait(self.events, seconds, busy=self.running > 0)
@@ -287,43 +324,54 @@ class Core:
                     self._moved_on()
         return None
 
-    def _launch(self, me: int | None) -> Attempt | None:
-        """Submit ready units while the in-flight bound allows. A unit owned by
-        another thread is set aside for it; one owned by `me` runs here, or is
-        returned to run outside the turn when the turn is shared."""
-        ready = self.ready
-        if me is not None and self._owned.get(me):
-            ready.extend(self._owned.pop(me))
-        inline = self.executor.inline
-        while ready and self.running < self.limit:
-            node, index = ready.pop()
-            if node.state is not None or (index is not None and node.children[index] is not None):
-                continue  # decided as a whole meanwhile, or reused
-            owner = node.owner
-            if owner is not None and owner != me:
-                self._owned.setdefault(owner, []).append((node, index))
-                continue
-            attempt = self.retrying.pop((node, index), None) if self.retrying else None
-            if self.throttle and not self.throttle.take(
-                node.task.tags,
-                (self, "ready", (node, index)) if attempt is None else (self, "retry", attempt),
-            ):
-                continue
-            if attempt is not None:
-                attempt.run_count += 1
-            else:
-                attempt = self.prepare(node, index)
-                if attempt is None:
-                    continue
-            if owner is None and not inline:
-                self.submit(attempt)
+    def _launch(self, me: int | None, outside: bool = False) -> Attempt | None:
+        """Run `me`'s own ready units (direct calls use no executor slot) here, or
+        return one to run `outside` the turn; then submit shared ready units while
+        the executor's in-flight bound allows."""
+        mine = self._owned.pop(me, None) if me is not None else None
+        while mine:
+            node, index = mine.pop()
+            attempt = self._start(node, index)
+            if attempt is None:
                 continue
             self.running += 1
-            if owner is not None and self.share_turn:
+            if outside:
+                if mine:
+                    self._owned[me] = mine
                 return attempt
             self.events.put((attempt, run_task(*self._payload(attempt)), None))
             self.handle(self.events.get())
+        ready, inline = self.ready, self.executor.inline
+        while ready and self.in_flight < self.limit:
+            attempt = self._start(*ready.pop())
+            if attempt is not None:
+                self.submit(attempt)
+                if inline:
+                    self.handle(self.events.get())
         return None
+
+    def _start(self, node: Node, index: int | None) -> Attempt | None:
+        """The attempt that runs a ready unit: its due retry, or a new one (None when it
+        was decided without running, is finished already, or waits for a throttle slot)."""
+        if node.state is not None or (index is not None and node.children[index] is not None):
+            return None  # decided as a whole meanwhile, or reused
+        attempt = self.retrying.pop((node, index), None) if self.retrying else None
+        if self.throttle and not self.throttle.take(
+            node.task.tags,
+            (self, "ready", (node, index)) if attempt is None else (self, "retry", attempt),
+        ):
+            return None
+        if attempt is not None:
+            attempt.run_count += 1
+            return attempt
+        return self.prepare(node, index)
+
+    def _make_ready(self, node: Node, index: int | None) -> None:
+        """A unit is ready: for its owner thread to run, or on the shared stack."""
+        if node.owner is not None:
+            self._owned.setdefault(node.owner, []).append((node, index))
+        else:
+            self.ready.append((node, index))
 
     def _payload(self, attempt: Attempt) -> tuple:
         """`run_task`'s arguments for an attempt: small and picklable."""
@@ -336,6 +384,7 @@ class Core:
     def submit(self, attempt: Attempt) -> None:
         """Start an attempt on the executor; its outcome comes back through `post`."""
         self.running += 1
+        self.in_flight += 1
         if self.executor.inline:
             # Same code path as a pool, minus the future: the call runs right here.
             self.events.put((attempt, run_task(*self._payload(attempt)), None))
@@ -350,6 +399,8 @@ class Core:
         attempt, state, future = event
         node, index = attempt.node, attempt.index
         self.running -= 1
+        if node.owner is None:
+            self.in_flight -= 1
         if future is not None:
             state = outcome(future, attempt.run_count, node.spec.retries)
         if self.throttle:
@@ -379,7 +430,7 @@ class Core:
             _, _, attempt = heapq.heappop(self.timers)
             if attempt.node.owner is not None:  # a direct call retries on its caller's thread
                 self.retrying[attempt.node, attempt.index] = attempt
-                self.ready.append((attempt.node, attempt.index))
+                self._make_ready(attempt.node, attempt.index)
                 continue
             if self.throttle and not self.throttle.take(
                 attempt.node.task.tags, (self, "retry", attempt)
@@ -398,7 +449,7 @@ class Core:
         if decided is None:
             try:
                 arguments = self._arguments(node, index)
-                if node.owner is not None and not self.executor.inline:
+                if node.owner is not None and self.executor.remote_results:
                     # A direct call runs here: fetch what stayed on the workers.
                     arguments = {k: _local(v) for k, v in arguments.items()}
             except ResultReleasedError as exc:
@@ -454,7 +505,7 @@ class Core:
     def _wake(self, node: Node) -> None:
         """All prerequisites met: a plain node is ready; a mapped node expands."""
         if not node.mapped:
-            self.ready.append((node, None))
+            self._make_ready(node, None)
             return
         upstream = [(up.name, up.state) for up, _ in node.ups if up.state is not None]
         whole = [(up.name, up.state) for up, mode in node.ups if mode == WHOLE]
@@ -481,7 +532,7 @@ class Core:
 
     def _expand(self, node: Node, sequences: dict, length: int) -> None:
         node.sequences = sequences
-        node.spec = TaskSpec(node.task)
+        node.spec = node.spec or TaskSpec(node.task)
         node.children = children = [None] * length
         node.remaining = length
         node.holds = [node.holds] * length
@@ -536,7 +587,7 @@ class Core:
                 # decides only the items it gave.
                 value, origins = flatten_origins(value, up.name, self._warn)
                 children = up.state.map_states
-                node.sources[up] = [children[i] for i in origins]
+                node.sources = {**node.sources, up: [children[i] for i in origins]}
             elif inp.flat:
                 value = flatten_once(value, up.name, self._warn)
             seq = check_mappable(value, inp.key, node.name)
@@ -627,7 +678,7 @@ class Core:
     def _unpark(self, entry: tuple) -> None:
         kind, parked = entry
         if kind == "ready":
-            self.ready.append(parked)
+            self._make_ready(*parked)
         else:  # due at once: the next loop turn resubmits it
             self._push_timer(float("-inf"), parked)
 

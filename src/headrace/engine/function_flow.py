@@ -42,8 +42,9 @@ from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.core import Core
 from headrace.engine.names import new_run_id
-from headrace.engine.nodes import ELEMENT, Input, Node
+from headrace.engine.nodes import ELEMENT, NOTHING, Input, Node
 from headrace.engine.recorder import flow_run_ended, flow_run_started
+from headrace.engine.task_run import TaskSpec
 from headrace.engine.throttle import Throttle
 from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
 from headrace.store import default_recorder
@@ -72,12 +73,35 @@ class Call:
     def __init__(self, run: FunctionRun):
         self.run = run
         self.core = run.core
-        self.structures: dict[str, Any] = {}
-        self.per_child: dict[str, list] = {}
-        self.picks: list[TaskFuture] = []
-        self.states: list[State] = []
-        self.traced: list[str] = []
+        # Most calls have none of these: they share empty values until filled.
+        self.structures: dict[str, Any] = NOTHING
+        self.per_child: dict[str, list] = NOTHING
+        self.picks: list[TaskFuture] = ()
+        self.states: list[State] = ()
+        self.traced: list[str] = ()
         self.allowed: bool | set = False
+
+    # -- filled by the run, as it files a call's arguments -----------------------------
+    def structure(self, key: str, value: Any) -> None:
+        self.structures = {**self.structures, key: value}
+
+    def each_child(self, key: str, items) -> None:
+        self.per_child = {**self.per_child, key: items}
+
+    def pick(self, future: TaskFuture) -> None:
+        if self.picks:
+            self.picks.append(future)
+        else:
+            self.picks = [future]
+
+    def add_states(self, states) -> None:
+        self.states = [*self.states, *states]
+
+    def trace(self, run_id: str) -> None:
+        if self.traced:
+            self.traced.append(run_id)
+        else:
+            self.traced = [run_id]
 
     # -- called by the core, holding its turn ---------------------------------------------
     def upstream_states(self, node: Node, index: int | None) -> list[tuple[str, State]]:
@@ -312,6 +336,7 @@ class FunctionRun:
         self._made = 0  # nodes, for run ids
         self._finished = 0  # task runs, for the log level of their lines
         self._producers: dict[int, tuple[str, Any]] = {}
+        self._specs: dict[int, TaskSpec] = {}  # by id(task): made once per task per run
         self._lock = threading.Lock()
         self.new_attempt()
 
@@ -357,6 +382,9 @@ class FunctionRun:
                 name = f"{task.name}-{n}"
         node = Node(task, key=f"{task.name}-{key_n}", run_id=f"{self.id}-{k}", mapped=mapped)
         node.name = name
+        node.spec = self._specs.get(id(task))
+        if node.spec is None:
+            node.spec = self._specs[id(task)] = TaskSpec(task)
         node.call = Call(self)
         if not mapped:
             self._log_created(name, task.name, k + 1)
@@ -385,14 +413,14 @@ class FunctionRun:
             return
         whole = _children_of_one_map(value)
         if whole is not None:  # another map's futures, all of them: its Mapped result
-            node.inputs.append(Input(key, whole))
+            _add_input(node, Input(key, whole))
             return
         futures = list(_futures_in(value))
         states = _states_in(value)
         if futures or states:
-            call.structures[key] = value
+            call.structure(key, value)
             self._pick(node, futures)
-            call.states.extend(states)
+            call.add_states(states)
             return
         node.constants[key] = value
         self._trace(call, value)
@@ -402,23 +430,23 @@ class FunctionRun:
         call = node.call
         known = {inp.up for inp in node.inputs}
         for f in futures:
-            call.picks.append(f)
+            call.pick(f)
             if f.node not in known:
                 known.add(f.node)
-                node.inputs.append(Input(None, f.node))
+                _add_input(node, Input(None, f.node))
 
     def _trace(self, call: Call, value: Any) -> None:
         if not isinstance(value, _UNTRACKED):
             made = self._producers.get(id(value))
             if made is not None and made[1] is value:
-                call.traced.append(made[0])
+                call.trace(made[0])
 
     def _with_wait_for(self, node: Node, wait_for) -> None:
         for dep in wait_for or ():
             if isinstance(dep, TaskFuture):
                 self._pick(node, [dep])
             elif isinstance(dep, State):
-                node.call.states.append(dep)
+                node.call.add_states([dep])
 
     # -- direct calls --------------------------------------------------------------------------
     def call(self, task, args: tuple, kwargs: dict):
@@ -444,8 +472,8 @@ class FunctionRun:
         self._with_wait_for(node, wait_for)
         if return_state:
             node.call.allowed = True
-        self._add(node)
-        self.core.drive(lambda: node.state is not None)
+        self.entries.append(TaskRunRecord(node, None))
+        self.core.drive(lambda: node.state is not None, adding=node)
         state = node.state
         return state if return_state else state.result()
 
@@ -491,10 +519,10 @@ class FunctionRun:
         call = node.call
         whole = _children_of_one_map(value)
         if whole is not None and not flat:  # another map's futures: child by child
-            node.inputs.append(Input(key, whole, mapped=True))
+            _add_input(node, Input(key, whole, mapped=True))
             return value
         if isinstance(value, TaskFuture):  # iterate its result: wait for it here
-            call.traced.append(value.unit_id)
+            call.trace(value.unit_id)
             value = value.result()
             warn = self.logger.warning
         else:
@@ -502,9 +530,9 @@ class FunctionRun:
         if flat:  # a task's result that is not nested is worth a warning
             value = flatten_once(value, key, warn)
         items = check_mappable(value, key, node.task.name)
-        node.iterated[key] = items
+        node.iterated = {**node.iterated, key: items}
         if any(True for item in items for _ in _futures_in(item)):
-            call.per_child[key] = items  # each child resolves its own futures
+            call.each_child(key, items)  # each child resolves its own futures
             self._pick_nodes(node, items)
         return items
 
@@ -519,7 +547,7 @@ class FunctionRun:
             for f in _futures_in(item):
                 if f.node not in known:
                     known.add(f.node)
-                    node.inputs.append(Input(None, f.node))
+                    _add_input(node, Input(None, f.node))
 
     def _start_executor(self) -> None:
         if self._executor is None:
@@ -572,6 +600,13 @@ class FunctionRun:
         if returned_state:
             return copy.copy(value)
         return Completed("All states completed." if records else None, value)
+
+
+def _add_input(node: Node, inp: Input) -> None:
+    if node.inputs:
+        node.inputs.append(inp)
+    else:
+        node.inputs = [inp]
 
 
 def _released(_) -> None:

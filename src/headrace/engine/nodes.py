@@ -7,12 +7,14 @@ what each field means. Slotted, since a run may hold a million.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from headrace.engine.task_run import TaskSpec
 from headrace.states import State
 
 WHOLE, ELEMENT = 0, 1
+NOTHING = MappingProxyType({})  # the shared value of an empty mapping field
 
 
 class Input:
@@ -87,13 +89,15 @@ class Node:
         self.run_id = run_id
         self.spec: TaskSpec | None = None
         self.mapped = mapped
-        self.inputs = list(inputs)
-        self.constants = constants or {}
-        self.iterated = iterated or {}
+        # Empty fields share one immutable value (a run may make a node per call);
+        # whoever fills one gives the node its own.
+        self.inputs = list(inputs) if inputs else ()
+        self.constants = constants if constants is not None else {}
+        self.iterated = iterated or NOTHING
         self.keep = False
         self.start = False
-        self.ups: list[tuple[Node, int]] = []
-        self.downs: list[tuple[Node, int]] = []
+        self.ups: list[tuple[Node, int]] | tuple = ()
+        self.downs: list[tuple[Node, int]] | tuple = ()
         self.waiting = 0
         self.state: State | None = None
         self.reused = False
@@ -104,7 +108,7 @@ class Node:
         self.started = 0
         self.holds: Any = 0
         self.sequences: dict | None = None
-        self.sources: dict[Node, list[State]] = {}
+        self.sources: dict[Node, list[State]] = NOTHING
         self.given_children: list[State] | None = None
         self.unexpandable: Node | None = None
         self.owner: int | None = None  # the thread a direct call runs on

@@ -23,6 +23,7 @@ from typing import Any
 
 class Executor(ABC):
     inline: bool = False
+    remote_results: bool = False  # results stay where they ran (`RemoteValue`s)
 
     @property
     def started(self) -> bool:

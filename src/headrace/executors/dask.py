@@ -99,6 +99,8 @@ def _send_remote(arguments: dict) -> tuple[dict, list]:
 
 
 class DaskExecutor(Executor):
+    remote_results = True
+
     def __init__(
         self,
         address: str | None = None,
