@@ -38,15 +38,25 @@ from typing import Any
 from headrace import _build
 from headrace.edges import flatten, flatten_once, unmapped
 from headrace.engine import logs, progress
+from headrace.engine.calls import (
+    Call,
+    FutureList,
+    Hold,
+    TaskFuture,
+    TaskRunRecord,
+    children_of_one_map,
+    futures_in,
+    states_in,
+)
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.core import Core
 from headrace.engine.names import new_run_id
-from headrace.engine.nodes import ELEMENT, NOTHING, Input, Node
+from headrace.engine.nodes import Input, Node
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.task_run import TaskSpec
 from headrace.engine.throttle import Throttle
-from headrace.states import Completed, Failed, State, StateType, TimedOut, failure_summary
+from headrace.states import Completed, Failed, State, TimedOut, failure_summary
 from headrace.store import default_recorder
 from headrace.tasks import check_lengths, check_mappable
 
@@ -55,252 +65,6 @@ _UNTRACKED = (int, float, bool, str, bytes, type(None))
 _SCALARS = frozenset(_UNTRACKED)
 # After this many task runs, a flow run's per-task lifecycle lines go to DEBUG.
 QUIET_AFTER = 20
-
-
-class Call:
-    """What a task call in a function flow adds to its core `Node`.
-
-    `structures` are arguments with futures or states inside, resolved when
-    the unit runs; `picks` the futures whose units each unit waits for (for
-    a map, `per_child` holds each child's own); `states` states passed as
-    arguments, which the trigger sees; `traced` the run ids of tasks whose
-    results were passed back in by identity. `allowed` says which failures
-    the flow was told to accept (True, or the set of child indices).
-    """
-
-    __slots__ = ("run", "core", "structures", "per_child", "picks", "states", "traced", "allowed")
-
-    def __init__(self, run: FunctionRun):
-        self.run = run
-        self.core = run.core
-        # Most calls have none of these: they share empty values until filled.
-        self.structures: dict[str, Any] = NOTHING
-        self.per_child: dict[str, list] = NOTHING
-        self.picks: list[TaskFuture] = ()
-        self.states: list[State] = ()
-        self.traced: list[str] = ()
-        self.allowed: bool | set = False
-
-    # -- filled by the run, as it files a call's arguments -----------------------------
-    def structure(self, key: str, value: Any) -> None:
-        self.structures = {**self.structures, key: value}
-
-    def each_child(self, key: str, items) -> None:
-        self.per_child = {**self.per_child, key: items}
-
-    def pick(self, future: TaskFuture) -> None:
-        if self.picks:
-            self.picks.append(future)
-        else:
-            self.picks = [future]
-
-    def add_states(self, states) -> None:
-        self.states = [*self.states, *states]
-
-    def trace(self, run_id: str) -> None:
-        if self.traced:
-            self.traced.append(run_id)
-        else:
-            self.traced = [run_id]
-
-    # -- called by the core, holding its turn ---------------------------------------------
-    def upstream_states(self, node: Node, index: int | None) -> list[tuple[str, State]]:
-        pairs = [(f.name, f.state_now()) for f in self.picks]
-        pairs.extend(
-            (inp.up.name, inp.up.state)
-            for inp in node.inputs
-            if inp.key is not None and not inp.element_wise
-        )
-        if index is not None:
-            pairs.extend((up.name, up.children[index]) for up, mode in node.ups if mode == ELEMENT)
-            for items in self.per_child.values():
-                pairs.extend((f.name, f.state_now()) for f in _futures_in(items[index]))
-        pairs.extend(("state", s) for s in self.states)
-        return pairs
-
-    def resolve(self, arguments: dict, index: int | None) -> None:
-        for key, value in self.structures.items():
-            arguments[key] = _resolve(value)
-        if index is not None:
-            for key, items in self.per_child.items():
-                arguments[key] = _resolve(items[index])
-
-    def upstream_ids(self, index: int | None) -> list[str]:
-        ids = [f.unit_id for f in self.picks]
-        if index is not None:
-            for items in self.per_child.values():
-                ids.extend(f.unit_id for f in _futures_in(items[index]))
-        return [*dict.fromkeys([*ids, *self.traced])]
-
-    def accept_failures(self) -> None:
-        """The unit runs although its trigger saw failures: it accepts them."""
-        for f in self.picks:
-            if f.state_now().is_failed():
-                f.allow()
-
-    def finished(self, node: Node, index: int | None, state: State) -> None:
-        self.run.task_run_finished(node, index, state)
-
-    def is_allowed(self, index: int | None) -> bool:
-        allowed = self.allowed
-        return allowed is True or (index is not None and allowed is not False and index in allowed)
-
-
-class TaskRunRecord:
-    """One task run of a function flow, read from its core node (or a subflow run)."""
-
-    __slots__ = ("node", "index", "run", "_state", "_id", "_name", "_task_name", "kind")
-
-    def __init__(self, node: Node | None, index: int | None, run: FunctionRun | None = None):
-        self.node = node
-        self.index = index
-        self.run = run  # a subflow's run, for a record of kind "flow"
-        self.kind = "task" if run is None else "flow"
-
-    @property
-    def id(self) -> str:
-        return self.run.id if self.run is not None else self.node.unit_id(self.index)
-
-    @property
-    def name(self) -> str:
-        return self.run.name if self.run is not None else self.node.unit_name(self.index)
-
-    @property
-    def task_name(self) -> str:
-        return self.run.flow.name if self.run is not None else self.node.task.name
-
-    @property
-    def map_index(self) -> int | None:
-        return self.index
-
-    @property
-    def state(self) -> State | None:
-        if self.run is not None:
-            return self.run.state
-        node = self.node
-        if self.index is None:
-            return node.state
-        if node.children is not None and node.children[self.index] is not None:
-            return node.children[self.index]
-        return node.state  # decided as a whole, or not yet
-
-    @property
-    def upstream(self) -> list[str]:
-        if self.run is not None:
-            return []
-        return self.node.call.core.upstream_ids(self.node, self.index)
-
-    @property
-    def allowed(self) -> bool:
-        if self.run is not None:
-            return self.run.allowed_by_parent
-        return self.node.call.is_allowed(self.index)
-
-    def __repr__(self) -> str:
-        return f"<TaskRunRecord {self.name} {self.state!r}>"
-
-
-class TaskFuture:
-    """A submitted task run: `result()`, `wait()`, `state`, `done()`; awaitable in async flows.
-
-    While a future is referenced, its run's result stays in memory; once it
-    is gone and the run's consumers have started, the result is released.
-    """
-
-    __slots__ = ("node", "index", "_hold")
-
-    def __init__(self, node: Node, index: int | None, hold: _Hold):
-        self.node = node
-        self.index = index
-        self._hold = hold
-
-    @property
-    def name(self) -> str:
-        return self.node.unit_name(self.index)
-
-    task_run_name = name
-
-    @property
-    def unit_id(self) -> str:
-        return self.node.unit_id(self.index)
-
-    @property
-    def record(self) -> TaskRunRecord:
-        return TaskRunRecord(self.node, self.index)
-
-    def state_now(self) -> State | None:
-        """The run's final state, or None while it is unfinished (read holding the turn)."""
-        node = self.node
-        if self.index is not None and node.children is not None:
-            child = node.children[self.index]
-            if child is not None:
-                return child
-        return node.state if node.state is not None and not node.state.is_mapped() else None
-
-    @property
-    def state(self) -> State:
-        return self.wait()
-
-    def done(self) -> bool:
-        return self.state_now() is not None
-
-    def wait(self, timeout: float | None = None) -> State:
-        state = self.state_now()
-        if state is None:
-            self.node.call.core.drive(self.done)
-            state = self.state_now()
-        return state
-
-    def allow(self) -> None:
-        call = self.node.call
-        if self.index is None:
-            call.allowed = True
-        elif call.allowed is not True:
-            call.allowed = (call.allowed or set()) | {self.index}
-
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
-        state = self.wait(timeout)
-        if not raise_on_failure:
-            self.allow()
-        return state.result(raise_on_failure=raise_on_failure)
-
-    def __await__(self):
-        return asyncio.to_thread(self.result).__await__()
-
-    def __repr__(self) -> str:
-        state = self.state_now()
-        return f"<TaskFuture {self.name}: {'running' if state is None else repr(state)}>"
-
-
-class _Hold:
-    """Keeps a call's results in memory while its futures (or FutureList) live."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Node):
-        self.node = node
-
-    def __del__(self):
-        try:
-            self.node.call.core.dropped.append(self.node)
-        except Exception:  # the interpreter is going away
-            pass
-
-
-class FutureList(list):
-    """The futures of a `task.map(...)` in a function flow."""
-
-    __slots__ = ("_hold",)
-
-    def result(self, raise_on_failure: bool = True) -> list:
-        return [f.result(raise_on_failure=raise_on_failure) for f in self]
-
-    def wait(self) -> list[State]:
-        return [f.wait() for f in self]
-
-    def __await__(self):
-        """In an async flow: wait without blocking the loop, then the list of results."""
-        return asyncio.to_thread(self.result).__await__()
 
 
 class FunctionRun:
@@ -411,12 +175,12 @@ class FunctionRun:
         if type(value) in _SCALARS:
             node.constants[key] = value
             return
-        whole = _children_of_one_map(value)
+        whole = children_of_one_map(value)
         if whole is not None:  # another map's futures, all of them: its Mapped result
             _add_input(node, Input(key, whole))
             return
-        futures = list(_futures_in(value))
-        states = _states_in(value)
+        futures = list(futures_in(value))
+        states = states_in(value)
         if futures or states:
             call.structure(key, value)
             self._pick(node, futures)
@@ -487,7 +251,7 @@ class FunctionRun:
             self._argument(node, key, value)
         self._with_wait_for(node, wait_for)
         self._start_executor()
-        future = TaskFuture(node, None, _Hold(node))
+        future = TaskFuture(node, None, Hold(node))
         self._add(node)
         return future
 
@@ -508,7 +272,7 @@ class FunctionRun:
         self._with_wait_for(node, wait_for)
         n = check_lengths(lengths, task.name)
         self._start_executor()
-        hold = _Hold(node)
+        hold = Hold(node)
         futures = FutureList(TaskFuture(node, i, hold) for i in range(n))
         futures._hold = hold
         self._add(node)
@@ -517,7 +281,7 @@ class FunctionRun:
     def _mapped_argument(self, node: Node, key: str, value: Any, flat: bool):
         """File one iterated argument of a map; return what its length is read from."""
         call = node.call
-        whole = _children_of_one_map(value)
+        whole = children_of_one_map(value)
         if whole is not None and not flat:  # another map's futures: child by child
             _add_input(node, Input(key, whole, mapped=True))
             return value
@@ -531,7 +295,7 @@ class FunctionRun:
             value = flatten_once(value, key, warn)
         items = check_mappable(value, key, node.task.name)
         node.iterated = {**node.iterated, key: items}
-        if any(True for item in items for _ in _futures_in(item)):
+        if any(True for item in items for _ in futures_in(item)):
             call.each_child(key, items)  # each child resolves its own futures
             self._pick_nodes(node, items)
         return items
@@ -544,7 +308,7 @@ class FunctionRun:
     def _pick_nodes(self, node: Node, items) -> None:
         known = {inp.up for inp in node.inputs}
         for item in items:
-            for f in _futures_in(item):
+            for f in futures_in(item):
                 if f.node not in known:
                     known.add(f.node)
                     _add_input(node, Input(None, f.node))
@@ -611,59 +375,6 @@ def _add_input(node: Node, inp: Input) -> None:
 
 def _released(_) -> None:
     """An event that does nothing: handling it releases what dropped futures held."""
-
-
-def _futures_in(value: Any):
-    """The futures in an argument: itself, or inside a list, tuple or dict."""
-    if isinstance(value, TaskFuture):
-        yield value
-    elif isinstance(value, list | tuple):
-        for v in value:
-            if isinstance(v, TaskFuture):
-                yield v
-    elif isinstance(value, dict):
-        for v in value.values():
-            if isinstance(v, TaskFuture):
-                yield v
-
-
-def _states_in(value: Any) -> list[State]:
-    if isinstance(value, State):
-        return [value]
-    return []
-
-
-def _children_of_one_map(value: Any) -> Node | None:
-    """The mapped node whose futures, child 0 to n-1, `value` is; else None."""
-    if not isinstance(value, list) or not value or not isinstance(value[0], TaskFuture):
-        return None
-    node = value[0].node
-    if not node.mapped:
-        return None
-    for i, f in enumerate(value):
-        if not isinstance(f, TaskFuture) or f.node is not node or f.index != i:
-            return None
-    return node
-
-
-def _resolve(value: Any) -> Any:
-    """Futures and states in an argument replaced by what they hold (read holding the turn)."""
-    if isinstance(value, TaskFuture):
-        return _value_for(value.state_now())
-    if isinstance(value, State):
-        return _value_for(value)
-    if isinstance(value, list | tuple):
-        return type(value)(_resolve(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _resolve(v) for k, v in value.items()}
-    return value
-
-
-def _value_for(state: State) -> Any:
-    """What a downstream receives: the result, or the exception of a failed state."""
-    if state.type is StateType.FAILED or state.type is StateType.CRASHED:
-        return state.exception
-    return state.result()
 
 
 def _resolve_returned(value: Any) -> Any:
