@@ -281,3 +281,16 @@ def measure_series(cases: list[Case], budget: float, timeout: float, limit: floa
         records.append(record)
         previous = record
     return records
+
+
+def replace_section(path, begin: str, end: str, lines: list[str]) -> str:
+    """Put `lines` between the markers `begin` and `end` in the file at `path`
+    (appending them, with the markers, when the file has none); return the section."""
+    section = "\n".join([begin, *lines, end])
+    text = path.read_text() if path.exists() else ""
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+    return section

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness import replace_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
@@ -105,37 +107,26 @@ def main() -> None:
     graph = run(GRAPH, 10_000, history=True)
     direct = run(FUNCTION, 10_000, history=True)
     ratio = direct["per_task_us"] / graph["per_task_us"]
-    section = "\n".join(
-        [
-            BEGIN,
-            "## Overhead of recording, and of function flows (`benchmarks/overhead.py`)",
-            "",
-            "(f) LocalExecutor, medians of 3 fresh processes; target: recording adds at most "
-            "20 µs per task.",
-            "",
-            "| workload | history off | history on | added per task | task runs recorded "
-            "| target |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-            "(g) 10,000 trivial tasks, history on; target: a function flow's direct calls cost "
-            "no more per task than the graph flow's map.",
-            "",
-            "| workload | per task |",
-            "|---|---|",
-            f"| graph flow, 10,000-item map + reduce, LocalExecutor | {graph['per_task_us']:.1f} µs |",
-            f"| function flow, 10,000 direct calls | {direct['per_task_us']:.1f} µs "
-            f"({ratio:.2f}× the graph flow: {'PASS' if ratio <= 1.0 else 'FAIL'}) |",
-            END,
-        ]
-    )
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(section)
+    lines = [
+        "## Overhead of recording, and of function flows (`benchmarks/overhead.py`)",
+        "",
+        "(f) LocalExecutor, medians of 3 fresh processes; target: recording adds at most "
+        "20 µs per task.",
+        "",
+        "| workload | history off | history on | added per task | task runs recorded | target |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "(g) 10,000 trivial tasks, history on; target: a function flow's direct calls cost "
+        "no more per task than the graph flow's map.",
+        "",
+        "| workload | per task |",
+        "|---|---|",
+        f"| graph flow, 10,000-item map + reduce, LocalExecutor | {graph['per_task_us']:.1f} µs |",
+        f"| function flow, 10,000 direct calls | {direct['per_task_us']:.1f} µs "
+        f"({ratio:.2f}× the graph flow: {'PASS' if ratio <= 1.0 else 'FAIL'}) |",
+    ]
+    print(replace_section(RESULTS, BEGIN, END, lines))
 
 
 if __name__ == "__main__":

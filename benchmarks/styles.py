@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness import replace_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- styles:begin -->", "<!-- styles:end -->"
@@ -138,26 +140,16 @@ def main() -> None:
     big = median_of_3("map", 1_000_000, "local")
     rows.append(row("(j) 1,000,000-item map + reduce, time", big, "seconds", 1.3, "s"))
     rows.append(row("(j) 1,000,000-item map + reduce, peak RSS", big, "rss_mb", 1.3, "MB"))
-    section = "\n".join(
-        [
-            BEGIN,
-            "## Function flows against graph flows (`benchmarks/styles.py`)",
-            "",
-            "History on, medians of 3 fresh processes per style, the styles alternating.",
-            "",
-            "| workload | graph flow | function flow | ratio | target |",
-            "|---|---|---|---|---|",
-            *rows,
-            END,
-        ]
-    )
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(section)
+    lines = [
+        "## Function flows against graph flows (`benchmarks/styles.py`)",
+        "",
+        "History on, medians of 3 fresh processes per style, the styles alternating.",
+        "",
+        "| workload | graph flow | function flow | ratio | target |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+    print(replace_section(RESULTS, BEGIN, END, lines))
 
 
 if __name__ == "__main__":

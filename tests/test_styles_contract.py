@@ -14,6 +14,7 @@ from headrace import Flow, flow, task, unmapped
 from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
 from headrace.store import get_store, open_reader
+from test_executor_contract import numbers, square, total
 
 STYLES = ["graph", "function"]
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -183,21 +184,6 @@ def test_every_state_names_its_run(style):
     for task_state in task_states:
         assert task_state.flow_run_id == state.flow_run_id
         assert task_state.task_run_id in recorded
-
-
-@task
-def numbers(n):
-    return list(range(n))
-
-
-@task
-def square(x):
-    return x * x
-
-
-@task
-def total(xs):
-    return sum(xs)
 
 
 def recorded_shape(flow_run_id: str) -> dict:
