@@ -36,6 +36,7 @@ from headrace.engine.function_flow import FunctionRun, FutureList, TaskFuture, T
 from headrace.errors import MappingError, ParameterError
 from headrace.executors import LocalExecutor, ProcessExecutor, ThreadExecutor
 from headrace.functions import FunctionFlow
+from headrace.signals import SKIP
 from headrace.states import State, StateType
 from headrace.tasks import Task
 from markdown_blocks import python_blocks
@@ -1495,4 +1496,22 @@ def test_an_async_flows_inline_task_may_call_a_task():
     assert asyncio.run(nested()) == (11, 21)
     assert sorted(r.name for r in nested.last_run.records) == [
         "inner-0", "inner-1", "outer-0", "outer-1",
+    ]  # fmt: skip
+
+
+def test_a_map_decided_as_a_whole_is_one_record():
+    @task
+    def skipper():
+        raise SKIP("nothing to do")
+
+    @flow
+    def skipped_maps():
+        gate = skipper.submit()
+        first = add_one.map([1, 2], wait_for=[gate])
+        add_one.map(first).wait()
+
+    assert skipped_maps(return_state=True).is_successful()
+    records = [(r.name, r.map_index, r.state.name) for r in skipped_maps.last_run.records]
+    assert records == [
+        ("skipper-0", None, "Skipped"), ("add_one", None, "Skipped"), ("add_one", None, "Skipped"),
     ]  # fmt: skip

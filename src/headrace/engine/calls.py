@@ -110,7 +110,7 @@ class Call:
 class TaskRunRecord:
     """One task run of a function flow, read from its core node (or a subflow run)."""
 
-    __slots__ = ("node", "index", "run", "_state", "_id", "_name", "_task_name", "kind")
+    __slots__ = ("node", "index", "run", "kind")
 
     def __init__(self, node: Node | None, index: int | None, run: FunctionRun | None = None):
         self.node = node

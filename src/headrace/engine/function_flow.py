@@ -124,10 +124,9 @@ class FunctionRun:
         out = []
         for entry in self.entries:
             node = entry.node
-            if node is not None and node.mapped:
-                length = len(node.children) if node.children is not None else 0
-                out.extend(TaskRunRecord(node, i) for i in range(length))
-            else:
+            if node is not None and node.children is not None:  # an expanded map
+                out.extend(TaskRunRecord(node, i) for i in range(len(node.children)))
+            else:  # a task run, a subflow run, or a map decided as a whole
                 out.append(entry)
         return out
 
@@ -190,20 +189,19 @@ class FunctionRun:
         self._trace(call, value)
 
     def _pick(self, node: Node, futures: list[TaskFuture]) -> None:
-        """`node` waits for each of these futures' runs (a whole upstream node)."""
-        call = node.call
-        known = {inp.up for inp in node.inputs}
+        """Each unit of `node` waits for these futures' runs and sees their states."""
         for f in futures:
-            call.pick(f)
-            if f.node not in known:
-                known.add(f.node)
-                _add_input(node, Input(None, f.node))
+            node.call.pick(f)
+        _wait_for_nodes(node, futures)
 
-    def _trace(self, call: Call, value: Any) -> None:
+    def _trace(self, call: Call, value: Any) -> bool:
+        """Record the run that made `value`, found by identity; whether there was one."""
         if not isinstance(value, _UNTRACKED):
             made = self._producers.get(id(value))
             if made is not None and made[1] is value:
                 call.trace(made[0])
+                return True
+        return False
 
     def _with_wait_for(self, node: Node, wait_for) -> None:
         for dep in wait_for or ():
@@ -290,28 +288,15 @@ class FunctionRun:
             value = value.result()
             warn = self.logger.warning
         else:
-            warn = self.logger.warning if self._traced_value(call, value) else None
+            warn = self.logger.warning if self._trace(call, value) else None
         if flat:  # a task's result that is not nested is worth a warning
             value = flatten_once(value, key, warn)
         items = check_mappable(value, key, node.task.name)
         node.iterated = {**node.iterated, key: items}
         if any(True for item in items for _ in futures_in(item)):
             call.each_child(key, items)  # each child resolves its own futures
-            self._pick_nodes(node, items)
+            _wait_for_nodes(node, [f for item in items for f in futures_in(item)])
         return items
-
-    def _traced_value(self, call: Call, value: Any) -> bool:
-        before = len(call.traced)
-        self._trace(call, value)
-        return len(call.traced) > before
-
-    def _pick_nodes(self, node: Node, items) -> None:
-        known = {inp.up for inp in node.inputs}
-        for item in items:
-            for f in futures_in(item):
-                if f.node not in known:
-                    known.add(f.node)
-                    _add_input(node, Input(None, f.node))
 
     def _start_executor(self) -> None:
         if self._executor is None:
@@ -364,6 +349,15 @@ class FunctionRun:
         if returned_state:
             return copy.copy(value)
         return Completed("All states completed." if records else None, value)
+
+
+def _wait_for_nodes(node: Node, futures: list[TaskFuture]) -> None:
+    """`node` waits for the whole node of each future (once per upstream node)."""
+    known = {inp.up for inp in node.inputs}
+    for f in futures:
+        if f.node not in known:
+            known.add(f.node)
+            _add_input(node, Input(None, f.node))
 
 
 def _add_input(node: Node, inp: Input) -> None:
