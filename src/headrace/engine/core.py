@@ -98,7 +98,7 @@ from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs
-from headrace.engine.nodes import ELEMENT, WHOLE, Attempt, Node
+from headrace.engine.nodes import ELEMENT, NOTHING, WHOLE, Attempt, Node
 from headrace.engine.recorder import task_run_done, task_state
 from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
 from headrace.errors import MappingError, ResultReleasedError
@@ -146,8 +146,15 @@ class Core:
         earlier and even have finished), finish the `presets` and wake what waits
         for nothing. All presets are marked before any is applied, so applying one
         never wakes a node that is about to get its own state."""
-        presets = presets or {}
+        presets = presets or NOTHING
         for node in nodes:
+            if not node.inputs:  # a root (most direct calls): nothing to link
+                node.holds = node.extra_holds
+                node.waiting = 0
+                if node.spec is None and not node.mapped:
+                    node.spec = TaskSpec(node.task)
+                node.preset = bool(presets) and node in presets
+                continue
             modes: dict[Node, int] = {}
             for inp in node.inputs:
                 mode = ELEMENT if inp.element_wise else WHOLE
@@ -249,6 +256,27 @@ class Core:
                 continue
             self._wait_for_move(generation, until)
 
+    def call(self, node: Node) -> None:
+        """Add a direct call's node (owned by this thread) and drive until it finishes.
+
+        When nobody holds the turn, the node is added and this thread's ready units
+        run at once (`_launch`, the loop's first step); `drive` does the rest: a node
+        still waiting for its inputs, a throttle slot or a retry's delay."""
+        if self._holder is None and not self.share_turn and self._turn.acquire(blocking=False):
+            self._holder = threading.get_ident()
+            try:
+                if self.dropped:
+                    self._release_dropped()
+                self.add([node])
+                self._launch(self._holder)
+            finally:
+                self._let_go()
+            if node.state is not None:
+                return
+            self.drive(lambda: node.state is not None)
+            return
+        self.drive(lambda: node.state is not None, adding=node)
+
     def _wait_for_move(self, generation: int, until: Callable[[], bool]) -> None:
         with self._moved:
             self._waiters += 1
@@ -339,8 +367,7 @@ class Core:
                 if mine:
                     self._owned[me] = mine
                 return attempt
-            self.events.put((attempt, run_task(*self._payload(attempt)), None))
-            self.handle(self.events.get())
+            self.handle((attempt, run_task(*self._payload(attempt)), None))
         ready, inline = self.ready, self.executor.inline
         while ready and self.in_flight < self.limit:
             attempt = self._start(*ready.pop())
@@ -470,6 +497,8 @@ class Core:
         call = node.call
         if call is not None and (call.picks or call.per_child or call.states):
             return call.upstream_states(node, index)
+        if not node.ups:
+            return ()
         if index is None:
             return [(up.name, up.state) for up, _ in node.ups]
         sources = node.sources  # a flattened upstream: the item's own child
@@ -716,13 +745,16 @@ class Core:
 
     def upstream_ids(self, node: Node, index: int | None) -> list[str]:
         """The run ids a unit's inputs came from: its recorded dependency edges."""
-        if node.call is not None:  # its inputs, then what it picked and traced
+        call = node.call
+        if call is not None:  # its inputs, then what it picked and traced
+            if not (node.inputs or call.picks or call.traced or call.per_child):
+                return []
             ids = [
                 f"{inp.up.run_id}.{index}" if inp.element_wise else inp.up.run_id
                 for inp in node.inputs
                 if inp.key is not None and (index is not None or not inp.element_wise)
             ]
-            return [*dict.fromkeys([*ids, *node.call.upstream_ids(index)])]
+            return [*dict.fromkeys([*ids, *call.upstream_ids(index)])]
         return [
             up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
             for up, mode in node.ups

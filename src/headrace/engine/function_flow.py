@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import itertools
 import threading
+from collections import defaultdict
 from typing import Any
 
 from headrace import _build
@@ -95,9 +98,9 @@ class FunctionRun:
         self.allowed_by_parent = False
         self._executor = None
         self._owns_executor = False
-        self._counts: dict[str, int] = {}  # run names: task name -> calls so far
-        self._keys: dict[str, int] = {}  # task keys: task name -> calls so far (maps too)
-        self._made = 0  # nodes, for run ids
+        self._keys = defaultdict(functools.partial(itertools.count, 1))  # task keys, per task
+        self._calls = defaultdict(itertools.count)  # run names: calls (not maps) per task
+        self._made = itertools.count()  # nodes, for run ids
         self._finished = 0  # task runs, for the log level of their lines
         self._producers: dict[int, tuple[str, Any]] = {}
         self._specs: dict[int, TaskSpec] = {}  # by id(task): made once per task per run
@@ -116,42 +119,40 @@ class FunctionRun:
             shown = progress.Progress(self.logger)
         self.core = Core(executor, self.throttle, self.clock, self.ctx, self.recorder, shown)
         self.core.share_turn = self.is_async
-        self.entries: list[TaskRunRecord] = []
+        self.entries: list[Node | TaskRunRecord] = []  # nodes, and records of subflow runs
 
     @property
     def records(self) -> list[TaskRunRecord]:
         """Every task run and subflow run of the latest attempt, in the order made."""
         out = []
         for entry in self.entries:
-            node = entry.node
-            if node is not None and node.children is not None:  # an expanded map
-                out.extend(TaskRunRecord(node, i) for i in range(len(node.children)))
-            else:  # a task run, a subflow run, or a map decided as a whole
+            if entry.__class__ is TaskRunRecord:  # a subflow run
                 out.append(entry)
+            elif entry.children is not None:  # an expanded map
+                out.extend(TaskRunRecord(entry, i) for i in range(len(entry.children)))
+            else:  # a task run, or a map decided as a whole
+                out.append(TaskRunRecord(entry, None))
         return out
 
     # -- nodes -----------------------------------------------------------------------------
     def _node(self, task, mapped: bool = False) -> Node:
-        with self._lock:
-            key_n = self._keys.get(task.name, 0) + 1
-            self._keys[task.name] = key_n
-            k = self._made
-            self._made += 1
-            if mapped:
-                name = task.name
-            else:
-                n = self._counts.get(task.name, 0)
-                self._counts[task.name] = n + 1
-                name = f"{task.name}-{n}"
-        node = Node(task, key=f"{task.name}-{key_n}", run_id=f"{self.id}-{k}", mapped=mapped)
-        node.name = name
-        node.spec = self._specs.get(id(task))
-        if node.spec is None:
-            node.spec = self._specs[id(task)] = TaskSpec(task)
+        # Counters in C (each next() is atomic): calls may come from several threads.
+        task_name = task.name
+        k = next(self._made)
+        node = Node(
+            task, f"{task_name}-{next(self._keys[task_name])}", f"{self.id}-{k}", mapped=mapped
+        )
+        node.spec = self._specs.get(id(task)) or self._spec(task)
         node.call = Call(self)
         if not mapped:
-            self._log_created(name, task.name, k + 1)
+            node.name = name = f"{task_name}-{next(self._calls[task_name])}"
+            if k <= QUIET_AFTER or logs.FLOW_RUNS.isEnabledFor(10):
+                self._log_created(name, task_name, k + 1)
         return node
+
+    def _spec(self, task) -> TaskSpec:
+        spec = self._specs[id(task)] = TaskSpec(task)
+        return spec
 
     def _log_created(self, name: str, task_name: str, count: int) -> None:
         level = 20 if count <= QUIET_AFTER else 10
@@ -165,7 +166,7 @@ class FunctionRun:
             )
 
     def _add(self, node: Node) -> None:
-        self.entries.append(TaskRunRecord(node, None))
+        self.entries.append(node)
         self.core.post((self.core.add_one, node))
 
     def _argument(self, node: Node, key: str, value: Any) -> None:
@@ -212,8 +213,10 @@ class FunctionRun:
 
     # -- direct calls --------------------------------------------------------------------------
     def call(self, task, args: tuple, kwargs: dict):
-        return_state = _pop_option(task, kwargs, "return_state", False)
-        wait_for = _pop_option(task, kwargs, "wait_for", None)
+        return_state, wait_for = False, None
+        if kwargs:
+            return_state = _pop_option(task, kwargs, "return_state", False)
+            wait_for = _pop_option(task, kwargs, "wait_for", None)
         if self.is_async and _in_event_loop():
             return self._call_awaitable(task, args, kwargs, return_state, wait_for)
         return self._call(task, args, kwargs, return_state, wait_for)
@@ -226,16 +229,19 @@ class FunctionRun:
         node = self._node(task)
         node.owner = threading.get_ident()
         node.keep = True  # the caller has the value; the record keeps its state
-        if all(type(v) in _SCALARS for v in arguments.values()):
-            node.constants = arguments  # nothing to resolve or trace: the common trivial call
+        for value in arguments.values():
+            if type(value) not in _SCALARS:
+                for key, value in arguments.items():
+                    self._argument(node, key, value)
+                break
         else:
-            for key, value in arguments.items():
-                self._argument(node, key, value)
-        self._with_wait_for(node, wait_for)
+            node.constants = arguments  # nothing to resolve or trace: the common trivial call
+        if wait_for:
+            self._with_wait_for(node, wait_for)
         if return_state:
             node.call.allowed = True
-        self.entries.append(TaskRunRecord(node, None))
-        self.core.drive(lambda: node.state is not None, adding=node)
+        self.entries.append(node)
+        self.core.call(node)
         state = node.state
         return state if return_state else state.result()
 
