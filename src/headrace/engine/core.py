@@ -258,12 +258,11 @@ class Core:
 
     def call(self, node: Node) -> None:
         """Add a direct call's node (owned by this thread) and drive until it finishes.
-
-        When nobody holds the turn, the node is added and this thread's ready units
-        run at once (`_launch`, the loop's first step); `drive` does the rest: a node
-        still waiting for its inputs, a throttle slot or a retry's delay."""
+        With the turn free, this thread's ready units run at once (the loop's first
+        step); `drive` does the rest: inputs, a throttle slot, a retry's delay."""
+        adding = node
         if self._holder is None and not self.share_turn and self._turn.acquire(blocking=False):
-            self._holder = threading.get_ident()
+            self._holder, adding = threading.get_ident(), None
             try:
                 if self.dropped:
                     self._release_dropped()
@@ -271,11 +270,8 @@ class Core:
                 self._launch(self._holder)
             finally:
                 self._let_go()
-            if node.state is not None:
-                return
-            self.drive(lambda: node.state is not None)
-            return
-        self.drive(lambda: node.state is not None, adding=node)
+        if node.state is None:
+            self.drive(lambda: node.state is not None, adding=adding)
 
     def _wait_for_move(self, generation: int, until: Callable[[], bool]) -> None:
         with self._moved:
