@@ -491,7 +491,7 @@ def test_reset_empties_the_history_and_recording_goes_on(home):
         assert raw(home, f"SELECT count(*) FROM {table}") == [(0,)]
     assert dict(raw(home, "SELECT key, value FROM headrace_meta")) == {
         "app": "headrace",
-        "schema_version": "1",
+        "schema_version": "2",
     }
     [new] = record_runs(1)
     assert get_store() is store
@@ -842,3 +842,27 @@ def test_a_graph_run_records_to_the_recorder_it_is_given(home, tmp_path):
         assert {state.flow_run_id, silent.flow_run_id}.isdisjoint(
             r.id for r in reader.flow_runs(limit=1000)
         )
+
+
+def test_a_version_1_store_is_upgraded_and_keeps_its_runs(home):
+    from headrace.store.sql import SCHEMA_VERSION, schema
+    from headrace.store.sqlite import DIALECT
+
+    home.parent.mkdir(parents=True)
+    conn = sqlite3.connect(home)
+    for statement in schema(DIALECT):
+        conn.execute(statement)
+    conn.execute("INSERT INTO headrace_meta VALUES ('app', 'headrace'), ('schema_version', '1')")
+    conn.execute(
+        "INSERT INTO flow_runs (id, name, flow_name, style, state_type, state_name, start_time)"
+        " VALUES ('old', 'old-run', 'old-flow', 'function', 'COMPLETED', 'Completed', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="headrace db upgrade"):
+        open_reader()  # reading changes nothing, so it cannot upgrade
+    open_recorder()  # a writer migrates as it opens
+    reader = open_reader()
+    assert reader.schema_version() == SCHEMA_VERSION == 2
+    old = reader.flow_run("old")
+    assert (old.name, old.state_name, old.upstream) == ("old-run", "Completed", [])

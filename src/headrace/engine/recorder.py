@@ -18,7 +18,7 @@ from headrace.store.records import FlowRun, StateRecord, TaskRun
 
 def flow_run_started(
     store: Recorder, run_id: str, name: str, flow_name: str, style: str, parameters: dict,
-    parent_id: str | None, executor,
+    parent_id: str | None, executor, upstream: list[str] = (),
 ) -> float:  # fmt: skip
     start = time.time()
     store.flow_run_started(
@@ -33,6 +33,7 @@ def flow_run_started(
             executor=repr(executor) if executor is not None else None,
             host=socket.gethostname(),
             pid=os.getpid(),
+            upstream=list(upstream),
         )  # fmt: skip
     )
     return start

@@ -50,6 +50,7 @@ class FlowRun(RecordedState):
     executor: str | None = None
     host: str | None = None
     pid: int | None = None
+    upstream: list[str] = field(default_factory=list)  # a subflow's: task runs it waited for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

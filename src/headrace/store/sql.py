@@ -38,7 +38,7 @@ from typing import Any
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
@@ -103,6 +103,7 @@ FLOW_RUN_COLUMNS = [
     "host",
     "pid",
     "heartbeat",
+    "upstream",
 ]
 TASK_RUN_COLUMNS = [
     "id",
@@ -160,7 +161,12 @@ def schema(d: Dialect) -> list[str]:
 
 
 # Each entry takes the schema from the version before it to its own number.
-MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {1: schema}
+def subflow_edges(d: Dialect) -> list[str]:
+    """Version 2: a subflow run records the task runs it waited for, as a task run does."""
+    return ["ALTER TABLE flow_runs ADD COLUMN upstream TEXT"]
+
+
+MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {1: schema, 2: subflow_edges}
 
 
 def truncate_parameters(parameters: dict[str, Any]) -> str:
@@ -203,7 +209,7 @@ def flow_run_row(run: FlowRun, host: str, pid: int, now: float) -> tuple:
     return (
         run.id, run.name, run.flow_name, run.style, truncate_parameters(run.parameters),
         run.parent_id, run.state_type, run.state_name, run.state_message, run.start_time,
-        run.end_time, run.executor, host, pid, now,
+        run.end_time, run.executor, host, pid, now, _ids_json(run.upstream),
     )  # fmt: skip
 
 
@@ -233,6 +239,7 @@ def flow_run_record(row: tuple) -> FlowRun:
     values = dict(zip(FLOW_RUN_COLUMNS, row))
     values.pop("heartbeat", None)
     values["parameters"] = json.loads(values["parameters"] or "{}")
+    values["upstream"] = json.loads(values["upstream"] or "[]")
     return FlowRun(**values)
 
 
