@@ -299,14 +299,36 @@ def test_log_prints_reaches_submitted_and_mapped_tasks(console, capsys):
     assert captured.out == ""
 
 
+def test_a_subflow_takes_its_parents_log_prints_unless_it_sets_its_own(console, capsys):
+    @flow
+    def unset():
+        print("from the subflow")
+
+    @flow(log_prints=True)
+    def parent():
+        unset()
+
+    parent()
+    captured = capsys.readouterr()
+    name = unset.last_run.name
+    assert line("INFO", f"Flow run '{name}'", "from the subflow").search(captured.err)
+    assert captured.out == ""
+    unset()  # on its own it prints as before
+    assert capsys.readouterr().out == "from the subflow\n"
+
+
 def test_without_log_prints_print_goes_to_stdout(console, capsys):
     @flow
     def plain():
         print("just printed")
 
+    @flow(log_prints=False)
+    def quiet():
+        print("just printed")
+
     @flow(log_prints=True)
     def logged():
-        plain()  # a subflow has its own setting
+        quiet()  # a subflow that sets its own keeps it
 
     plain()
     logged()

@@ -469,9 +469,9 @@ def test_flow_retries_wait_on_the_injected_clock():
     assert flaky() == "ok"
     assert attempts == [1, 2, 3]
     assert clock.sleeps == [3.0, 7.0]
-    # The run's records are those of the attempt that finished; task-run names keep
-    # counting across attempts, so each attempt's runs have names of their own.
-    assert [r.name for r in flaky.last_run.records] == ["add_one-2"]
+    # The run's records are those of the attempt that finished. Names and keys restart
+    # with each attempt; a call with other arguments than last time runs again.
+    assert [r.name for r in flaky.last_run.records] == ["add_one-0"]
     assert flaky.last_run.records[0].state.result() == 3
 
 
@@ -1016,16 +1016,21 @@ def test_submit_outside_a_flow_is_a_clear_error():
         add_one.submit(1)
 
 
-def test_an_orchestration_keyword_the_function_takes_is_passed_to_it():
-    @task
-    def takes_it(x, wait_for=None):
-        return x, wait_for
+def test_reserved_parameter_names_are_refused_at_definition():
+    from headrace.errors import ReservedArgumentError
 
-    @flow
-    def passes():
-        return takes_it(1, wait_for="mine")
+    def takes_wait_for(x, wait_for=None):
+        return x
 
-    assert passes() == (1, "mine")
+    with pytest.raises(ReservedArgumentError, match="'wait_for', which is reserved"):
+        task(takes_wait_for)
+    with pytest.raises(ReservedArgumentError, match="'wait_for', which is reserved"):
+        add_one.with_options(fn=takes_wait_for)
+    for name in ("return_state", "wait_for"):
+        namespace: dict = {}
+        exec(f"def body(x, {name}=None):\n    return x", namespace)
+        with pytest.raises(ReservedArgumentError, match=f"'{name}', which is reserved"):
+            flow(namespace["body"])
 
 
 # == 2c. async flows ===========================================================================

@@ -329,6 +329,32 @@ def _(form, ns, capsys):
     assert second.upstream == [first.id]
 
 
+@translates("add_one.with_options(name=..., retries=..., timeout=None)")
+def _(form, ns, capsys):
+    run(ADD_ONE, ns)
+    fast = eval(form[0], ns)
+    assert (fast.name, fast.retries, fast.timeout) == ("add-one-fast", 2, None)
+    assert ns["add_one"].name == "add_one" and fast(1) == 2
+
+
+@translates("Failed(message=..., data=...)")
+def _(form, ns, capsys):
+    run(f"from headrace.states import Failed\n@flow\ndef bad_rows():\n    return {form[0]}", ns)
+    state = ns["bad_rows"](return_state=True)
+    assert state.is_failed() and state.message == "3 rows were bad"
+    assert state.result(raise_on_failure=False) == ["a", "b", "c"]
+
+
+@translates("common_flow(config={}, wait_for=[future])")
+def _(form, ns, capsys):
+    body = f"future = add_one.submit(0)\nreturn {form[0]}"
+    common = "@flow\ndef common_flow(config: dict):\n    return add_one(41)"
+    run(f"{ADD_ONE}\n{common}\n@flow\ndef waits():\n{indented(body)}", ns)
+    assert ns["waits"]() == 42
+    (first, second) = ns["waits"].last_run.records
+    assert second.kind == "flow" and second.upstream == [first.id]
+
+
 @translates("from prefect import get_run_logger")
 def _(form, ns, capsys):
     run(form[0] + '\n@flow\ndef logs_a_line():\n    get_run_logger().info("hello")', ns)

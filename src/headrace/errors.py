@@ -30,6 +30,10 @@ class ParameterError(HeadraceError, ValueError):
     """Parameters given to a run do not match the flow's parameters."""
 
 
+class ReservedArgumentError(HeadraceError, TypeError):
+    """A task or flow defines a parameter whose name is one of the call's own options."""
+
+
 class ResultReleasedError(HeadraceError, LookupError):
     """A result was released once no task needed it any more."""
 

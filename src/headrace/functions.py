@@ -9,15 +9,16 @@
 
     my_flow(1)                             # runs now, returns 2 (raises if the flow failed)
     my_flow(1, return_state=True)          # the final State; never raises for what the
-                                           # flow does (a call that does not fit its
-                                           # signature raises ParameterError either way)
+                                           # flow does (bad parameters give a Failed state
+                                           # whose result() raises the ParameterError)
 
 Options: `name` (default: the function's name with `_` as `-`),
 `flow_run_name` (a template like "run-{n}", or a callable of no
-arguments), `retries`, `retry_delay`, `timeout` (seconds), `executor` (for
-`.submit`/`.map`; default a ThreadExecutor), `throttle` ({tag: n}),
-`log_prints`, `validate_parameters` (coerce arguments by their annotations
-with pydantic), `description` (default: the docstring).
+arguments that may read `context.parameters`), `retries`, `retry_delay`,
+`timeout` (seconds), `executor` (for `.submit`/`.map`; default a
+ThreadExecutor), `throttle` ({tag: n}), `log_prints` (unset: a subflow
+takes its parent's), `validate_parameters` (coerce arguments by their
+annotations with pydantic), `description` (default: the docstring).
 
 The run itself is the engine's (`engine.function_flow`); this module only
 describes the flow.
@@ -32,7 +33,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from headrace.errors import ParameterError
+from headrace.errors import ParameterError, ReservedArgumentError
 from headrace.tasks import _normalize_retry_delay, bind_explained, check_retries_and_timeout
 
 
@@ -50,7 +51,7 @@ class FunctionFlow:
         timeout: float | datetime.timedelta | None = None,
         executor=None,
         throttle: dict[str, int] | None = None,
-        log_prints: bool = False,
+        log_prints: bool | None = None,
         validate_parameters: bool = True,
         description: str | None = None,
         clock=None,
@@ -70,16 +71,24 @@ class FunctionFlow:
         self.description = description or inspect.getdoc(fn)
         self.clock = clock
         self.signature = inspect.signature(fn)
+        reserved = sorted({"return_state", "wait_for"} & self.signature.parameters.keys())
+        if reserved:
+            raise ReservedArgumentError(
+                f"Flow {self.name!r} has a parameter named {reserved[0]!r}, which is reserved: "
+                "every flow call takes return_state= and wait_for= as its own options. "
+                "Rename the parameter."
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.last_run = None  # the FunctionRun of the latest call, for inspection
         functools.update_wrapper(self, fn, updated=())
 
-    def __call__(self, *args, return_state: bool = False, **kwargs):
+    def __call__(self, *args, return_state: bool = False, wait_for=None, **kwargs):
         from headrace.engine import function_flow
 
         if self.is_async:
-            return function_flow.run_function_flow_async(self, args, kwargs, return_state)
-        return function_flow.run_function_flow(self, args, kwargs, return_state)
+            run = function_flow.run_function_flow_async(self, args, kwargs, return_state, wait_for)
+            return function_flow.awaited_in_sync_parent(run)
+        return function_flow.run_function_flow(self, args, kwargs, return_state, wait_for)
 
     def with_options(self, **options) -> FunctionFlow:
         """A copy of this flow with some options changed."""
@@ -136,8 +145,7 @@ class FunctionFlow:
                 if annotation is None:
                     continue
             try:
-                adapter = pydantic.TypeAdapter(annotation, config={"arbitrary_types_allowed": True})
-                out[pname] = adapter.validate_python(parameters[pname])
+                out[pname] = _adapter(pydantic, annotation).validate_python(parameters[pname])
             except pydantic.ValidationError as exc:
                 detail = "; ".join(e["msg"] for e in exc.errors())
                 problems.append(f"{pname}={parameters[pname]!r}: {detail}")
@@ -167,7 +175,13 @@ class FunctionFlow:
 
             return slug()
         if callable(self.flow_run_name):
-            return str(self.flow_run_name())
+            name = self.flow_run_name()
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"flow_run_name {_callable_name(self.flow_run_name)} of flow {self.name!r} returned "
+                    f"{name!r}, a {type(name).__name__}; it must return a str."
+                )
+            return name
         try:
             return self.flow_run_name.format(**parameters)
         except (KeyError, IndexError) as exc:
@@ -178,6 +192,15 @@ class FunctionFlow:
 
     def __repr__(self) -> str:
         return f"<Flow (function) {self.name!r}>"
+
+
+def _adapter(pydantic, annotation):
+    """A pydantic TypeAdapter for the annotation; models and dataclasses bring their own
+    config, other types pydantic does not know are checked with isinstance."""
+    try:
+        return pydantic.TypeAdapter(annotation)
+    except pydantic.PydanticSchemaGenerationError:
+        return pydantic.TypeAdapter(annotation, config={"arbitrary_types_allowed": True})
 
 
 def _evaluate(annotation: str, fn: Callable) -> Any:
@@ -194,3 +217,7 @@ def flow(
     if fn is None:
         return lambda f: FunctionFlow(f, **options)
     return FunctionFlow(fn, **options)
+
+
+def _callable_name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

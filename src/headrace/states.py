@@ -102,7 +102,7 @@ class State:
             error = self.exception or RuntimeError(self.message or f"{self.name} state")
             if raise_on_failure:
                 raise error
-            return error
+            return error if self._value is None else self._value
         value = self._value
         if value.__class__ is _Released:
             raise ResultReleasedError(value.task_name)
@@ -152,6 +152,9 @@ class State:
 
     def is_running(self) -> bool:
         return self.type is StateType.RUNNING
+
+    def is_cancelled(self) -> bool:
+        return self.type is StateType.CANCELLED
 
     def is_crashed(self) -> bool:
         return self.type is StateType.CRASHED
@@ -344,9 +347,14 @@ def NotRun(message: str | None = None) -> State:
 
 
 def Failed(
-    message: str | None = None, exception: BaseException | None = None, name: str = "Failed"
+    message: str | None = None,
+    exception: BaseException | None = None,
+    name: str = "Failed",
+    result: Any = None,
 ) -> State:
-    return State(StateType.FAILED, name, message, exception=exception)
+    """A failed run. `result` is data it keeps (Prefect's `data=`): what
+    `result(raise_on_failure=False)` gives instead of the exception."""
+    return State(StateType.FAILED, name, message, result=result, exception=exception)
 
 
 def TriggerFailed(message: str | None = None, exception: BaseException | None = None) -> State:

@@ -33,7 +33,7 @@ from typing import Any
 
 from headrace import _build
 from headrace.edges import flatten, unmapped
-from headrace.errors import FlowBuildError, MappingError
+from headrace.errors import FlowBuildError, MappingError, ReservedArgumentError
 
 _MISSING = inspect.Parameter.empty
 
@@ -142,6 +142,7 @@ class Task:
         self.template: Task = self
         if inspect.isfunction(fn):
             functools.update_wrapper(self, fn, updated=())
+        _refuse_reserved(self)
 
     def run(self, *args, **kwargs):  # overridden by class-based tasks
         raise NotImplementedError
@@ -448,13 +449,28 @@ class Task:
         mapped = " (mapped)" if self.mapped else ""
         return f"<Task: {self.slug or self.name}{mapped}>"
 
-    def copy(self, **options) -> Task:
-        """A copy of this task with some options changed (`name=`, `retries=` ...)."""
+    def with_options(self, **options) -> Task:
+        """A copy of this task with some options changed: `name`, `tags`, `retries`,
+        `retry_delay`, `timeout` (None unsets it), `trigger`, `skip_on_upstream_skip`,
+        `nout`, `on_failure`, `on_completion`. The task itself is unchanged."""
         new = copy.copy(self)
         for key, value in options.items():
             if key not in _TASK_ATTRIBUTES:
-                raise TypeError(f"copy() got an unknown task option {key!r}")
+                raise TypeError(
+                    f"with_options() got an unknown task option {key!r}; the options are: "
+                    + ", ".join(sorted(_TASK_ATTRIBUTES - {"fn", "flow"}))
+                )
             setattr(new, key, value)
+        if "retries" in options or "timeout" in options:
+            new.retries, new.timeout = check_retries_and_timeout(new.retries, new.timeout)
+        if "fn" in options:  # what was read from the old function is stale
+            for cached in ("signature", "_fast_binding", "takes_plain_keywords"):
+                new.__dict__.pop(cached, None)
+            _refuse_reserved(new)
+        if "on_failure" in options or "on_completion" in options:
+            new.on_failure, new.on_completion = (
+                _as_hooks(new.on_failure), _as_hooks(new.on_completion)
+            )  # fmt: skip
         if "retry_delay" in options:
             new._retry_delay_fn = _normalize_retry_delay(options["retry_delay"])
         if "tags" in options:
@@ -462,6 +478,21 @@ class Task:
         new.template = new
         new.flow = None
         return new
+
+    copy = with_options  # Prefect 1's name
+
+
+def _refuse_reserved(task: Task) -> None:
+    """`wait_for` is an option of every task call in a function flow, not a parameter."""
+    try:
+        params = inspect.signature(task.fn).parameters
+    except (TypeError, ValueError):
+        return
+    if "wait_for" in params:
+        raise ReservedArgumentError(
+            f"Task {task.name!r} has a parameter named 'wait_for', which is reserved: every "
+            "task call takes wait_for=[...] (runs to wait for). Rename the parameter."
+        )
 
 
 _TASK_ATTRIBUTES = frozenset(

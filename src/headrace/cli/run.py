@@ -167,6 +167,7 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
         if isinstance(chosen, Flow):
             state = chosen.run(parameters=parameters)
         else:
+            chosen.bind_parameters((), parameters)  # bad parameters: a usage error, no run
             state = chosen(return_state=True, **parameters)
             if chosen.is_async:  # an `async def` flow returns its coroutine: run it here
                 import asyncio

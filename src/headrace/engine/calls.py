@@ -9,10 +9,11 @@ them and calls the few methods here that resolve a call's arguments.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from headrace.engine.nodes import ELEMENT, NOTHING, Node
-from headrace.states import State, StateType
+from headrace.states import Pending, State, StateType
 
 if TYPE_CHECKING:
     from headrace.engine.function_flow import FunctionRun
@@ -148,7 +149,7 @@ class TaskRunRecord:
     @property
     def upstream(self) -> list[str]:
         if self.run is not None:
-            return []
+            return self.run.upstream
         return self.node.call.core.upstream_ids(self.node, self.index)
 
     @property
@@ -200,17 +201,34 @@ class TaskFuture:
 
     @property
     def state(self) -> State:
-        return self.wait()
+        """Where the run is now, without waiting: its final state, or Pending."""
+        state = self.state_now()
+        return state if state is not None else Pending("The task run has not finished yet.")
 
     def done(self) -> bool:
         return self.state_now() is not None
 
-    def wait(self, timeout: float | None = None) -> State:
+    def wait(self, timeout: float | None = None) -> State | None:
+        """Wait for the run's final state; with `timeout` (seconds on the flow's clock),
+        at most that long: None if it has not finished by then."""
         state = self.state_now()
         if state is None:
-            self.node.call.core.drive(self.done)
+            core = self.node.call.core
+            if timeout is None:
+                core.drive(self.done)
+            else:
+                core.drive_for(self.done, timeout)
             state = self.state_now()
         return state
+
+    def __bool__(self) -> bool:
+        warnings.warn(
+            f"The truth value of a TaskFuture ({self.name}) is always True: it is of the "
+            "future, not of its result. Use future.result() in the condition.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return True
 
     def allow(self) -> None:
         call = self.node.call
@@ -221,6 +239,8 @@ class TaskFuture:
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         state = self.wait(timeout)
+        if state is None:
+            raise TimeoutError(f"Task run {self.name!r} did not finish within {timeout:g} s.")
         if not raise_on_failure:
             self.allow()
         return state.result(raise_on_failure=raise_on_failure)

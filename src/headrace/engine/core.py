@@ -148,19 +148,17 @@ class Core:
         never wakes a node that is about to get its own state."""
         presets = presets or NOTHING
         for node in nodes:
+            node.holds = node.extra_holds
+            node.preset = node in presets
+            if not node.mapped and node.spec is None:
+                node.spec = TaskSpec(node.task)
             if not node.inputs:  # a root (most direct calls): nothing to link
-                node.holds = node.extra_holds
-                node.waiting = 0
-                if node.spec is None and not node.mapped:
-                    node.spec = TaskSpec(node.task)
-                node.preset = bool(presets) and node in presets
                 continue
             modes: dict[Node, int] = {}
             for inp in node.inputs:
                 mode = ELEMENT if inp.element_wise else WHOLE
                 modes[inp.up] = min(modes.get(inp.up, mode), mode)
-            node.ups = list(modes.items()) if modes else ()
-            node.holds = node.extra_holds
+            node.ups = list(modes.items())
             waiting = 0
             for up, mode in node.ups:
                 if up.downs:
@@ -173,9 +171,6 @@ class Core:
                 elif mode == ELEMENT and up.children is None:  # finished without expanding
                     node.unexpandable = node.unexpandable or up
             node.waiting = waiting
-            if not node.mapped and node.spec is None:
-                node.spec = TaskSpec(node.task)
-            node.preset = node in presets
         self.nodes.extend(nodes)
         self.unfinished += len(nodes)
         free = [node for node in nodes if node.waiting == 0 and not node.preset]
@@ -186,7 +181,7 @@ class Core:
 
     def add_one(self, node: Node) -> None:
         """`add` for a node a function flow's call made (an event the loop handles)."""
-        self.add([node])
+        self.add([node], {node: node.given} if node.given is not None else None)
 
     def _release_dropped(self) -> None:
         """Futures that are gone give up their hold on their unit's result."""
@@ -220,18 +215,13 @@ class Core:
             self._let_go()
 
     def drive(self, until: Callable[[], bool], adding: Node | None = None) -> None:
-        """Run the loop in this thread until `until()` holds, `adding` a node first.
-
-        One thread at a time holds the turn and changes the core's state; the
-        others wait for it to move. A unit owned by a thread (a function flow's
-        direct call) runs only on that thread, so a holder that meets another
-        thread's unit hands the turn over. A thread already holding the turn
-        (a task calling a task) runs the loop where it is.
-        """
+        """Run the loop in this thread until `until()` holds, `adding` a node first (see
+        Threads above). A thread already holding the turn (a task calling a task) runs
+        the loop where it is."""
         me = threading.get_ident()
         if self._holder == me:  # nested: the turn is ours until the outer call lets go
             if adding is not None:
-                self.add([adding])
+                self.add_one(adding)
             self._turn_once(me, until, nested=True)
             return
         while adding is not None or not until():
@@ -240,7 +230,7 @@ class Core:
                 self._holder = me
                 try:
                     if adding is not None:
-                        self.add([adding])
+                        self.add_one(adding)
                         adding = None
                     outcome_ = self._turn_once(me, until)
                 finally:
@@ -264,14 +254,18 @@ class Core:
         if self._holder is None and not self.share_turn and self._turn.acquire(blocking=False):
             self._holder, adding = threading.get_ident(), None
             try:
-                if self.dropped:
-                    self._release_dropped()
-                self.add([node])
+                self.add_one(node)
                 self._launch(self._holder)
             finally:
                 self._let_go()
         if node.state is None:
             self.drive(lambda: node.state is not None, adding=adding)
+
+    def drive_for(self, until: Callable[[], bool], seconds: float) -> None:
+        """`drive(until)` for at most `seconds` on the core's clock."""
+        deadline = self.clock.monotonic() + seconds
+        self.post((self._push_timer, deadline))  # wakes the loop, and its waiters, then
+        self.drive(lambda: until() or self.clock.monotonic() >= deadline)
 
     def _wait_for_move(self, generation: int, until: Callable[[], bool]) -> None:
         with self._moved:
@@ -320,8 +314,6 @@ class Core:
         turn (its Attempt). A nested loop neither yields nor leaves the turn."""
         timers, clock = self.timers, self.clock
         while not until():
-            if self.dropped:
-                self._release_dropped()
             run_here = self._launch(me, outside=self.share_turn and not nested)
             if run_here is not None:
                 return run_here
@@ -351,7 +343,9 @@ class Core:
     def _launch(self, me: int | None, outside: bool = False) -> Attempt | None:
         """Run `me`'s own ready units (direct calls use no executor slot) here, or
         return one to run `outside` the turn; then submit shared ready units while
-        the executor's in-flight bound allows."""
+        the executor's in-flight bound allows. Futures that are gone let go first."""
+        if self.dropped:
+            self._release_dropped()
         mine = self._owned.pop(me, None) if me is not None else None
         while mine:
             node, index = mine.pop()
@@ -442,7 +436,7 @@ class Core:
         self._after(node, index, state, attempt.start, attempt.run_count)
         self.finish(node, index, state)
 
-    def _push_timer(self, due: float, attempt: Attempt) -> None:
+    def _push_timer(self, due: float, attempt: Attempt | None = None) -> None:
         self._seq += 1
         heapq.heappush(self.timers, (due, self._seq, attempt))
 
@@ -451,6 +445,9 @@ class Core:
         now = self.clock.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, attempt = heapq.heappop(self.timers)
+            if attempt is None:  # a waiter's deadline (`drive_for`): the loop looks again
+                self._moved_on()
+                continue
             if attempt.node.owner is not None:  # a direct call retries on its caller's thread
                 self.retrying[attempt.node, attempt.index] = attempt
                 self._make_ready(attempt.node, attempt.index)

@@ -47,6 +47,7 @@ from headrace.engine.calls import (
     Hold,
     TaskFuture,
     TaskRunRecord,
+    _resolve,
     children_of_one_map,
     futures_in,
     states_in,
@@ -54,12 +55,24 @@ from headrace.engine.calls import (
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.core import Core
-from headrace.engine.names import new_run_id
-from headrace.engine.nodes import Input, Node
+from headrace.engine.names import new_run_id, slug
+from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
-from headrace.engine.task_run import TaskSpec
+from headrace.engine.task_run import TaskSpec, TriggerFailedError
 from headrace.engine.throttle import Throttle
-from headrace.states import Completed, Failed, State, TimedOut, failure_summary
+from headrace.errors import ParameterError
+from headrace.states import (
+    Cancelled,
+    Completed,
+    Failed,
+    MappedState,
+    Pending,
+    State,
+    TimedOut,
+    TriggerFailed,
+    _Released,
+    failure_summary,
+)
 from headrace.store import default_recorder
 from headrace.tasks import check_lengths, check_mappable
 
@@ -80,12 +93,17 @@ class FunctionRun:
     retries, the in-flight bound, depth-first maps and result release.
     """
 
-    def __init__(self, flow, parameters: dict, parent: FunctionRun | None, clock):
+    def __init__(
+        self, flow, parameters: dict, parent: FunctionRun | None, clock, named: bool = True
+    ):
         self.flow = flow
         self.parent = parent
         self.id = new_run_id()
-        self.name = flow.run_name(parameters)
-        self.ctx = FlowRunContext(self.id, self.name, flow.name, parameters, flow.log_prints)
+        self.log_prints = flow.log_prints
+        if self.log_prints is None:  # unset: as its parent flow run
+            self.log_prints = parent.log_prints if parent is not None else False
+        self.ctx = FlowRunContext(self.id, "", flow.name, parameters, self.log_prints)
+        self.name = self.ctx.flow_run_name = self._run_name(parameters) if named else slug()
         self.clock = clock
         if parent is not None:  # one throttle for a flow run and its subflows
             self.throttle = parent.throttle.extended(flow.throttle)
@@ -98,13 +116,15 @@ class FunctionRun:
         self.allowed_by_parent = False
         self._executor = None
         self._owns_executor = False
-        self._keys = defaultdict(functools.partial(itertools.count, 1))  # task keys, per task
-        self._calls = defaultdict(itertools.count)  # run names: calls (not maps) per task
         self._made = itertools.count()  # nodes, for run ids
+        self.key: str | None = None  # as a subflow: its key in the parent's attempt
+        self.upstream: list[str] = []  # as a subflow: the task runs it waited for
+        self.entries: list[Node | TaskRunRecord] = []
         self._finished = 0  # task runs, for the log level of their lines
         self._producers: dict[int, tuple[str, Any]] = {}
         self._specs: dict[int, TaskSpec] = {}  # by id(task): made once per task per run
         self._lock = threading.Lock()
+        self.attempt = 0
         self.new_attempt()
 
     def new_attempt(self) -> None:
@@ -119,7 +139,15 @@ class FunctionRun:
             shown = progress.Progress(self.logger)
         self.core = Core(executor, self.throttle, self.clock, self.ctx, self.recorder, shown)
         self.core.share_turn = self.is_async
-        self.entries: list[Node | TaskRunRecord] = []  # nodes, and records of subflow runs
+        self._reusable = _reusable(self.entries)  # what a failed attempt completed, by key
+        # Keys restart with each attempt, so that a retry finds what the last one finished.
+        self._keys = defaultdict(functools.partial(itertools.count, 1))  # task keys, per task
+        self._calls = defaultdict(itertools.count)  # run names: calls (not maps) per task
+        self._subflows = defaultdict(functools.partial(itertools.count, 1))  # subflow keys
+        self.entries = []  # nodes, and records of subflow runs
+        self.attempt += 1
+        # An attempt that may be retried keeps its results, for the retry to reuse.
+        self._keep_all = self.attempt <= self.flow.retries
 
     @property
     def records(self) -> list[TaskRunRecord]:
@@ -134,6 +162,14 @@ class FunctionRun:
                 out.append(TaskRunRecord(entry, None))
         return out
 
+    def _run_name(self, parameters: dict) -> str:
+        """The flow's run name; a callable naming it reads `context.parameters`."""
+        token = flow_run_var.set(self.ctx)
+        try:
+            return self.flow.run_name(parameters)
+        finally:
+            flow_run_var.reset(token)
+
     # -- nodes -----------------------------------------------------------------------------
     def _node(self, task, mapped: bool = False) -> Node:
         # Counters in C (each next() is atomic): calls may come from several threads.
@@ -144,6 +180,7 @@ class FunctionRun:
         )
         node.spec = self._specs.get(id(task)) or self._spec(task)
         node.call = Call(self)
+        node.keep = self._keep_all
         if not mapped:
             node.name = name = f"{task_name}-{next(self._calls[task_name])}"
             if k <= QUIET_AFTER or logs.FLOW_RUNS.isEnabledFor(10):
@@ -165,7 +202,17 @@ class FunctionRun:
                 QUIET_AFTER,
             )
 
+    def _reuse(self, node: Node) -> None:
+        """After a failed attempt: the run this attempt's call repeats (same key, same
+        arguments) keeps what it completed, its id and its state."""
+        previous = self._reusable.get(node.key)
+        if previous is not None and _same_call(previous, node):
+            node.run_id = previous.run_id
+            give_state(node, _completed_part(previous.state))
+
     def _add(self, node: Node) -> None:
+        if self._reusable:
+            self._reuse(node)
         self.entries.append(node)
         self.core.post((self.core.add_one, node))
 
@@ -240,6 +287,8 @@ class FunctionRun:
             self._with_wait_for(node, wait_for)
         if return_state:
             node.call.allowed = True
+        if self._reusable:
+            self._reuse(node)
         self.entries.append(node)
         self.core.call(node)
         state = node.state
@@ -293,6 +342,9 @@ class FunctionRun:
             call.trace(value.unit_id)
             value = value.result()
             warn = self.logger.warning
+        elif isinstance(value, State):  # iterate the value it holds
+            value = value.result()
+            warn = self.logger.warning
         else:
             warn = self.logger.warning if self._trace(call, value) else None
         if flat:  # a task's result that is not nested is worth a warning
@@ -340,9 +392,14 @@ class FunctionRun:
     def final_state(self, value: Any) -> State:
         """A returned State is the flow's own (as in Prefect 2/3), unless it succeeded while
         a failure the flow did not accept happened; otherwise Completed with the value."""
-        value = _resolve_returned(value)
+        try:
+            value, problem = _resolve_returned(value), None
+        except Exception as exc:  # a returned future failed: the flow fails, never raises
+            value, problem = None, exc
+        if _states_only(value):  # a collection of states decides as Prefect's does
+            value = _collected_state(value)
         returned_state = isinstance(value, State)
-        if returned_state and value.is_failed():
+        if returned_state and (value.is_failed() or value.is_cancelled()):
             return copy.copy(value)  # the flow's own state, apart from the run it came from
         records = self.records
         unallowed = [r for r in records if r.state is not None and r.state.is_failed()]
@@ -352,9 +409,48 @@ class FunctionRun:
             after = [(r.name, r.state) for r in unallowed if r.state.is_trigger_failed()]
             cause = (first or after)[0][1]
             return Failed(failure_summary(first, after), exception=cause.exception)
+        if problem is not None:
+            return Failed(f"A returned future failed: {problem}", exception=problem)
         if returned_state:
             return copy.copy(value)
         return Completed("All states completed." if records else None, value)
+
+
+def _reusable(entries: list) -> dict[str, Any]:
+    """key -> node (or subflow record) of what completed in an attempt, result in hand."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        if entry.__class__ is TaskRunRecord:
+            if entry.state is not None and entry.state.is_completed():
+                out[entry.run.key] = entry
+        elif entry.state is not None and _completed_part(entry.state) is not None:
+            out[entry.key] = entry
+    return out
+
+
+def _same_call(a: Node, b: Node) -> bool:
+    """The same task called with equal arguments (the same runs feeding them)."""
+    if a.mapped != b.mapped or a.task.name != b.task.name:
+        return False
+    try:
+        if a.constants != b.constants or a.iterated != b.iterated:
+            return False
+    except Exception:  # values that do not compare (arrays): not known to be equal
+        return False
+    feeds = [[(i.key, i.up.key) for i in n.inputs] for n in (a, b)]
+    picks = [[f.node.key for f in n.call.picks] for n in (a, b)]
+    return feeds[0] == feeds[1] and picks[0] == picks[1] and not a.call.structures
+
+
+def _completed_part(state: State) -> State | None:
+    """What of a state a retry can reuse: a completed run whose result is still held;
+    of a map, its children that are (the others show as Pending, to run again)."""
+    if isinstance(state, MappedState):
+        children = [c if _completed_part(c) is not None else Pending() for c in state.map_states]
+        return MappedState(children) if any(c.is_completed() for c in children) else None
+    if state.is_completed() and state._value.__class__ is not _Released:
+        return state
+    return None
 
 
 def _wait_for_nodes(node: Node, futures: list[TaskFuture]) -> None:
@@ -378,11 +474,36 @@ def _released(_) -> None:
 
 
 def _resolve_returned(value: Any) -> Any:
-    if isinstance(value, TaskFuture):
+    """A returned future gives its value, also inside a returned list, tuple or dict."""
+    if isinstance(value, TaskFuture | FutureList):
         return value.result()
-    if isinstance(value, FutureList):
-        return value.result()
+    if isinstance(value, list | tuple) and any(isinstance(v, TaskFuture) for v in value):
+        return type(value)(_resolve_returned(v) for v in value)
+    if isinstance(value, dict) and any(isinstance(v, TaskFuture) for v in value.values()):
+        return {k: _resolve_returned(v) for k, v in value.items()}
     return value
+
+
+def _states_only(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, State) for v in value)
+    )
+
+
+def _collected_state(states) -> State:
+    """Returned states decide the flow: any failed fails it ("2/3 states failed."), then
+    any cancelled cancels it; otherwise it completes with them as its value."""
+    failed = [s for s in states if s.is_failed()]
+    if failed:
+        return Failed(
+            f"{len(failed)}/{len(states)} states failed.",
+            exception=failed[0].exception,
+            result=states,
+        )
+    cancelled = [s for s in states if s.is_cancelled()]
+    if cancelled:
+        return Cancelled(f"{len(cancelled)}/{len(states)} states cancelled.")
+    return Completed("All states completed.", states)
 
 
 def _pop_option(task, kwargs: dict, name: str, default: Any) -> Any:
@@ -403,16 +524,34 @@ def _in_event_loop() -> bool:
 # -- running a flow ---------------------------------------------------------------------------
 
 
-def _start(flow, args: tuple, kwargs: dict, clock) -> tuple[FunctionRun, dict, Any]:
+def _start(flow, args: tuple, kwargs: dict, clock, wait_for, key) -> tuple:
+    """Make and record the flow run. Returns it, its parameters and, when it must not
+    run, the state it ends in: Failed for bad parameters; TriggerFailed when a run it
+    waits for (a future among its arguments, or in `wait_for`) failed."""
     logs.configure()
-    if flow.log_prints:
-        logs.enable_log_prints()
-    parameters = flow.bind_parameters(args, kwargs)
     parent = _build.function_run.get()
-    run = FunctionRun(flow, parameters, parent, clock or flow.clock or SYSTEM_CLOCK)
+    waited: list[TaskFuture] = []
+    if parent is not None:  # futures among its arguments give their values, as for a task
+        args, kwargs, waited = _resolved_arguments(args, kwargs, wait_for)
+    early = None
+    try:
+        parameters = flow.bind_parameters(args, kwargs)
+    except ParameterError as exc:
+        parameters = {**{f"args[{i}]": v for i, v in enumerate(args)}, **kwargs}
+        early = Failed(str(exc), exception=exc)
+    run = FunctionRun(flow, parameters, parent, clock or flow.clock or SYSTEM_CLOCK, early is None)
+    if run.log_prints:
+        logs.enable_log_prints()
+    run.key = key
+    if parent is not None:
+        run.upstream = [*dict.fromkeys(f.unit_id for f in waited)]
+        failed = [f.name for f in waited if f.state_now().is_failed()]
+        if failed and early is None:
+            message = f"Upstream {', '.join(map(repr, failed))} failed; the subflow did not run."
+            early = TriggerFailed(message, exception=TriggerFailedError(message))
     flow_run_started(
         run.recorder, run.id, run.name, flow.name, "function", parameters,
-        parent.id if parent else None, flow.executor,
+        parent.id if parent else None, flow.executor, run.upstream,
     )  # fmt: skip
     if parent is None:
         logs.ENGINE.info(
@@ -420,14 +559,29 @@ def _start(flow, args: tuple, kwargs: dict, clock) -> tuple[FunctionRun, dict, A
         )
     else:
         parent.logger.info("Created subflow run %r for flow %r", run.name, flow.name)
-    return run, parameters, parent
+    if early is not None and not early.is_trigger_failed():
+        run.logger.error("%s", early.message)
+    return run, parameters, early
 
 
-def _enter(run: FunctionRun, log_prints: bool) -> tuple:
+def _resolved_arguments(args: tuple, kwargs: dict, wait_for) -> tuple[tuple, dict, list]:
+    """A subflow's arguments with the futures in them waited for and replaced by their
+    values (a failed one by its exception), and every future it waited for."""
+    waited = [f for v in (*args, *kwargs.values()) for f in futures_in(v)]
+    waited.extend(f for f in wait_for or () if isinstance(f, TaskFuture))
+    for f in waited:
+        f.wait()
+    if any(isinstance(v, TaskFuture | list | tuple | dict) for v in (*args, *kwargs.values())):
+        args = tuple(_resolve(v) for v in args)
+        kwargs = {k: _resolve(v) for k, v in kwargs.items()}
+    return args, kwargs, waited
+
+
+def _enter(run: FunctionRun) -> tuple:
     return (
         _build.function_run.set(run),
         flow_run_var.set(run.ctx),
-        logs.log_prints_var.set(log_prints),
+        logs.log_prints_var.set(run.log_prints),
         _build._current.set(_build._EMPTY),
     )
 
@@ -440,29 +594,60 @@ def _exit(tokens: tuple) -> None:
     _build.function_run.reset(run_token)
 
 
-def _end(flow, run: FunctionRun, parent, state: State, return_state: bool):
+def _end(flow, run: FunctionRun, state: State, return_state: bool):
     state.flow_run_id, state.task_run_id = run.id, None  # the flow run's own, even when adopted
     run.logger.log(40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state))
     run.state = state
     flow_run_ended(run.recorder, run.id, state)
+    parent = run.parent
     if parent is None:
         run.recorder.flush()
-    if parent is not None:
+    else:
         run.allowed_by_parent = return_state
         with parent._lock:
             parent.entries.append(TaskRunRecord(None, None, run))
     flow.last_run = run
-    if return_state:
-        return state
-    return state.result()
+    return _returned(state, return_state)
 
 
-def run_function_flow(flow, args: tuple, kwargs: dict, return_state: bool, clock=None):
+def _returned(state: State, return_state: bool):
+    return state if return_state else state.result()
+
+
+def _subflow(flow) -> tuple[str | None, TaskRunRecord | None]:
+    """A subflow's key in its parent's attempt, and the record of the subflow run the
+    parent's failed attempt completed under that key (reused rather than run again)."""
+    parent = _build.function_run.get()
+    if parent is None:
+        return None, None
+    key = f"{flow.name}-{next(parent._subflows[flow.name])}"
+    previous = parent._reusable.get(key)
+    if previous is not None:
+        with parent._lock:
+            parent.entries.append(previous)
+    return key, previous
+
+
+def _begin(flow, args, kwargs, return_state: bool, wait_for, clock) -> tuple:
+    """(run, parameters) of a flow run about to run its body; or (None, what the call
+    returns) for a reused subflow run, or a run ended before its body (`_start`)."""
+    key, reused = _subflow(flow)
+    if reused is not None:
+        return None, _returned(reused.state, return_state)
+    run, parameters, early = _start(flow, args, kwargs, clock, wait_for, key)
+    if early is not None:
+        return None, _end(flow, run, early, return_state)
+    return run, parameters
+
+
+def run_function_flow(flow, args, kwargs, return_state: bool, wait_for=None, clock=None):
     """Run a sync @flow now; return its value (or State), retrying the body per `retries`."""
-    run, parameters, parent = _start(flow, args, kwargs, clock)
+    run, parameters = _begin(flow, args, kwargs, return_state, wait_for, clock)
+    if run is None:
+        return parameters  # what the call gives: it ended before its body
     attempt = 1
     while True:
-        tokens = _enter(run, flow.log_prints)
+        tokens = _enter(run)
         try:
             value = flow.call_body(parameters)
         except BaseException as exc:
@@ -476,20 +661,24 @@ def run_function_flow(flow, args: tuple, kwargs: dict, return_state: bool, clock
         run.wait_for_submitted(timed_out=state is not None and state.is_timed_out())
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:
-            return _end(flow, run, parent, state, return_state)
+            return _end(flow, run, state, return_state)
         run.logger.warning("Flow run attempt %d failed; retrying.", attempt)
         run.clock.sleep(flow.retry_delay_seconds(attempt))
         attempt += 1
         run.new_attempt()
 
 
-async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=None):
+async def run_function_flow_async(
+    flow, args, kwargs, return_state: bool, wait_for=None, clock=None
+):  # fmt: skip
     """Run an async @flow in the current event loop (also under Jupyter's)."""
-    run, parameters, parent = _start(flow, args, kwargs, clock)
+    run, parameters = _begin(flow, args, kwargs, return_state, wait_for, clock)
+    if run is None:
+        return parameters  # what the call gives: it ended before its body
     run.is_async = run.core.share_turn = True  # task calls come from several threads
     attempt = 1
     while True:
-        tokens = _enter(run, flow.log_prints)
+        tokens = _enter(run)
         try:
             body = flow.call_body(parameters, timeout=False)
             value = await (body if flow.timeout is None else asyncio.wait_for(body, flow.timeout))
@@ -505,10 +694,27 @@ async def run_function_flow_async(flow, args, kwargs, return_state: bool, clock=
         await asyncio.to_thread(run.wait_for_submitted, timed_out)
         state = state or run.final_state(value)
         if not state.is_failed() or attempt > flow.retries:
-            return _end(flow, run, parent, state, return_state)
+            return _end(flow, run, state, return_state)
         await asyncio.to_thread(run.clock.sleep, flow.retry_delay_seconds(attempt))
         attempt += 1
         run.new_attempt()
+
+
+def awaited_in_sync_parent(coroutine):
+    """An async subflow called from a sync flow's body runs there and gives its value (its
+    own event loop; a thread of its own if this one runs a loop). Elsewhere the coroutine
+    is returned to be awaited."""
+    parent = _build.function_run.get()
+    if parent is None or parent.is_async:
+        return coroutine
+    if not _in_event_loop():
+        return asyncio.run(coroutine)
+    import concurrent.futures
+    import contextvars
+
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()
 
 
 def _failed_body(run: FunctionRun, flow, exc: Exception) -> State:

@@ -17,7 +17,7 @@ from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.core import Core
 from headrace.engine.names import new_run_id, slug
-from headrace.engine.nodes import Input, Node
+from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError
@@ -95,17 +95,10 @@ class GraphRun:
                 value = self.flow_ctx.parameters[task.name]
                 presets[node] = Completed("Parameter resolved.", value)
                 continue
-            given = None if runnable and task in runnable else task_states.get(task)
-            if isinstance(given, MappedState) and not all(
-                child.is_finished() for child in given.map_states
-            ):
-                node.given_children = given.map_states  # reused child by child on expansion
-            elif given is not None and given.is_finished():
-                node.reused = True
-                if isinstance(given, MappedState):
-                    node.children = list(given.map_states)
-                presets[node] = given
-            elif runnable is not None and task not in runnable:
+            give_state(node, None if runnable and task in runnable else task_states.get(task))
+            if node.given is not None:
+                presets[node] = node.given
+            elif node.given_children is None and runnable is not None and task not in runnable:
                 presets[node] = NotRun("Not run: it is above the run's start_tasks.")
         return presets
 

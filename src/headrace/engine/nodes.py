@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from headrace.engine.task_run import TaskSpec
-from headrace.states import State
+from headrace.states import MappedState, State
 
 WHOLE, ELEMENT = 0, 1
 NOTHING = MappingProxyType({})  # the shared value of an empty mapping field
@@ -71,6 +71,7 @@ class Node:
         "owner",
         "extra_holds",
         "call",
+        "given",
     )
 
     def __init__(
@@ -114,6 +115,7 @@ class Node:
         self.owner: int | None = None  # the thread a direct call runs on
         self.extra_holds = 0  # holds on each result beyond its consumers' (live futures)
         self.call = None  # what a function flow's call adds (see function_flow.Call)
+        self.given: State | None = None  # a finished state from before the run
 
     def unit_id(self, index: int | None) -> str:
         """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
@@ -141,3 +143,16 @@ class Attempt:
 
 
 __all__ = ["Node", "Input", "Attempt", "WHOLE", "ELEMENT"]
+
+
+def give_state(node: Node, state: State | None) -> None:
+    """A state known before the run (`task_states`, a flow's retry, resume): a finished
+    one becomes the node's state when it is added (`given`); a Mapped one with unfinished
+    children is reused child by child when the node expands."""
+    if isinstance(state, MappedState) and not all(c.is_finished() for c in state.map_states):
+        node.given_children = state.map_states
+    elif state is not None and state.is_finished():
+        node.reused = True
+        if isinstance(state, MappedState):
+            node.children = list(state.map_states)
+        node.given = state
