@@ -401,3 +401,23 @@ def test_a_flow_retry_runs_again_a_call_with_other_arguments():
 
     assert parent() == "ok"
     assert calls == [0, 1]
+
+
+def test_a_flow_retry_runs_again_a_subflow_called_with_other_arguments():
+    calls = []
+
+    @flow
+    def child(x):
+        calls.append(x)
+        return x
+
+    @flow(retries=1, clock=ManualClock())
+    def parent():
+        child(len(calls))
+        child(7)
+        if len(calls) == 2:
+            raise RuntimeError("once")
+        return "ok"
+
+    assert parent() == "ok"
+    assert calls == [0, 7, 2]  # child(7) was reused; child(len(calls)) was not

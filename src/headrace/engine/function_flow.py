@@ -118,6 +118,7 @@ class FunctionRun:
         self._owns_executor = False
         self._made = itertools.count()  # nodes, for run ids
         self.key: str | None = None  # as a subflow: its key in the parent's attempt
+        self.called_with: tuple = ((), {})  # as a subflow: its arguments, futures resolved
         self.upstream: list[str] = []  # as a subflow: the task runs it waited for
         self.entries: list[Node | TaskRunRecord] = []
         self._finished = 0  # task runs, for the log level of their lines
@@ -432,14 +433,19 @@ def _same_call(a: Node, b: Node) -> bool:
     """The same task called with equal arguments (the same runs feeding them)."""
     if a.mapped != b.mapped or a.task.name != b.task.name:
         return False
-    try:
-        if a.constants != b.constants or a.iterated != b.iterated:
-            return False
-    except Exception:  # values that do not compare (arrays): not known to be equal
+    if not _equal((a.constants, a.iterated), (b.constants, b.iterated)):
         return False
     feeds = [[(i.key, i.up.key) for i in n.inputs] for n in (a, b)]
     picks = [[f.node.key for f in n.call.picks] for n in (a, b)]
     return feeds[0] == feeds[1] and picks[0] == picks[1] and not a.call.structures
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Equal, as far as can be told (values that do not compare, like arrays, are not)."""
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def _completed_part(state: State) -> State | None:
@@ -542,7 +548,7 @@ def _start(flow, args: tuple, kwargs: dict, clock, wait_for, key) -> tuple:
     run = FunctionRun(flow, parameters, parent, clock or flow.clock or SYSTEM_CLOCK, early is None)
     if run.log_prints:
         logs.enable_log_prints()
-    run.key = key
+    run.key, run.called_with = key, (args, kwargs)
     if parent is not None:
         run.upstream = [*dict.fromkeys(f.unit_id for f in waited)]
         failed = [f.name for f in waited if f.state_now().is_failed()]
@@ -571,7 +577,7 @@ def _resolved_arguments(args: tuple, kwargs: dict, wait_for) -> tuple[tuple, dic
     waited.extend(f for f in wait_for or () if isinstance(f, TaskFuture))
     for f in waited:
         f.wait()
-    if any(isinstance(v, TaskFuture | list | tuple | dict) for v in (*args, *kwargs.values())):
+    if waited:
         args = tuple(_resolve(v) for v in args)
         kwargs = {k: _resolve(v) for k, v in kwargs.items()}
     return args, kwargs, waited
@@ -614,14 +620,17 @@ def _returned(state: State, return_state: bool):
     return state if return_state else state.result()
 
 
-def _subflow(flow) -> tuple[str | None, TaskRunRecord | None]:
+def _subflow(flow, args: tuple, kwargs: dict) -> tuple[str | None, TaskRunRecord | None]:
     """A subflow's key in its parent's attempt, and the record of the subflow run the
-    parent's failed attempt completed under that key (reused rather than run again)."""
+    parent's failed attempt completed under that key with equal arguments (reused
+    rather than run again)."""
     parent = _build.function_run.get()
     if parent is None:
         return None, None
     key = f"{flow.name}-{next(parent._subflows[flow.name])}"
     previous = parent._reusable.get(key)
+    if previous is not None and not _equal(previous.run.called_with, (args, kwargs)):
+        previous = None
     if previous is not None:
         with parent._lock:
             parent.entries.append(previous)
@@ -631,7 +640,7 @@ def _subflow(flow) -> tuple[str | None, TaskRunRecord | None]:
 def _begin(flow, args, kwargs, return_state: bool, wait_for, clock) -> tuple:
     """(run, parameters) of a flow run about to run its body; or (None, what the call
     returns) for a reused subflow run, or a run ended before its body (`_start`)."""
-    key, reused = _subflow(flow)
+    key, reused = _subflow(flow, args, kwargs)
     if reused is not None:
         return None, _returned(reused.state, return_state)
     run, parameters, early = _start(flow, args, kwargs, clock, wait_for, key)
