@@ -649,3 +649,40 @@ def test_identity_fields_and_a_reader_that_writes_nothing(pg_url, cluster):
             conn.execute("DELETE FROM logs")
         conn.rollback()
     assert snapshot() == before
+
+
+# -- hostile text ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(
+    backend, tmp_path, request, monkeypatch
+):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+    monkeypatch.setenv("HEADRACE_LOGGING_LEVEL", "INFO")
+    undecodable = os.fsdecode(b"caf\xe9")  # a lone surrogate, as in a non-UTF-8 file name
+
+    @task(name=f"read-{undecodable}")
+    def read_file():
+        get_run_logger().info("opened %s, NUL \x00 inside", undecodable)
+        return 1
+
+    @flow(name=f"files-{undecodable}")
+    def files():
+        return read_file()
+
+    started = time.monotonic()
+    assert files() == 1 and files() == 1  # the second run is recorded as well
+    get_store().flush(timeout=10)
+    assert time.monotonic() - started < 5  # no flush waited for a dead writer
+    reader = open_reader(url)
+    runs = reader.flow_runs()
+    assert [r.flow_name for r in runs] == ["files-caf\\udce9"] * 2
+    [task_run] = reader.task_runs(runs[0].id)
+    assert task_run.name == "read-caf\\udce9-0" and task_run.state_name == "Completed"
+    messages = [r.message for _, r in reader.logs(runs[0].id)]
+    assert "opened caf\\udce9, NUL \\x00 inside" in messages

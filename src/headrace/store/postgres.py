@@ -71,10 +71,10 @@ def _connector(url: str, read_only: bool = False):
             conn.read_only = True  # every transaction of a reader is READ ONLY
         return conn
 
-    # name, placeholder, real, serial_key, errors
     dialect = Dialect(
-        "postgresql", "%s", "DOUBLE PRECISION", "BIGSERIAL PRIMARY KEY", (psycopg.Error,)
-    )
+        "postgresql", "%s", "DOUBLE PRECISION", "BIGSERIAL PRIMARY KEY", (psycopg.Error,),
+        row_errors=(psycopg.DataError, psycopg.IntegrityError),
+    )  # fmt: skip
     return connect, where, dialect
 
 

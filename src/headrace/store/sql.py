@@ -85,6 +85,7 @@ class Dialect:
     real: str
     serial_key: str
     errors: tuple  # exception types of the driver
+    row_errors: tuple = ()  # of those, the ones that a row causes (the database is fine)
 
 
 FLOW_RUN_COLUMNS = [
@@ -193,6 +194,17 @@ def truncate_parameters(parameters: dict[str, Any]) -> str:
 # -- rows: built from records here and nowhere else ---------------------------------------------
 
 _EMPTY = "[]"
+
+
+def _writable(row: tuple) -> tuple:
+    """The row with text every driver encodes: a lone surrogate (what os.fsdecode makes of
+    a byte that is not UTF-8) or a NUL becomes visible escapes, `\\udce9` and `\\x00`."""
+    return tuple(_writable_text(v) if isinstance(v, str) else v for v in row)
+
+
+def _writable_text(text: str) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
 
 
 def _ids_json(ids: list[str]) -> str:
@@ -321,6 +333,7 @@ class SQLRecorder(Recorder):
         self._writer: threading.Thread | None = None
         self._disabled: str | None = None
         self._active: dict[str, float] = {}  # flow run ids of this process -> last heartbeat
+        self._skipped: set[str] = set()  # kinds of unwritable rows already reported
         self._pid = os.getpid()
         self.host = socket.gethostname()
 
@@ -420,7 +433,13 @@ class SQLRecorder(Recorder):
             return
         done = threading.Event()
         self._queue.put(("flush", done))
-        done.wait(timeout)
+        if not done.wait(timeout) and self._disabled is None:
+            log.warning(
+                "The run history was not flushed within %g s: the writer of %s is still "
+                "busy or waiting for the database (%d records queued). Runs go on; what "
+                "is queued is written when the database answers.",
+                timeout, self.where, self._queue.qsize(),
+            )  # fmt: skip
 
     @property
     def recording(self) -> bool:
@@ -484,9 +503,46 @@ class SQLRecorder(Recorder):
                 rows["heartbeat"] = [(now, run_id) for run_id in self._active]
                 self._active = dict.fromkeys(self._active, now)
             if rows and conn is not None and self._disabled is None:
-                self._write(conn, statements, rows)
+                try:
+                    self._write(conn, statements, rows)
+                except Exception as exc:  # not the database's error: never let it end the writer
+                    self._write_row_by_row(conn, statements, rows, exc)
             for waiter in waiters:
                 waiter.set()
+
+    def _write_row_by_row(self, conn, statements: dict, rows: dict[str, list], first) -> None:
+        """A batch failed for a reason of its own (text the driver cannot encode, a value
+        it does not take): write its rows one at a time, each made writable if it must be,
+        and report (once per kind of problem) the rows that still fail, which are skipped."""
+        with _in_driver():
+            try:
+                conn.rollback()
+            except Exception:
+                pass
+        for kind in self._ORDER:
+            for row in rows.get(kind, ()):
+                for attempt in (row, _writable(row)):
+                    try:
+                        with _in_driver():
+                            conn.cursor().execute(statements[kind], attempt)
+                            conn.commit()
+                        break
+                    except Exception as exc:
+                        with _in_driver():
+                            try:
+                                conn.rollback()
+                            except Exception:
+                                pass
+                        problem = exc
+                else:
+                    key = f"{kind}: {type(problem).__name__}"
+                    if key not in self._skipped:
+                        self._skipped.add(key)
+                        log.warning(
+                            "A %s row of the run history could not be written and was "
+                            "skipped (%s: %s); the other rows are written. First problem "
+                            "in its batch: %r.", kind, type(problem).__name__, problem, first,
+                        )  # fmt: skip
 
     def _write(self, conn, statements: dict, rows: dict[str, list]) -> None:
         delay = 0.01
@@ -509,6 +565,8 @@ class SQLRecorder(Recorder):
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            if isinstance(error, self.dialect.row_errors):
+                raise error  # a row's fault, not the store's: written row by row
             self._disable(f"writing to {self.where} failed: {error}")
             return
 

@@ -23,7 +23,10 @@ from headrace.store.reader import SQLReader
 from headrace.store.sql import Dialect, SQLRecorder, StoreError
 
 # name, placeholder, real, serial_key, errors
-DIALECT = Dialect("sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", (sqlite3.Error,))
+DIALECT = Dialect(
+    "sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", (sqlite3.Error,),
+    row_errors=(sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError),
+)  # fmt: skip
 IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
 
 
