@@ -20,6 +20,7 @@ from headrace.engine import logs
 from headrace.engine.function_flow import QUIET_AFTER
 from headrace.errors import ContextError
 from headrace.executors import ThreadExecutor
+from headrace.store import open_reader
 
 # A console line starts with the time, milliseconds included.
 TIME = r"^\d\d:\d\d:\d\d\.\d{3}"
@@ -362,6 +363,29 @@ def test_headrace_logging_level_warning_hides_info_lines():
     assert re.search(r"\| WARNING \| Flow run '[a-z]+-[a-z]+' - a warning$", done.stderr, re.M)
     assert "INFO" not in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_the_console_level_does_not_filter_the_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEADRACE_HISTORY", raising=False)
+    script = LEVEL_SCRIPT.format(n=2) + "    print(my_flow.last_run.id)\n"
+    done = run_child(script, "WARNING")
+    assert "INFO" not in done.stderr
+    reader = open_reader()
+    lines = [(r.level, r.message) for _, r in reader.logs(done.stdout.split()[-1])]
+    assert (20, "Created task run 'add_one-1' for task 'add_one'") in lines
+    assert (30, "a warning") in lines
+
+
+def test_a_log_level_that_is_not_one_is_a_clear_error():
+    done = subprocess.run(
+        [sys.executable, "-c", "from headrace.engine import logs; logs.configure()"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "HEADRACE_LOGGING_LEVEL": "LOUD"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "HEADRACE_LOGGING_LEVEL='LOUD' is not a log level; use DEBUG, INFO" in done.stderr
 
 
 def test_headrace_logging_level_info_shows_them():

@@ -92,17 +92,31 @@ def configure() -> None:
     if _configured:
         return
     _configured = True
-    level = os.environ.get("HEADRACE_LOGGING_LEVEL", "INFO").upper()
-    ROOT.setLevel(level)
-    ROOT.addHandler(StoreHandler())
+    # The console and the history filter on their own levels: one never hides the other's.
+    level, kept = _level("HEADRACE_LOGGING_LEVEL"), _level("HEADRACE_HISTORY_LOGGING_LEVEL")
+    ROOT.setLevel(min(level, kept))
+    store_handler = StoreHandler()
+    store_handler.setLevel(kept)
+    ROOT.addHandler(store_handler)
     if any(not isinstance(h, StoreHandler) for h in ROOT.handlers):
         return
     handler = _StderrHandler()
+    handler.setLevel(level)
     handler.setFormatter(
         _LabelFormatter(os.environ.get("HEADRACE_LOGGING_FORMAT", DEFAULT_FORMAT), "%H:%M:%S")
     )
     ROOT.addHandler(handler)
     ROOT.propagate = False
+
+
+def _level(variable: str) -> int:
+    given = os.environ.get(variable, "INFO")
+    level = logging.getLevelName(given.strip().upper())
+    if not isinstance(level, int):
+        raise ValueError(
+            f"{variable}={given!r} is not a log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL."
+        )
+    return level
 
 
 class RunLogger(logging.LoggerAdapter):
