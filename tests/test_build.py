@@ -89,7 +89,7 @@ def test_cycle_names_the_tasks_in_it():
     with pytest.raises(CycleError) as info:
         flow.add_edge(c, a)
     assert [t for t in info.value.cycle] == [c, a, b, c]
-    assert "'add' -> 'add'" in str(info.value)
+    assert "'add-3' -> 'add-1' -> 'add-2' -> 'add-3'" in str(info.value)
 
 
 def test_self_dependency_is_a_cycle():

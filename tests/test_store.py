@@ -866,3 +866,17 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_runs(home):
     assert reader.schema_version() == SCHEMA_VERSION == 2
     old = reader.flow_run("old")
     assert (old.name, old.state_name, old.upstream) == ("old-run", "Completed", [])
+
+
+def test_the_history_is_readable_by_its_owner_only(tmp_path, monkeypatch):
+    home = tmp_path / "new" / "home"
+    monkeypatch.setenv("HEADRACE_HOME", str(home))
+    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEADRACE_HISTORY", raising=False)
+    record_runs(1)
+    get_store().flush()
+    assert (home.stat().st_mode & 0o777, home.parent.stat().st_mode & 0o777) == (0o700, 0o700)
+    files = [p for p in home.iterdir() if p.name.startswith("headrace.db")]
+    assert files and all(p.stat().st_mode & 0o777 == 0o600 for p in files), [
+        (p.name, oct(p.stat().st_mode)) for p in files
+    ]

@@ -531,7 +531,7 @@ def make_history(home) -> bytes:
 
 def test_home_on_a_read_only_filesystem(tmpfs):
     home = tmpfs("ro,size=1m")
-    assert_runs_and_warns_once(home, f"{home}/headrace.db", "unable to open database file")
+    assert_runs_and_warns_once(home, f"{home}/headrace.db", "Read-only file system")
 
 
 def test_existing_history_on_a_filesystem_made_read_only(tmpfs):

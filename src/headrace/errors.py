@@ -16,7 +16,8 @@ class CycleError(FlowBuildError):
 
     def __init__(self, cycle: list):
         self.cycle = cycle
-        path = " -> ".join(repr(getattr(t, "name", t)) for t in cycle)
+        # Slugs ("ident-2") tell apart the calls of one task; names alone may not.
+        path = " -> ".join(repr(getattr(t, "slug", None) or getattr(t, "name", t)) for t in cycle)
         super().__init__(
             f"This dependency would create a cycle: {path}. Remove one of these edges."
         )

@@ -64,6 +64,10 @@ class FunctionFlow:
         self.retries, self.timeout = check_retries_and_timeout(retries, timeout)
         self.retry_delay = retry_delay
         self.retry_delay_seconds = _normalize_retry_delay(retry_delay)
+        if executor is not None:
+            from headrace.executors.base import check_executor
+
+            check_executor(executor, f"@flow {self.name!r}")
         self.executor = executor
         self.throttle = dict(throttle or {})
         self.log_prints = log_prints

@@ -65,10 +65,15 @@ def _normalize_retry_delay(value: Any) -> Callable[[int], float]:
 
 def check_retries_and_timeout(retries: Any, timeout: Any) -> tuple[int, float | None]:
     """Validate the retry count and the timeout (seconds or a timedelta) of a task or flow."""
-    if not isinstance(retries, int) or retries < 0:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
     if isinstance(timeout, datetime.timedelta):
         timeout = timeout.total_seconds()
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+        raise TypeError(
+            f"timeout must be seconds (a number > 0) or a datetime.timedelta, got "
+            f"{timeout!r} ({type(timeout).__name__})"
+        )
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
     return retries, timeout
@@ -604,6 +609,12 @@ def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
         )
     if isinstance(value, list | tuple):
         return value
+    if isinstance(value, set | frozenset):
+        raise MappingError(
+            f"Task {task_name!r} cannot map over {what}: a {type(value).__name__} has no "
+            "order, so the children would not match their items from run to run. Pass "
+            "sorted(...) or a list."
+        )
     if isinstance(value, dict) or not hasattr(value, "__iter__"):
         raise MappingError(
             f"Task {task_name!r} cannot map over {what}: a {type(value).__name__} is not a "

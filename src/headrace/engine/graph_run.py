@@ -207,11 +207,19 @@ def run_flow(
 
     `recorder` receives the run's history (default: the settings' store)."""
     from headrace.executors import LocalExecutor
+    from headrace.executors.base import check_executor
 
     values = check_parameters(flow, parameters)
     throttle = Throttle(throttle)
-    start_tasks = list(start_tasks or ())
-    return_tasks = list(return_tasks or ())
+    start_tasks = _task_list(start_tasks, "start_tasks")
+    return_tasks = _task_list(return_tasks, "return_tasks")
+    check_executor(executor, f"flow {flow.name!r}.run()")
+    for given, state in (task_states or {}).items():
+        if not isinstance(state, State):
+            raise TypeError(
+                f"task_states maps {given!r} to {state!r}, which is not a State; pass the "
+                "states of an earlier run (flow_state[task]) or headrace.states ones."
+            )
     for what, tasks in (("start_tasks", start_tasks), ("return_tasks", return_tasks)):
         for t in tasks:
             if t not in flow:
@@ -266,6 +274,17 @@ def run_flow(
         flow_run_ended(recorder, ctx.flow_run_id, state)
         recorder.flush()
     return state
+
+
+def _task_list(tasks, what: str) -> list:
+    """`start_tasks` / `return_tasks`: a list (or other collection) of tasks."""
+    if tasks is None:
+        return []
+    if not isinstance(tasks, list | tuple | set | frozenset):
+        raise TypeError(
+            f"{what} must be a list of tasks, got {tasks!r}; write {what}=[{tasks!r}] for one task."
+        )
+    return list(tasks)
 
 
 __all__ = ["run_flow", "check_parameters", "GraphRun"]

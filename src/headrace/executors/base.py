@@ -61,10 +61,28 @@ class Executor(ABC):
         return f"{type(self).__name__}()"
 
 
+def check_executor(executor: object, where: str) -> None:
+    """An executor argument must be an Executor instance: say what to pass if it is not."""
+    if executor is not None and not isinstance(executor, Executor):
+        hint = f"{executor.__name__}()" if isinstance(executor, type) else "ThreadExecutor()"
+        raise TypeError(
+            f"{where} got executor={executor!r}, which is not an executor. Pass an instance "
+            f"from headrace.executors, such as {hint} (also LocalExecutor(), "
+            "ProcessExecutor(), DaskExecutor())."
+        )
+
+
 class PoolExecutor(Executor):
     """An executor over a `concurrent.futures` pool of `max_workers` (threads or processes)."""
 
     def __init__(self, max_workers: int | None, default_workers: int):
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int)
+        ):
+            raise TypeError(
+                f"max_workers of {type(self).__name__} must be an int >= 1 (or None for "
+                f"the default), got {max_workers!r} ({type(max_workers).__name__})"
+            )
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
         self.max_workers = max_workers or default_workers

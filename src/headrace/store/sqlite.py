@@ -40,10 +40,21 @@ def _refused(path: Path, conn: sqlite3.Connection, exc: sqlite3.DatabaseError) -
     return exc
 
 
+def _private_file(path: Path) -> None:
+    """Make the directories and the database file that are missing readable by their owner
+    only (the history holds parameters and log lines). SQLite gives its -wal and -shm
+    files the database file's mode."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def open_sqlite(path: str | Path) -> SQLRecorder:
     """The write side on the file at `path` (created, with its directory, when missing)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_file(path)
 
     def connect(wal: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
