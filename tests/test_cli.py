@@ -1065,3 +1065,9 @@ def test_recorded_strings_cannot_drive_the_terminal(home):
     assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202eevil\\r" in outputs[0]
     assert "first line\\x1b" in outputs[2] and "\nsecond\tline" in outputs[2]
     assert {r["name"] for r in json_runs()} == {f"run{evil}", "other"}
+
+
+def test_a_limit_too_large_for_the_database_is_a_usage_error(home):
+    result = invoke("runs", "ls", "--limit", "99999999999999999999999")
+    assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
+    assert "Traceback" not in result.output

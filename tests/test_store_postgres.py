@@ -686,3 +686,19 @@ def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(
     assert task_run.name == "read-caf\\udce9-0" and task_run.state_name == "Completed"
     messages = [r.message for _, r in reader.logs(runs[0].id)]
     assert "opened caf\\udce9, NUL \\x00 inside" in messages
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def test_a_run_reference_is_text_not_a_pattern(backend, tmp_path, request, monkeypatch):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+    record_everything()
+    reader = open_reader(url)
+    newest = reader.flow_runs(limit=1)[0]
+    assert reader.flow_run(newest.id[:6]) == newest
+    for pattern in ("%", "_", newest.id[:2] + "%", "\\"):
+        with pytest.raises(StoreError, match="No flow run has the id, id prefix or name"):
+            reader.flow_run(pattern)

@@ -51,7 +51,7 @@ def runs() -> None:
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=2**62),  # a database integer
     default=20,
     show_default=True,
     help="At most this many runs, newest first; 0 for all.",

@@ -143,7 +143,9 @@ class SQLReader(Reader):
         runs = self._flow_runs(" WHERE id = ? OR name = ?", (ref, ref))
         if not runs:
             # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
-            runs = self._flow_runs(" WHERE LOWER(id) LIKE LOWER(?)", (ref + "%",))
+            # The ref is text, not a pattern: its % and _ match themselves.
+            pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            runs = self._flow_runs(" WHERE LOWER(id) LIKE LOWER(?) ESCAPE '\\'", (pattern + "%",))
         if len(runs) > 1:
             shown = ", ".join(f"{r.name} ({r.id[:8]})" for r in runs[:5])
             raise StoreError(f"{ref!r} matches {len(runs)} flow runs: {shown}. Use a longer id.")
