@@ -73,3 +73,17 @@ def test_the_minimum_map_size(total, shown):
     progress.expanded("key", "m", total)
     assert ("key" in progress.maps) is shown
     progress.close()
+
+
+def test_a_name_with_markup_or_controls_is_shown_as_text():
+    screen = Terminal()
+    progress = Progress(logging.getLogger("test"), stream=screen)
+    name = "fetch[/][link=http://example.invalid]x\x1b]0;title\x07"
+    progress.expanded("key", name, 30)
+    for _ in range(30):
+        progress.child_done("key", failed=False)
+    progress.close()
+    shown = screen.getvalue()
+    assert progress._thread is None or not progress._thread.is_alive()
+    assert "fetch[/][link=http://example.invalid]x\\x1b]0;title\\x07" in shown
+    assert "\x1b]8;" not in shown and "\x07" not in shown  # no hyperlink, no title

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import time
 from typing import Any
 
 import click
+
+from headrace.text import safe  # noqa: F401 - every command prints recorded text through it
 
 FLOW_RUN_FIELDS = (
     "id",
@@ -28,22 +29,6 @@ FLOW_RUN_FIELDS = (
     "end_time",
     "parameters",
 )
-
-# C0 and C1 controls, DEL, and the bidirectional embeddings, overrides and isolates.
-_HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_HOSTILE_KEEPING_LINES = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def _escape(match: re.Match) -> str:
-    return repr(match.group())[1:-1]
-
-
-def safe(text: Any, lines: bool = False) -> str:
-    """`text` with its control characters escaped; `lines=True` keeps newlines and tabs."""
-    return (_HOSTILE_KEEPING_LINES if lines else _HOSTILE).sub(_escape, str(text))
-
 
 # -- formatting ---------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from headrace.text import safe
+
 
 def enabled() -> bool:
     return os.environ.get("HEADRACE_PROGRESS", "on").lower() not in ("off", "0", "false", "no")
@@ -37,7 +39,7 @@ class MapCounts:
 
     def line(self) -> str:
         failed = f", {self.failed} failed" if self.failed else ""
-        return f"{self.name}: {self.done}/{self.total} done{failed}, {self.rate():.1f}/s"
+        return f"{safe(self.name)}: {self.done}/{self.total} done{failed}, {self.rate():.1f}/s"
 
 
 class Progress:
@@ -103,7 +105,7 @@ class Progress:
         from rich.progress import Progress as Bars
 
         bars = Bars(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a name is text, never markup
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[failed]}"),
@@ -119,7 +121,7 @@ class Progress:
                 for key, counts in list(self.maps.items()):
                     if key not in ids:
                         ids[key] = bars.add_task(
-                            counts.name, total=counts.total, failed="", rate=""
+                            safe(counts.name), total=counts.total, failed="", rate=""
                         )
                     bars.update(
                         ids[key],
