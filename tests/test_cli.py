@@ -1071,3 +1071,30 @@ def test_a_limit_too_large_for_the_database_is_a_usage_error(home):
     result = invoke("runs", "ls", "--limit", "99999999999999999999999")
     assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_db_reset_refuses_while_a_run_is_running_unless_forced(home):
+    store = get_store()
+    now = time.time()
+    record(store, "0a11" + "0" * 28, "still-going", start=now, end=None)
+    record(store, "0d0e" + "0" * 28, "done", start=now, end=now + 1)
+    store.flush()
+    refused = invoke("db", "reset", "--yes")
+    assert refused.exit_code == 1
+    assert "1 flow run still Running: still-going (0a110000" in refused.output
+    assert "--force" in refused.output and len(json_runs()) == 2
+    assert run_ok("db", "reset", "--yes", "--force").output.startswith("Deleted 2 flow runs")
+    assert json_runs() == []
+
+
+def test_db_prune_removes_rows_of_no_run(home):
+    store = get_store()
+    now = time.time()
+    store.log(LogRecord("ghost", None, logging.INFO, now, "Flow run", "an orphan line"))
+    store.task_run(TaskRun("ghost-1", "ghost", "t", "t-0", state_type="COMPLETED",
+                           state_name="Completed", start_time=now, end_time=now))  # fmt: skip
+    store.flush()
+    reader = open_reader()
+    assert len(reader.logs("ghost")) == 1 and len(reader.task_runs("ghost")) == 1
+    run_ok("db", "prune", "--older-than", "30d")
+    assert reader.logs("ghost") == [] and reader.task_runs("ghost") == []

@@ -13,7 +13,15 @@ import time
 
 import click
 
-from headrace.cli.shared import count_runs, fields, local, open_history, open_recorder, where
+from headrace.cli.shared import (
+    count_runs,
+    fields,
+    local,
+    open_history,
+    open_recorder,
+    safe,
+    where,
+)
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -61,11 +69,19 @@ def _interactive() -> bool:
 
 @db.command("reset")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def db_reset(yes: bool) -> None:
+@click.option("--force", is_flag=True, help="Reset even while runs are Running.")
+def db_reset(yes: bool, force: bool) -> None:
     """Delete every recorded run, task run, state and log line (the schema stays)."""
-    store = open_recorder()
+    store = open_recorder()  # opening marks the runs of dead processes Crashed
     with open_history() as reader:
         count = len(reader.flow_runs(limit=None))
+        running = reader.flow_runs(state="running", limit=None)
+    if running and not force:
+        shown = ", ".join(f"{safe(r.name)} ({r.id[:8]}, pid {r.pid})" for r in running[:5])
+        raise click.ClickException(
+            f"{count_runs(len(running))} still Running: {shown}. Resetting now would delete "
+            "them while they record. Wait for them to finish, or pass --force."
+        )
     if not yes:
         if not _interactive():
             raise click.UsageError(

@@ -600,6 +600,10 @@ class SQLRecorder(Recorder):
                 ("flow_runs", "id"),
             ):
                 cur.executemany(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), ids)
+            for table in ("logs", "task_run_states", "task_runs"):  # rows of no run (orphans)
+                cur.execute(
+                    f"DELETE FROM {table} WHERE flow_run_id NOT IN (SELECT id FROM flow_runs)"
+                )
             conn.commit()
             return len(ids)
         finally:
