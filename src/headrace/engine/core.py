@@ -40,6 +40,8 @@ Core fields (state)
                  mapped node's children are pushed so child 0 pops first.
     running      units started and not yet finished: on the executor, or
                  (direct calls) on their owner's thread.
+    lingering    bodies a timeout abandoned on a thread, still running: each
+                 holds its throttle slots until it returns.
     in_flight    units on the executor, bounded by `executor.max_in_flight`:
                  depth-first, so chained maps release intermediate results
                  early and memory stays flat.
@@ -100,9 +102,17 @@ from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs
 from headrace.engine.nodes import ELEMENT, NOTHING, WHOLE, Attempt, Node
 from headrace.engine.recorder import task_run_done, task_state
-from headrace.engine.task_run import TaskSpec, after_run, decide_before_run, outcome, run_task
+from headrace.engine.task_run import (
+    TaskSpec,
+    after_run,
+    decide_before_run,
+    outcome,
+    run_task,
+    when_body_returns,
+)
+from headrace.engine.values import local_value, release_value, value_of
 from headrace.errors import MappingError, ResultReleasedError
-from headrace.states import Failed, MappedState, RemoteValue, State, StateType, _Released
+from headrace.states import Failed, MappedState, State
 from headrace.tasks import check_lengths, check_mappable
 
 
@@ -125,6 +135,7 @@ class Core:
         self.ready: list[tuple[Node, int | None]] = []
         self.running = 0  # units running: on the executor, or on their owner's thread
         self.in_flight = 0  # units on the executor, bounded by its max_in_flight
+        self.lingering = 0  # abandoned (timed-out) bodies still running, holding slots
         self.unfinished = 0
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.timers: list = []  # (due, seq, Attempt)
@@ -327,13 +338,13 @@ class Core:
             if timers and timers[0][0] <= clock.monotonic():
                 self.resubmit_due()
                 continue
-            if self.running == 0 and not timers and not self.ready:
+            if self.running == 0 and not self.lingering and not timers and not self.ready:
                 stuck = [n.name for n in self.nodes if n.state is None]
                 raise StalledError(f"the run stalled with unfinished tasks: {stuck[:10]}")
             if self.ready and self.in_flight < self.limit:
                 continue
             seconds = timers[0][0] - clock.monotonic() if timers else None
-            event = clock.wait(self.events, seconds, busy=self.running > 0)
+            event = clock.wait(self.events, seconds, busy=self.running > 0 or self.lingering > 0)
             if event is not None:
                 self.handle(event)
                 if self._waiters:
@@ -421,7 +432,7 @@ class Core:
         if future is not None:
             state = outcome(future, attempt.run_count, node.spec.retries)
         if self.throttle:
-            self._free_slots(node)
+            self._free_slots_after_body(node, state)
         if state.is_retrying():  # resume from the attempt and the loop pass that failed
             attempt.run_count = state.run_count
             attempt.loop = state.loop or attempt.loop
@@ -471,7 +482,7 @@ class Core:
                 arguments = self._arguments(node, index)
                 if node.owner is not None and self.executor.remote_results:
                     # A direct call runs here: fetch what stayed on the workers.
-                    arguments = {k: _local(v) for k, v in arguments.items()}
+                    arguments = {k: local_value(v) for k, v in arguments.items()}
             except ResultReleasedError as exc:
                 decided = Failed(str(exc), exception=exc)
         self._started(node, index)
@@ -512,11 +523,11 @@ class Core:
                 continue
             up = inp.up
             if index is not None and inp.element_wise:
-                arguments[inp.key] = _value_of(up.children[index])
+                arguments[inp.key] = value_of(up.children[index])
             else:
-                value = _value_of(up.state)
+                value = value_of(up.state)
                 arguments[inp.key] = (
-                    flatten_once(_local(value), up.name, self._warn) if inp.flat else value
+                    flatten_once(local_value(value), up.name, self._warn) if inp.flat else value
                 )
         call = node.call
         if call is not None and (call.structures or call.per_child):
@@ -603,7 +614,7 @@ class Core:
             if inp.element_wise:
                 lengths[label] = up.children
                 continue
-            value = _local(_value_of(up.state))
+            value = local_value(value_of(up.state))
             if inp.flat and isinstance(up.state, MappedState):
                 # Each item keeps the child it came from: a failed or skipped child
                 # decides only the items it gave.
@@ -628,7 +639,7 @@ class Core:
         if node.call is not None and not node.keep:  # its futures may already be gone
             held = node.holds if index is None else node.holds[index]
             if held == 0:
-                _drop(state, node.unit_name(index))
+                release_value(state, node.unit_name(index))
         if index is None:
             node.state = state
             self.unfinished -= 1
@@ -680,12 +691,12 @@ class Core:
         if index is None:
             up.holds -= 1
             if up.holds == 0 and not up.keep and up.state is not None:
-                _drop(up.state, up.name)
+                release_value(up.state, up.name)
         else:
             up.holds[index] -= 1
             child = up.children[index]
             if up.holds[index] == 0 and not up.keep and child is not None:
-                _drop(child, up.unit_name(index))
+                release_value(child, up.unit_name(index))
 
     # -- throttling --------------------------------------------------------------------------
     def _free_slots(self, node: Node) -> None:
@@ -696,6 +707,18 @@ class Core:
                 self._unpark((kind, parked))
             else:
                 core.post((core._unpark, (kind, parked)))
+
+    def _free_slots_after_body(self, node: Node, state: State) -> None:
+        """A body abandoned by its timeout still runs: it holds its slots until it ends."""
+        later = when_body_returns(state)
+        if later is None:
+            return self._free_slots(node)
+        self.lingering += 1
+        later(lambda: self.post((self._body_returned, node)))
+
+    def _body_returned(self, node: Node) -> None:
+        self.lingering -= 1
+        self._free_slots(node)
 
     def _unpark(self, entry: tuple) -> None:
         kind, parked = entry
@@ -764,34 +787,6 @@ def _hold(up: Node) -> None:
         up.holds = [h + 1 for h in up.holds]
     else:
         up.holds += 1
-
-
-def _value_of(state: State) -> Any:
-    """The value a downstream receives from a finished upstream state."""
-    if isinstance(state, MappedState):
-        return [_value_of(s) for s in state.map_states]
-    if state.type is StateType.FAILED or state.type is StateType.CRASHED:
-        return state.exception
-    value = state._value
-    if value.__class__ is _Released:
-        raise ResultReleasedError(value.task_name)
-    return value
-
-
-def _local(value: Any) -> Any:
-    """A value the core itself must read (to map over it): fetch remote parts."""
-    if isinstance(value, RemoteValue):
-        return value.fetch()
-    if isinstance(value, list) and any(isinstance(v, RemoteValue) for v in value):
-        return [v.fetch() if isinstance(v, RemoteValue) else v for v in value]
-    return value
-
-
-def _drop(state: State, name: str) -> None:
-    if isinstance(state, MappedState):
-        return
-    if state._value is not None:
-        state._value = _Released(name)
 
 
 __all__ = ["Core", "StalledError"]

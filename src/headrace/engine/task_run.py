@@ -50,7 +50,19 @@ class TriggerFailedError(HeadraceError):
 
 
 class TaskTimeoutError(HeadraceError, TimeoutError):
-    """A task ran past its `timeout`."""
+    """A task ran past its `timeout`. When its body was abandoned on a thread (it cannot
+    be killed), `when_body_returns(callback)` calls back once the body has ended."""
+
+    when_body_returns: Callable[[Callable[[], None]], None] | None = None
+
+    def __reduce__(self):  # the callback hook stays in the process that made it
+        return type(self), self.args
+
+
+def when_body_returns(state: State) -> Callable[[Callable[[], None]], None] | None:
+    """For a state whose task body still runs (a timeout abandoned it), how to be told
+    when it ends; None when nothing of the run is left running."""
+    return getattr(state.exception, "when_body_returns", None) if state.is_timed_out() else None
 
 
 class TaskSpec:
@@ -161,6 +173,8 @@ def call_with_deadline(call: Callable[[], Any], seconds: float, what: str) -> An
     """
     box: dict[str, Any] = {}
     done = threading.Event()
+    lock = threading.Lock()
+    callbacks: list[Callable[[], None]] = []
 
     def target():
         try:
@@ -168,14 +182,26 @@ def call_with_deadline(call: Callable[[], Any], seconds: float, what: str) -> An
         except BaseException as exc:
             box["error"] = exc
         finally:
-            done.set()
+            with lock:
+                done.set()
+            for callback in callbacks:
+                callback()
+
+    def when_returns(callback: Callable[[], None]) -> None:
+        with lock:
+            if not done.is_set():
+                callbacks.append(callback)
+                return
+        callback()
 
     thread = threading.Thread(
         target=contextvars.copy_context().run, args=(target,), daemon=True, name=what
     )
     thread.start()
     if not done.wait(seconds):
-        raise TaskTimeoutError(f"{what} exceeded its timeout of {seconds:g} s and was abandoned.")
+        error = TaskTimeoutError(f"{what} exceeded its timeout of {seconds:g} s and was abandoned.")
+        error.when_body_returns = when_returns
+        raise error
     if "error" in box:
         raise box["error"]
     return box["value"]

@@ -1,0 +1,37 @@
+"""What a finished unit hands on: the value a downstream receives, remote parts fetched,
+and results released once nothing needs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headrace.errors import ResultReleasedError
+from headrace.states import MappedState, RemoteValue, State, StateType, _Released
+
+
+def value_of(state: State) -> Any:
+    """The value a downstream receives from a finished upstream state."""
+    if isinstance(state, MappedState):
+        return [value_of(s) for s in state.map_states]
+    if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+        return state.exception
+    value = state._value
+    if value.__class__ is _Released:
+        raise ResultReleasedError(value.task_name)
+    return value
+
+
+def local_value(value: Any) -> Any:
+    """A value the core itself must read (to map over it): fetch remote parts."""
+    if isinstance(value, RemoteValue):
+        return value.fetch()
+    if isinstance(value, list) and any(isinstance(v, RemoteValue) for v in value):
+        return [v.fetch() if isinstance(v, RemoteValue) else v for v in value]
+    return value
+
+
+def release_value(state: State, name: str) -> None:
+    if isinstance(state, MappedState):
+        return
+    if state._value is not None:
+        state._value = _Released(name)
