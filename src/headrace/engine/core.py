@@ -115,6 +115,8 @@ from headrace.errors import MappingError, ResultReleasedError
 from headrace.states import Failed, MappedState, State
 from headrace.tasks import check_lengths, check_mappable
 
+INTERRUPTED = "The flow run was interrupted (Ctrl-C) before it finished."
+
 
 class StalledError(RuntimeError):
     """The loop has unfinished nodes and nothing that could finish them (a bug)."""
@@ -214,6 +216,12 @@ class Core:
 
     def finished(self) -> bool:
         return not self.unfinished
+
+    def stop(self, _=None) -> None:
+        """Start nothing more (an interrupt): ready units stay unrun, running ones end."""
+        self.limit = 0
+        self.ready.clear()
+        self.timers.clear()
 
     def post(self, event) -> None:
         """Hand the loop an event from any thread: a finished submission, or a
@@ -789,4 +797,4 @@ def _hold(up: Node) -> None:
         up.holds += 1
 
 
-__all__ = ["Core", "StalledError"]
+__all__ = ["Core", "StalledError", "INTERRUPTED"]

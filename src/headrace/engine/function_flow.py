@@ -54,7 +54,7 @@ from headrace.engine.calls import (
 )
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
-from headrace.engine.core import Core
+from headrace.engine.core import INTERRUPTED, Core
 from headrace.engine.names import new_run_id, slug
 from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
@@ -379,6 +379,15 @@ class FunctionRun:
                 level, "Finished in state %s", logs.state_label(state)
             )
 
+    def interrupted(self) -> None:
+        """Ctrl-C: submit nothing more, cancel what has not started, wait for nothing."""
+        self.core.post((self.core.stop, None))
+        if self.core.progress is not None:
+            self.core.progress.close()
+        if self._executor is not None and self._owns_executor:
+            self._executor.shutdown()
+            self._executor = None
+
     def wait_for_submitted(self, timed_out: bool = False) -> None:
         """Wait for every task run (not after a timeout: those are abandoned)."""
         if not timed_out:
@@ -659,6 +668,10 @@ def run_function_flow(flow, args, kwargs, return_state: bool, wait_for=None, clo
         tokens = _enter(run)
         try:
             value = flow.call_body(parameters)
+        except KeyboardInterrupt:
+            run.interrupted()
+            _end(flow, run, Cancelled(INTERRUPTED), True)
+            raise
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise

@@ -15,15 +15,15 @@ from typing import Any
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
-from headrace.engine.core import Core
+from headrace.engine.core import INTERRUPTED, Core
 from headrace.engine.names import new_run_id, slug
 from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError
 from headrace.states import (
+    Cancelled,
     Completed,
-    Crashed,
     FlowState,
     MappedState,
     NotRun,
@@ -259,13 +259,16 @@ def run_flow(
     try:
         state = graph_run.run()
         executor.localize(graph_run.kept_states())
+    except KeyboardInterrupt:  # Ctrl-C: start nothing more (callbacks would)
+        graph_run.core.post((graph_run.core.stop, None))
+        raise
     finally:
         if graph_run.core.progress is not None:
             graph_run.core.progress.close()
         if owned:
             executor.shutdown()
-        if state is None:  # interrupted: the run did not finish
-            state = Crashed("The flow run was interrupted before it finished.")
+        if state is None:  # interrupted (Ctrl-C): the run did not finish
+            state = Cancelled(INTERRUPTED)
         state.flow_run_id = ctx.flow_run_id
         # The last line first: whoever follows the log stops reading at the run's end.
         logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(

@@ -1,0 +1,73 @@
+"""Ctrl-C (a real SIGINT) stops a run: nothing new starts, the run is recorded as
+Cancelled, and control comes back at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SCRIPT = """
+import json, os, signal, sys, threading, time
+from headrace import Flow, flow, task
+from headrace.executors import LocalExecutor, ThreadExecutor
+from headrace.store import get_store, open_reader
+
+ran = []
+
+@task
+def work(i):
+    threading.Event().wait(0.02)
+    ran.append(i)
+    return i
+
+executor = {"threads": ThreadExecutor(4), "local": LocalExecutor()}[sys.argv[2]]
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+started = time.monotonic()
+try:
+    if sys.argv[1] == "graph":
+        with Flow("big") as big:
+            work.map(list(range(2000)))
+        big.run(executor=executor)
+    else:
+        @flow(executor=executor)
+        def big():
+            return work.map(range(2000)).result()
+        big()
+    outcome = "finished"
+except KeyboardInterrupt:
+    outcome = "interrupted"
+back = time.monotonic() - started
+at_interrupt = len(ran)
+threading.Event().wait(0.5)
+get_store().flush()
+[run] = open_reader().flow_runs()
+print(json.dumps({"outcome": outcome, "back": back, "at_interrupt": at_interrupt,
+                  "later": len(ran) - at_interrupt, "state": run.state_name,
+                  "message": run.state_message}))
+"""
+
+
+@pytest.mark.parametrize("executor", ["threads", "local"])
+@pytest.mark.parametrize("style", ["graph", "function"])
+def test_ctrl_c_stops_the_run_and_records_it_cancelled(style, executor, tmp_path):
+    env = {**os.environ, "HEADRACE_HOME": str(tmp_path), "HEADRACE_PROGRESS": "off",
+           "HEADRACE_LOGGING_LEVEL": "CRITICAL"}  # fmt: skip
+    env.pop("HEADRACE_DATABASE_URL", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), style, executor],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "interrupted"
+    assert result["back"] < 5 and time.monotonic() - started < 30
+    assert 0 < result["at_interrupt"] < 2000
+    assert result["later"] <= 8  # only what was already running or queued ends
+    assert result["state"] == "Cancelled" and "interrupted (Ctrl-C)" in result["message"]
