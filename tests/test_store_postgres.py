@@ -400,18 +400,30 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
         assert part in message
     assert "Check that the server is running" in message and "s3cret" not in message
 
-    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)  # a run says so too, before it starts
+
+def test_a_run_with_its_history_server_down_warns_once_and_runs(monkeypatch, caplog):
+    port = _free_port()  # nothing listens there
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", f"postgresql://alice@127.0.0.1:{port}/history")
     ran = []
 
     @task
     def note():
         ran.append(1)
 
-    with Flow("never") as f:
+    with Flow("unrecorded") as f:
         note()
-    with pytest.raises(StoreError, match=f"port {port}"):
-        f.run()
-    assert ran == []
+
+    @flow
+    def unrecorded():
+        note()
+
+    with caplog.at_level("WARNING", logger="headrace"):
+        assert f.run().is_successful()
+        unrecorded()
+    assert ran == [1, 1]
+    warnings = [r.getMessage() for r in caplog.records if "not being recorded" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"port {port}" in warnings[0] and "Flows still run" in warnings[0]
 
 
 @needs_pg

@@ -23,7 +23,14 @@ import threading
 import time
 from pathlib import Path
 
-from headrace.store.base import NullRecorder, Reader, Recorder, StoreError, StoreMissing
+from headrace.store.base import (
+    NullRecorder,
+    Reader,
+    Recorder,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("headrace.store")
 
@@ -138,7 +145,14 @@ def default_recorder() -> Recorder:
                 _store.flush()
             try:
                 _store = open_recorder(key[0])
-            except StoreError:
+            except StoreUnavailable as exc:  # a server down: warn once, keep running
+                log.warning(
+                    "Run history is not being recorded: %s Flows still run; runs of this "
+                    "process are not recorded until it restarts with the database reachable.",
+                    exc,
+                )
+                _store = NULL
+            except StoreError:  # a database refused as it is: say so before anything runs
                 raise
             except Exception as exc:  # unwritable home, full disk: warn once, keep running
                 log.warning(
@@ -175,5 +189,6 @@ __all__ = [
     "Reader",
     "StoreError",
     "StoreMissing",
+    "StoreUnavailable",
     "NULL",
 ]

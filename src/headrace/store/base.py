@@ -31,6 +31,10 @@ class StoreError(HeadraceError):
     """The history database cannot be used as it is; the message says what to do."""
 
 
+class StoreUnavailable(StoreError):
+    """The history database cannot be reached now (its server is down or unreachable)."""
+
+
 class StoreMissing(StoreError):
     """There is no history yet where the settings point (no file, or no headrace tables)."""
 

@@ -24,6 +24,7 @@ import os
 import re
 from typing import Any
 
+from headrace.store.base import StoreUnavailable
 from headrace.store.reader import SQLReader
 from headrace.store.sql import Dialect, SQLRecorder, StoreError
 
@@ -66,7 +67,7 @@ def _connector(url: str, read_only: bool = False):
         try:
             conn = psycopg.connect(url, **options)
         except psycopg.OperationalError as exc:
-            raise StoreError(_unreachable(where, params, exc)) from None
+            raise StoreUnavailable(_unreachable(where, params, exc)) from None
         if read_only:
             conn.read_only = True  # every transaction of a reader is READ ONLY
         return conn
