@@ -164,3 +164,29 @@ def test_intermediate_results_stay_on_the_workers(cluster, tmp_path):
     assert state[t].result() == 60
     pids = set(log.read_text().split()) if log.exists() else set()
     assert str(os.getpid()) not in pids  # no intermediate Tracked came back here
+
+
+def test_an_unreachable_scheduler_is_refused_before_anything_is_recorded(tmp_path, monkeypatch):
+    from headrace.executors.dask import DaskUnreachableError
+    from headrace.store import get_store, open_reader
+
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    ran = []
+
+    @task
+    def note():
+        ran.append(1)
+
+    with Flow("unreachable") as graph:
+        note()
+    executor = DaskExecutor(f"tcp://127.0.0.1:{port}", client_kwargs={"timeout": "2s"})
+    with pytest.raises(
+        DaskUnreachableError, match=f"cannot reach the scheduler at 'tcp://127.0.0.1:{port}'"
+    ):
+        graph.run(executor=executor)
+    get_store().flush()
+    assert ran == [] and open_reader().flow_runs() == []

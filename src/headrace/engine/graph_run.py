@@ -24,6 +24,7 @@ from headrace.errors import ParameterError
 from headrace.states import (
     Cancelled,
     Completed,
+    Crashed,
     FlowState,
     MappedState,
     NotRun,
@@ -243,6 +244,9 @@ def run_flow(
     )
     logs.configure()
     ctx = graph_run.flow_ctx
+    owned = not executor.started
+    if owned:  # before the run is recorded: an executor that cannot start runs nothing
+        executor.start()
     flow_run_started(
         recorder, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor
     )
@@ -252,23 +256,22 @@ def run_flow(
         flow.name,
         extra={"flow_run_id": ctx.flow_run_id},
     )
-    owned = not executor.started
-    if owned:
-        executor.start()
     state = None
     try:
         state = graph_run.run()
         executor.localize(graph_run.kept_states())
     except KeyboardInterrupt:  # Ctrl-C: start nothing more (callbacks would)
         graph_run.core.post((graph_run.core.stop, None))
+        state = Cancelled(INTERRUPTED)
+        raise
+    except BaseException as exc:
+        state = Crashed(f"The flow run stopped before it finished: {exc!r}", exception=exc)
         raise
     finally:
         if graph_run.core.progress is not None:
             graph_run.core.progress.close()
         if owned:
             executor.shutdown()
-        if state is None:  # interrupted (Ctrl-C): the run did not finish
-            state = Cancelled(INTERRUPTED)
         state.flow_run_id = ctx.flow_run_id
         # The last line first: whoever follows the log stops reading at the run's end.
         logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(

@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import Future
 
 from headrace._optional import require
+from headrace.errors import HeadraceError
 from headrace.executors.base import Executor
 from headrace.executors.processes import check_picklable
 from headrace.states import RemoteValue
@@ -98,6 +99,10 @@ def _send_remote(arguments: dict) -> tuple[dict, list]:
     return out, paths
 
 
+class DaskUnreachableError(HeadraceError, ConnectionError):
+    """The Dask scheduler at the given address does not answer."""
+
+
 class DaskExecutor(Executor):
     remote_results = True
 
@@ -148,7 +153,14 @@ class DaskExecutor(Executor):
             self._cluster = LocalCluster(**options)
             self.client = Client(self._cluster, **self.client_kwargs)
         else:
-            self.client = Client(self.address, **self.client_kwargs)
+            try:
+                self.client = Client(self.address, **self.client_kwargs)
+            except (OSError, TimeoutError) as exc:
+                raise DaskUnreachableError(
+                    f"DaskExecutor cannot reach the scheduler at {self.address!r} ({exc}). "
+                    "Start it (`dask scheduler`, then `dask worker ADDRESS`), or pass the "
+                    "address it prints; nothing was run or recorded."
+                ) from None
         threads = self.client.nthreads()
         self._workers = max(1, sum(threads.values()))
         from distributed import as_completed
@@ -161,8 +173,12 @@ class DaskExecutor(Executor):
     def shutdown(self) -> None:
         if self._relay_thread is not None:
             self._stopping = True
+            with self._lock:  # what is still on the cluster is cancelled, not waited for
+                pending = [full for _, full in self._waiting.values()]
+            if pending and self.client is not None:
+                self.client.cancel(pending)
             self._more.set()
-            self._relay_thread.join()
+            self._relay_thread.join(timeout=5)  # a daemon: never hold up the caller
             self._relay_thread = None
         if self.client is not None:
             self.client.close()
