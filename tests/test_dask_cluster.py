@@ -190,3 +190,25 @@ def test_an_unreachable_scheduler_is_refused_before_anything_is_recorded(tmp_pat
         graph.run(executor=executor)
     get_store().flush()
     assert ran == [] and open_reader().flow_runs() == []
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_run_instead_of_hanging(cluster):
+    import threading
+
+    @task
+    def make_lock(i):
+        return threading.Lock()
+
+    @task
+    def count(locks):
+        return len(locks)
+
+    with Flow("unpicklable") as flow:
+        made = make_lock.map(list(range(6)))
+        counted = count(made)
+    started = time.monotonic()
+    state = flow.run(executor=DaskExecutor(address=cluster))
+    assert time.monotonic() - started < 60
+    assert [s.name for s in state[made].map_states] == ["Failed"] * 6
+    assert "is a lock, which cannot be pickled" in state[made].map_states[0].message
+    assert state[counted].is_trigger_failed()

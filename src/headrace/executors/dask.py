@@ -48,7 +48,29 @@ def _run_on_worker(client_pid: int, paths: list, fn, *args):
                 items[index] = items[index]._value
                 arguments[key] = items
         args = (args[0], arguments, *args[2:])
-    return fn(*args)
+    return _sendable(fn(*args), args[2] if len(args) > 2 else fn.__name__)
+
+
+def _sendable(state, run_name: str):
+    """Worker side: the state, or Failed when its value could never leave this worker (a
+    downstream on another worker, or the client, would wait for it forever)."""
+    value = state._value
+    if value is None or not state.is_successful():
+        return state
+    import cloudpickle
+
+    try:  # out-of-band buffers: large arrays are not copied to find out
+        cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
+    except Exception as exc:
+        from headrace.states import Failed
+
+        return Failed(
+            f"The result of task run {run_name!r} is a {type(value).__name__}, which "
+            f"cannot be pickled ({exc}), so it cannot leave its Dask worker. Return plain "
+            "data (build such objects where they are used), or run on ThreadExecutor.",
+            exception=TypeError(f"cannot pickle the result of {run_name!r}: {exc}"),
+        )
+    return state
 
 
 def _without_value(state):
