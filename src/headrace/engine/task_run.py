@@ -237,6 +237,7 @@ def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
     pid = os.fork()
     if pid == 0:  # the child: run, report, exit without cleanup handlers
         try:
+            os.setpgid(0, 0)  # its own process group: a timeout kills what it started too
             os.close(read_fd)
             try:
                 outcome = ("value", call_function(spec, arguments))
@@ -251,13 +252,17 @@ def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
         finally:
             os._exit(0)
     os.close(write_fd)
+    try:
+        os.setpgid(pid, pid)  # on both sides, whichever runs first
+    except OSError:
+        pass
     deadline = time.monotonic() + spec.timeout
     chunks = []
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)
+                _kill_group(pid)
                 raise TaskTimeoutError(
                     f"Task {spec.name!r} exceeded its timeout of {spec.timeout:g} s and was killed."
                 )
@@ -276,6 +281,17 @@ def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
     if kind == "error":
         raise value
     return value
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child and every process it started (its group)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # the group was never made: the child alone
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # it has ended already
+            pass
 
 
 def run_task(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from headrace.errors import HeadraceError
@@ -28,6 +29,19 @@ def _worker_init() -> None:
     from headrace.engine.task_run import enable_kill_on_timeout
 
     enable_kill_on_timeout()
+    parent = os.getppid()
+    threading.Thread(
+        target=_exit_with, args=(parent,), name="headrace-orphan-watch", daemon=True
+    ).start()
+
+
+def _exit_with(parent: int) -> None:
+    """Worker side: end this worker once its parent is gone (killed, say), rather than
+    live on as an orphan. Checks twice a second."""
+    stopped = threading.Event()
+    while not stopped.wait(0.5):
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _run_pickled(blob: bytes) -> bytes:
