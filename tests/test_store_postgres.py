@@ -27,7 +27,7 @@ import textwrap
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ import pytest
 from headrace import Flow, Parameter, context, flow, get_run_logger, task
 from headrace.engine.clock import ManualClock
 from headrace.store import get_store, open_reader, open_recorder
-from headrace.store.records import FlowRun, LogRecord
+from headrace.store.records import FlowRun, LogRecord, TaskRun
 from headrace.store.sql import StoreError, _is_lock
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -53,6 +53,25 @@ needs_pg = pytest.mark.skipif(
 class Cluster:
     port: int
     directory: Path
+    settings: str = ""
+    run: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Stop the server, as a crash or an administrator's restart would (fast mode)."""
+        data = self.directory / "data"
+        done = subprocess.run(
+            [PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **self.run
+        )
+        assert done.returncode == 0, done.stderr
+
+    def start(self) -> None:
+        data = self.directory / "data"
+        done = subprocess.run(
+            [PG_BIN / "pg_ctl", "-D", data, "-l", self.directory / "server.log", "-w", "-t", "30",
+             "-o", self.settings, "start"],
+            **self.run,
+        )  # fmt: skip
+        assert done.returncode == 0, self.server_log()
 
     def url(self, db: str, user: str = "headrace") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
@@ -124,7 +143,7 @@ def cluster():
             break
     assert started.returncode == 0, (directory / "server.log").read_text()
     try:
-        yield Cluster(port, directory)
+        yield Cluster(port, directory, settings, run)
     finally:
         subprocess.run([PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **run)
         shutil.rmtree(directory, ignore_errors=True)
@@ -714,3 +733,29 @@ def test_a_run_reference_is_text_not_a_pattern(backend, tmp_path, request, monke
     for pattern in ("%", "_", newest.id[:2] + "%", "\\"):
         with pytest.raises(StoreError, match="No flow run has the id, id prefix or name"):
             reader.flow_run(pattern)
+
+
+@needs_pg
+def test_a_server_restart_mid_run_loses_no_row(cluster, pg_url):
+    store = open_recorder(pg_url)
+    store.flow_run_started(FlowRun(id="through", name="through", flow_name="f", style="graph"))
+
+    def write(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            store.task_run(TaskRun(f"through-{i}", "through", "t", f"t[{i}]", map_index=i,
+                                   state_type="COMPLETED", state_name="Completed"))  # fmt: skip
+
+    write(0, 3000)
+    store.flush()
+    cluster.stop()
+    try:
+        write(3000, 3000)  # queued while the server is down
+        store.flow_run_ended("through", "COMPLETED", "Completed", None, time.time())
+        threading.Event().wait(2)  # the writer meets the outage and keeps what it holds
+    finally:
+        cluster.start()
+    store.flush(timeout=60)
+    reader = open_reader(pg_url)
+    assert len(reader.task_runs("through")) == 6000
+    assert reader.flow_run("through").state_name == "Completed"
+    assert store.recording  # the writer is still on

@@ -75,6 +75,7 @@ def _connector(url: str, read_only: bool = False):
     dialect = Dialect(
         "postgresql", "%s", "DOUBLE PRECISION", "BIGSERIAL PRIMARY KEY", (psycopg.Error,),
         row_errors=(psycopg.DataError, psycopg.IntegrityError),
+        disconnects=(psycopg.OperationalError, psycopg.InterfaceError),
     )  # fmt: skip
     return connect, where, dialect
 

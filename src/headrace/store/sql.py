@@ -43,6 +43,7 @@ APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
 HEARTBEAT_SECONDS = 15.0
+OUTAGE_SECONDS = 120  # how long the writer keeps reconnecting to a server that went away
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
@@ -86,6 +87,7 @@ class Dialect:
     serial_key: str
     errors: tuple  # exception types of the driver
     row_errors: tuple = ()  # of those, the ones that a row causes (the database is fine)
+    disconnects: tuple = ()  # of those, the ones of a lost connection (a server restart)
 
 
 FLOW_RUN_COLUMNS = [
@@ -504,7 +506,7 @@ class SQLRecorder(Recorder):
                 self._active = dict.fromkeys(self._active, now)
             if rows and conn is not None and self._disabled is None:
                 try:
-                    self._write(conn, statements, rows)
+                    conn = self._write(conn, statements, rows)
                 except Exception as exc:  # not the database's error: never let it end the writer
                     self._write_row_by_row(conn, statements, rows, exc)
             for waiter in waiters:
@@ -544,8 +546,11 @@ class SQLRecorder(Recorder):
                             "in its batch: %r.", kind, type(problem).__name__, problem, first,
                         )  # fmt: skip
 
-    def _write(self, conn, statements: dict, rows: dict[str, list]) -> None:
-        delay = 0.01
+    def _write(self, conn, statements: dict, rows: dict[str, list]):
+        """Write one batch in one transaction; returns the connection to go on with. A lost
+        connection is opened again, with backoff, for up to OUTAGE_SECONDS: the batch and
+        everything queued behind it wait, and nothing is lost."""
+        delay, lost_since = 0.01, None
         while True:
             with _in_driver():
                 try:
@@ -554,7 +559,9 @@ class SQLRecorder(Recorder):
                         if kind in rows:
                             cur.executemany(statements[kind], rows[kind])
                     conn.commit()
-                    return
+                    if lost_since is not None:
+                        log.warning("Run history: %s answers again; nothing was lost.", self.where)
+                    return conn
                 except self.dialect.errors as exc:
                     error = exc
                     try:
@@ -567,8 +574,34 @@ class SQLRecorder(Recorder):
                 continue
             if isinstance(error, self.dialect.row_errors):
                 raise error  # a row's fault, not the store's: written row by row
+            if isinstance(error, self.dialect.disconnects):
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    log.warning(
+                        "Run history: lost the connection to %s (%s); retrying for up to "
+                        "%d s, keeping what is to be written.", self.where,
+                        str(error).strip().splitlines()[0], OUTAGE_SECONDS,
+                    )  # fmt: skip
+                if now - lost_since < OUTAGE_SECONDS:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    conn = self._reconnect(conn)
+                    continue
             self._disable(f"writing to {self.where} failed: {error}")
-            return
+            return conn
+
+    def _reconnect(self, conn):
+        """A fresh connection, or the old (dead) one while the server does not answer."""
+        try:
+            conn.close()
+        except Exception:
+            pass
+        try:
+            with _in_driver():
+                return self._connect()
+        except Exception:
+            return conn
 
     def _disable(self, reason: str) -> None:
         # Only the writer thread calls this, so warning before setting the flag cannot warn
