@@ -820,3 +820,18 @@ def test_the_web_ui_called_coming_is_not_shipped():
     assert said, "no page calls the web UI coming: drop this test if the UI has shipped"
     assert "server" not in main.commands
     assert importlib.util.find_spec("headrace.server") is None
+
+
+def test_every_guarantee_names_a_test_that_exists():
+    root = Path(__file__).resolve().parent
+    page = (root.parent / "docs" / "guarantees.md").read_text()
+    named = set(re.findall(r"\b(test_[a-z0-9_]+)\b", page)) - {
+        name for name in re.findall(r"\b(test_[a-z0-9_]+)\.py\b", page)
+    }
+    defined = {
+        name
+        for path in root.rglob("test_*.py")
+        for name in re.findall(r"^def (test_[a-z0-9_]+)\(", path.read_text(), re.M)
+    }
+    assert len(named) >= 15
+    assert named <= defined, sorted(named - defined)
