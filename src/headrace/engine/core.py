@@ -80,6 +80,7 @@ Events
     started(node, i)      a unit took its inputs: drop holds upstream
     a Retrying state      frees throttle slots, waits in `timers`, and is
                           resubmitted with the same inputs when due
+    stop()                an interrupt: nothing more starts; running units end
 
 Every final state of a unit that ran or was decided goes through `_after`:
 the task's hooks, a failure's traceback in the log, and a row of run
