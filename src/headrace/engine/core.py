@@ -267,9 +267,8 @@ class Core:
             self._wait_for_move(generation, until)
 
     def call(self, node: Node) -> None:
-        """Add a direct call's node (owned by this thread) and drive until it finishes.
-        With the turn free, this thread's ready units run at once (the loop's first
-        step); `drive` does the rest: inputs, a throttle slot, a retry's delay."""
+        """Add a direct call's node (owned by this thread) and drive until it finishes: at
+        once when the turn is free; `drive` waits for inputs, throttle slots, retries."""
         adding = node
         if self._holder is None and not self.share_turn and self._turn.acquire(blocking=False):
             self._holder, adding = threading.get_ident(), None
