@@ -84,3 +84,31 @@ def test_a_task_killed_by_its_timeout_takes_its_subprocesses_with_it(tmp_path):
     assert state[run].is_timed_out()
     sleeper = int(pid_file.read_text())
     assert wait_until(lambda: not alive(sleeper), 10), f"sleep {sleeper} outlived its task"
+
+
+@task
+def dies_at_two(i: int, marker: str):
+    if i == 2 and not Path(marker).exists():
+        Path(marker).touch()  # only the first time: a retry runs on a new worker
+        os._exit(1)  # the worker process disappears mid-run
+    threading.Event().wait(0.05)
+    return i
+
+
+def test_a_dead_worker_crashes_only_the_run_it_held(tmp_path):
+    from headrace import flow, unmapped
+
+    with Flow("one dies") as graph:
+        runs = dies_at_two.map(list(range(8)), unmapped(str(tmp_path / "graph")))
+    state = graph.run(executor=ProcessExecutor(max_workers=3), return_tasks=[runs])
+    names = [s.name for s in state[runs].map_states]
+    assert names == ["Completed"] * 2 + ["Crashed"] + ["Completed"] * 5
+    assert "worker process (pid" in state[runs].map_states[2].message
+    assert state[runs].map_states[7].result() == 7
+
+    @flow(executor=ProcessExecutor(max_workers=3))
+    def one_dies():
+        again = dies_at_two.with_options(retries=1)
+        return again.map(range(8), unmapped(str(tmp_path / "function"))).result()
+
+    assert one_dies() == list(range(8))  # the retry ran on a fresh pool

@@ -12,10 +12,15 @@ imported; pass `mp_context="spawn"` for clean workers.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import shutil
+import signal
+import tempfile
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from headrace.errors import HeadraceError
 from headrace.executors.base import PoolExecutor
@@ -25,10 +30,16 @@ class UnpicklableTaskError(HeadraceError, TypeError):
     """A task or its arguments cannot be sent to another process."""
 
 
-def _worker_init() -> None:
+_HOLDING: str | None = None  # worker side: the file that names the run this worker holds
+
+
+def _worker_init(holdings: str) -> None:
+    global _HOLDING
     from headrace.engine.task_run import enable_kill_on_timeout
 
     enable_kill_on_timeout()
+    _HOLDING = os.path.join(holdings, str(os.getpid()))
+    signal.signal(signal.SIGTERM, _terminated)
     parent = os.getppid()
     threading.Thread(
         target=_exit_with, args=(parent,), name="headrace-orphan-watch", daemon=True
@@ -44,12 +55,35 @@ def _exit_with(parent: int) -> None:
             os._exit(1)
 
 
-def _run_pickled(blob: bytes) -> bytes:
-    """Worker side: unpickle `fn(*args)`, run it, pickle what it returned."""
+def _terminated(signum, frame) -> None:
+    """Worker side: the pool stops this worker (a sibling died): it held nothing wrong."""
+    _let_go_of_run()
+    os._exit(1)
+
+
+def _let_go_of_run() -> None:
+    try:
+        os.unlink(_HOLDING)
+    except (OSError, TypeError):
+        pass
+
+
+def _run_pickled(token: int, blob: bytes) -> bytes:
+    """Worker side: say which run this worker holds, unpickle `fn(*args)`, run it, pickle
+    what it returned. If the worker dies of the run, the file naming it stays behind."""
     import cloudpickle
 
-    fn, args = cloudpickle.loads(blob)
-    return cloudpickle.dumps(fn(*args))
+    with open(_HOLDING, "w") as holding:
+        holding.write(str(token))
+    try:
+        fn, args = cloudpickle.loads(blob)
+        return cloudpickle.dumps(fn(*args))
+    finally:
+        _let_go_of_run()
+
+
+class WorkerDiedError(HeadraceError, RuntimeError):
+    """The worker process running a task run died (a crash, os._exit, the OOM killer)."""
 
 
 class ProcessExecutor(PoolExecutor):
@@ -60,16 +94,25 @@ class ProcessExecutor(PoolExecutor):
 
     def start(self) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.max_workers,
-                mp_context=multiprocessing.get_context(self.mp_context),
-                initializer=_worker_init,
-            )
+            self._holdings = tempfile.mkdtemp(prefix="headrace-workers-")
+            self._tokens = itertools.count()
+            self._lock = threading.Lock()
+            self._broken: dict[int, list] = {}  # id of a broken pool -> its runs to sort out
+            self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.max_workers,
+            mp_context=multiprocessing.get_context(self.mp_context),
+            initializer=_worker_init,
+            initargs=(self._holdings,),
+        )
 
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            shutil.rmtree(self._holdings, ignore_errors=True)
 
     def validate(self, flow) -> None:
         check_picklable(flow)
@@ -77,7 +120,7 @@ class ProcessExecutor(PoolExecutor):
     def submit(self, fn, *args) -> Future:
         import cloudpickle
 
-        pool = self._started_pool()
+        self._started_pool()
         outer: Future = Future()
         try:
             blob = cloudpickle.dumps((fn, args))
@@ -86,16 +129,70 @@ class ProcessExecutor(PoolExecutor):
                 UnpicklableTaskError(f"the inputs of a task run cannot be pickled: {exc}")
             )
             return outer
-        inner = pool.submit(_run_pickled, blob)
+        self._send(next(self._tokens), blob, outer)
+        return outer
+
+    def _send(self, token: int, blob: bytes, outer: Future) -> None:
+        import cloudpickle
+
+        with self._lock:
+            pool = self._pool
+            if pool is None:  # shut down meanwhile
+                outer.set_exception(RuntimeError("ProcessExecutor was shut down"))
+                return
+            try:
+                inner = pool.submit(_run_pickled, token, blob)
+            except BrokenProcessPool:  # broke just now: its runs are being sorted out
+                self._pool = pool = self._new_pool()
+                inner = pool.submit(_run_pickled, token, blob)
 
         def unwrap(done: Future) -> None:
             try:
                 outer.set_result(cloudpickle.loads(done.result()))
+            except BrokenProcessPool:
+                self._sort_out(pool, token, blob, outer)
             except BaseException as exc:
                 outer.set_exception(exc)
 
         inner.add_done_callback(unwrap)
-        return outer
+
+    def _sort_out(self, pool, token: int, blob: bytes, outer: Future) -> None:
+        """A worker of `pool` died, and the pool failed every run it had. Once the pool
+        has stopped its other workers, the run whose worker died of it is the one still
+        named in a holding file: that run fails (Crashed, retried per its retries); the
+        others go again on a new pool."""
+        with self._lock:
+            runs = self._broken.setdefault(id(pool), [])
+            runs.append((token, blob, outer))
+            if len(runs) > 1:
+                return
+            if self._pool is pool:
+                self._pool = self._new_pool()
+        threading.Thread(target=self._resend, args=(pool,), daemon=True).start()
+
+    def _resend(self, pool) -> None:
+        pool.shutdown(wait=True)  # its manager has stopped and joined every worker
+        held = {}
+        for name in os.listdir(self._holdings):
+            path = os.path.join(self._holdings, name)
+            try:
+                with open(path) as holding:
+                    held[int(holding.read() or -1)] = int(name)
+                os.unlink(path)
+            except (OSError, ValueError):
+                continue
+        with self._lock:
+            runs = self._broken.pop(id(pool), [])
+        for token, blob, outer in runs:
+            if token in held:
+                outer.set_exception(
+                    WorkerDiedError(
+                        f"the worker process (pid {held[token]}) running it died; the run's "
+                        "code crashed it (a segfault, os._exit, or the kernel's OOM killer)"
+                    )
+                )
+            else:
+                self._send(token, blob, outer)
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers}, mp_context={self.mp_context!r})"
