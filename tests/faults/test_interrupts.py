@@ -1,5 +1,5 @@
 """Ctrl-C (a real SIGINT) stops a run: nothing new starts, the run is recorded as
-Cancelled, and control comes back at once."""
+Cancelled, control comes back at once, and no worker process is left behind."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ if sys.argv[2] == "dask":
     from headrace.executors import DaskExecutor
     executor = DaskExecutor(cluster_kwargs={"n_workers": 2})
     executor.start()  # the cluster's start-up is not the run's
+elif sys.argv[2] == "processes":
+    from headrace.executors import ProcessExecutor
+    executor = ProcessExecutor(max_workers=2)  # the run starts it, and cancels it
 else:
     executor = {"threads": ThreadExecutor(4), "local": LocalExecutor()}[sys.argv[2]]
 threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
@@ -48,19 +51,40 @@ try:
 except KeyboardInterrupt:
     outcome = "interrupted"
 back = time.monotonic() - started
+if executor.started:  # the Dask cluster this script started: the script stops it
+    executor.shutdown()
 at_interrupt = len(ran)
 threading.Event().wait(0.5)
 get_store().flush()
+
+def children():
+    # This process's live children, but multiprocessing's resource tracker.
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            command = open(f"/proc/{pid}/cmdline").read()
+        except OSError:
+            continue
+        if fields[1] == str(os.getpid()) and fields[0] != "Z" and "resource_tracker" not in command:
+            out.append(int(pid))
+    return out
+
+for _ in range(100):  # up to 5 s for killed workers to be gone
+    if not children():
+        break
+    threading.Event().wait(0.05)
 reader = open_reader()
 [run] = reader.flow_runs()
 completed = sum(t.state_name == "Completed" for t in reader.task_runs(run.id))
 print(json.dumps({"outcome": outcome, "back": back, "at_interrupt": at_interrupt,
                   "later": len(ran) - at_interrupt, "state": run.state_name,
-                  "message": run.state_message, "completed": completed}))
+                  "message": run.state_message, "completed": completed,
+                  "children": children()}))
 """
 
 
-@pytest.mark.parametrize("executor", ["threads", "local", "dask"])
+@pytest.mark.parametrize("executor", ["threads", "local", "processes", "dask"])
 @pytest.mark.parametrize("style", ["graph", "function"])
 def test_ctrl_c_stops_the_run_and_records_it_cancelled(style, executor, tmp_path):
     env = {**os.environ, "HEADRACE_HOME": str(tmp_path), "HEADRACE_PROGRESS": "off",
@@ -76,6 +100,7 @@ def test_ctrl_c_stops_the_run_and_records_it_cancelled(style, executor, tmp_path
     assert result["outcome"] == "interrupted"
     assert result["back"] < 5 and time.monotonic() - started < 30
     assert 0 < result["completed"] < 2000  # some ran, and the rest never started
-    if executor != "dask":  # (Dask runs the task bodies in its worker processes)
+    if executor in ("threads", "local"):  # (the others run task bodies in other processes)
         assert result["later"] <= 8  # only what was already running or queued ends
     assert result["state"] == "Cancelled" and "interrupted (Ctrl-C)" in result["message"]
+    assert result["children"] == []  # no worker process is left behind

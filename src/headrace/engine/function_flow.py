@@ -385,7 +385,7 @@ class FunctionRun:
         if self.core.progress is not None:
             self.core.progress.close()
         if self._executor is not None and self._owns_executor:
-            self._executor.shutdown()
+            self._executor.cancel()
             self._executor = None
 
     def wait_for_submitted(self, timed_out: bool = False) -> None:

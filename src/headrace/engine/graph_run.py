@@ -263,6 +263,9 @@ def run_flow(
     except KeyboardInterrupt:  # Ctrl-C: start nothing more (callbacks would)
         graph_run.core.post((graph_run.core.stop, None))
         state = Cancelled(INTERRUPTED)
+        if owned:
+            executor.cancel()
+            owned = False
         raise
     except BaseException as exc:
         state = Crashed(f"The flow run stopped before it finished: {exc!r}", exception=exc)

@@ -40,6 +40,11 @@ class Executor(ABC):
     def shutdown(self) -> None:
         """Release what `start` acquired. Called once per `start`."""
 
+    def cancel(self) -> None:
+        """`shutdown` for an interrupt: cancel what has not started and wait for nothing
+        (the default: `shutdown`, for executors whose shutdown does not wait)."""
+        self.shutdown()
+
     def validate(self, flow: Any) -> None:
         """Refuse a flow this executor cannot run, before anything runs."""
 

@@ -209,6 +209,9 @@ class DaskExecutor(Executor):
             self._cluster.close()
             self._cluster = None
 
+    def cancel(self) -> None:
+        self.shutdown()  # which cancels what is still on the cluster
+
     def validate(self, flow) -> None:
         check_picklable(flow)
 

@@ -39,6 +39,7 @@ def _worker_init(holdings: str) -> None:
 
     enable_kill_on_timeout()
     _HOLDING = os.path.join(holdings, str(os.getpid()))
+    open(os.path.join(holdings, f"worker-{os.getpid()}"), "w").close()  # for `cancel`
     signal.signal(signal.SIGTERM, _terminated)
     parent = os.getppid()
     threading.Thread(
@@ -113,6 +114,21 @@ class ProcessExecutor(PoolExecutor):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
             shutil.rmtree(self._holdings, ignore_errors=True)
+
+    def cancel(self) -> None:
+        """An interrupt: cancel what is queued and kill the workers, waiting for none."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        for name in os.listdir(self._holdings):
+            if name.startswith("worker-"):
+                try:
+                    os.kill(int(name[len("worker-") :]), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+        shutil.rmtree(self._holdings, ignore_errors=True)
 
     def validate(self, flow) -> None:
         check_picklable(flow)
