@@ -198,6 +198,14 @@ def truncate_parameters(parameters: dict[str, Any]) -> str:
 _EMPTY = "[]"
 
 
+def _rollback(conn) -> None:
+    """Roll back what failed; a connection too broken to roll back is dealt with next."""
+    try:
+        conn.rollback()
+    except Exception:
+        pass
+
+
 def _writable(row: tuple) -> tuple:
     """The row with text every driver encodes: a lone surrogate (what os.fsdecode makes of
     a byte that is not UTF-8) or a NUL becomes visible escapes, `\\udce9` and `\\x00`."""
@@ -517,10 +525,7 @@ class SQLRecorder(Recorder):
         it does not take): write its rows one at a time, each made writable if it must be,
         and report (once per kind of problem) the rows that still fail, which are skipped."""
         with _in_driver():
-            try:
-                conn.rollback()
-            except Exception:
-                pass
+            _rollback(conn)
         for kind in self._ORDER:
             for row in rows.get(kind, ()):
                 for attempt in (row, _writable(row)):
@@ -531,10 +536,7 @@ class SQLRecorder(Recorder):
                         break
                     except Exception as exc:
                         with _in_driver():
-                            try:
-                                conn.rollback()
-                            except Exception:
-                                pass
+                            _rollback(conn)
                         problem = exc
                 else:
                     key = f"{kind}: {type(problem).__name__}"
@@ -564,10 +566,7 @@ class SQLRecorder(Recorder):
                     return conn
                 except self.dialect.errors as exc:
                     error = exc
-                    try:
-                        conn.rollback()
-                    except Exception:
-                        pass
+                    _rollback(conn)
             if _is_lock(error):  # another process holds the write lock: wait our turn
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
