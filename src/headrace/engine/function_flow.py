@@ -206,10 +206,10 @@ class FunctionRun:
     def _reuse(self, node: Node) -> None:
         """After a failed attempt: the run this attempt's call repeats (same key, same
         arguments) keeps what it completed, its id and its state."""
-        previous = self._reusable.get(node.key)
+        previous, part = self._reusable.get(node.key, (None, None))
         if previous is not None and _same_call(previous, node):
             node.run_id = previous.run_id
-            give_state(node, _completed_part(previous.state))
+            give_state(node, part)
 
     def _add(self, node: Node) -> None:
         if self._reusable:
@@ -426,15 +426,18 @@ class FunctionRun:
         return Completed("All states completed." if records else None, value)
 
 
-def _reusable(entries: list) -> dict[str, Any]:
-    """key -> node (or subflow record) of what completed in an attempt, result in hand."""
-    out: dict[str, Any] = {}
+def _reusable(entries: list) -> dict[str, tuple]:
+    """key -> (node or subflow record, the state to reuse) of what completed in an
+    attempt, result in hand."""
+    out: dict[str, tuple] = {}
     for entry in entries:
         if entry.__class__ is TaskRunRecord:
             if entry.state is not None and entry.state.is_completed():
-                out[entry.run.key] = entry
-        elif entry.state is not None and _completed_part(entry.state) is not None:
-            out[entry.key] = entry
+                out[entry.run.key] = (entry, entry.state)
+        elif entry.state is not None:
+            part = _completed_part(entry.state)
+            if part is not None:
+                out[entry.key] = (entry, part)
     return out
 
 
@@ -637,7 +640,7 @@ def _subflow(flow, args: tuple, kwargs: dict) -> tuple[str | None, TaskRunRecord
     if parent is None:
         return None, None
     key = f"{flow.name}-{next(parent._subflows[flow.name])}"
-    previous = parent._reusable.get(key)
+    previous = parent._reusable.get(key, (None,))[0]
     if previous is not None and not _equal(previous.run.called_with, (args, kwargs)):
         previous = None
     if previous is not None:
