@@ -30,7 +30,10 @@ class UnpicklableTaskError(HeadraceError, TypeError):
     """A task or its arguments cannot be sent to another process."""
 
 
-_HOLDING: str | None = None  # worker side: the file that names the run this worker holds
+# Worker side: each worker has a file named by its pid in the executor's holdings directory,
+# which says the run it holds (blank between runs). Its path, and its descriptor.
+_HOLDING: tuple[str, int] | None = None
+_BLANK = b" " * 20
 
 
 def _worker_init(holdings: str) -> None:
@@ -38,8 +41,8 @@ def _worker_init(holdings: str) -> None:
     from headrace.engine.task_run import enable_kill_on_timeout
 
     enable_kill_on_timeout()
-    _HOLDING = os.path.join(holdings, str(os.getpid()))
-    open(os.path.join(holdings, f"worker-{os.getpid()}"), "w").close()  # for `cancel`
+    path = os.path.join(holdings, str(os.getpid()))
+    _HOLDING = path, os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     signal.signal(signal.SIGTERM, _terminated)
     parent = os.getppid()
     threading.Thread(
@@ -58,29 +61,34 @@ def _exit_with(parent: int) -> None:
 
 def _terminated(signum, frame) -> None:
     """Worker side: the pool stops this worker (a sibling died): it held nothing wrong."""
-    _let_go_of_run()
-    os._exit(1)
-
-
-def _let_go_of_run() -> None:
     try:
-        os.unlink(_HOLDING)
+        os.unlink(_HOLDING[0])
     except (OSError, TypeError):
         pass
+    os._exit(1)
 
 
 def _run_pickled(token: int, blob: bytes) -> bytes:
     """Worker side: say which run this worker holds, unpickle `fn(*args)`, run it, pickle
-    what it returned. If the worker dies of the run, the file naming it stays behind."""
+    what it returned. If the worker dies of the run, its file still names the run."""
     import cloudpickle
 
-    with open(_HOLDING, "w") as holding:
-        holding.write(str(token))
+    os.pwrite(_HOLDING[1], str(token).encode().ljust(len(_BLANK)), 0)
     try:
         fn, args = cloudpickle.loads(blob)
         return cloudpickle.dumps(fn(*args))
     finally:
-        _let_go_of_run()
+        os.pwrite(_HOLDING[1], _BLANK, 0)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class WorkerDiedError(HeadraceError, RuntimeError):
@@ -122,13 +130,24 @@ class ProcessExecutor(PoolExecutor):
         if pool is None:
             return
         pool.shutdown(wait=False, cancel_futures=True)
-        for name in os.listdir(self._holdings):
-            if name.startswith("worker-"):
-                try:
-                    os.kill(int(name[len("worker-") :]), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
+        for pid in self._held():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         shutil.rmtree(self._holdings, ignore_errors=True)
+
+    def _held(self) -> dict[int, str]:
+        """pid -> what its holding file says (a run's token, or blank), for every worker
+        that has one: alive, or dead of the run its file names."""
+        out = {}
+        for name in os.listdir(self._holdings):
+            try:
+                with open(os.path.join(self._holdings, name)) as holding:
+                    out[int(name)] = holding.read().strip()
+            except (OSError, ValueError):
+                continue
+        return out
 
     def validate(self, flow) -> None:
         check_picklable(flow)
@@ -188,15 +207,12 @@ class ProcessExecutor(PoolExecutor):
 
     def _resend(self, pool) -> None:
         pool.shutdown(wait=True)  # its manager has stopped and joined every worker
-        held = {}
-        for name in os.listdir(self._holdings):
-            path = os.path.join(self._holdings, name)
-            try:
-                with open(path) as holding:
-                    held[int(holding.read() or -1)] = int(name)
-                os.unlink(path)
-            except (OSError, ValueError):
-                continue
+        held = {}  # token -> pid, of the workers that died of their run
+        for pid, token in self._held().items():
+            if _gone(pid):  # not a worker of the new pool
+                os.unlink(os.path.join(self._holdings, str(pid)))
+                if token:
+                    held[int(token)] = pid
         with self._lock:
             runs = self._broken.pop(id(pool), [])
         for token, blob, outer in runs:
