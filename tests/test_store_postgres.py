@@ -255,13 +255,18 @@ def test_graph_and_function_flows_are_recorded(pg_url, monkeypatch):
 # -- the read API, the same on both databases ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def test_read_api_is_the_same_on_sqlite_and_postgresql(backend, tmp_path, request, monkeypatch):
-    if backend == "sqlite":
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def url(request, tmp_path, monkeypatch) -> str:
+    """A fresh history, on SQLite and then on PostgreSQL, that the settings point at."""
+    if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'history.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+    return url
+
+
+def test_read_api_is_the_same_on_sqlite_and_postgresql(url):
     started = time.time()
     record_everything()
     store = open_reader(url)
@@ -685,15 +690,7 @@ def test_identity_fields_and_a_reader_that_writes_nothing(pg_url, cluster):
 # -- hostile text ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(
-    backend, tmp_path, request, monkeypatch
-):
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(url, monkeypatch):
     monkeypatch.setenv("HEADRACE_LOGGING_LEVEL", "INFO")
     undecodable = os.fsdecode(b"caf\xe9")  # a lone surrogate, as in a non-UTF-8 file name
 
@@ -719,13 +716,7 @@ def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(
     assert "opened caf\\udce9, NUL \\x00 inside" in messages
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def test_a_run_reference_is_text_not_a_pattern(backend, tmp_path, request, monkeypatch):
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+def test_a_run_reference_is_text_not_a_pattern(url):
     record_everything()
     reader = open_reader(url)
     newest = reader.flow_runs(limit=1)[0]
