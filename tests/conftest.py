@@ -6,3 +6,5 @@ import tempfile
 _home = tempfile.mkdtemp(prefix="headrace-tests-")
 os.environ["HEADRACE_HOME"] = _home
 os.environ.pop("HEADRACE_DATABASE_URL", None)
+
+from postgres_cluster import cluster, pg_url  # noqa: E402, F401  (fixtures for every module)

@@ -42,9 +42,6 @@ from headrace.store import get_store, open_reader, open_recorder
 from headrace.store import sql as store_sql
 from headrace.store.records import FlowRun, LogRecord, TaskRun
 
-# The throwaway PostgreSQL 15 cluster of the store's tests (it skips when PostgreSQL is absent).
-from test_store_postgres import cluster  # noqa: F401
-
 BACKSTOP = 60.0  # seconds before a wait on a subprocess gives up and fails the test
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| (DEBUG|INFO|WARNING|ERROR|CRITICAL) *\| .+ - ")

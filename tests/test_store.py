@@ -16,7 +16,7 @@
 
 Each test records into its own SQLite file under tmp_path (HEADRACE_HOME set per
 test; `get_store()` opens a recorder per database URL and process). Faults (locks,
-kill -9, foreign files, unwritable or full disks) are in test_store_faults.py.
+kill -9, foreign files, unwritable or full disks) are in faults/test_history.py.
 """
 
 from __future__ import annotations
@@ -523,7 +523,7 @@ def test_one_store_per_database_and_process(home, tmp_path, monkeypatch):
 def test_a_new_process_opens_its_own_store(home, monkeypatch):
     """The cache is per database and process: a forked child must not write through the
     parent's store, whose writer thread did not come along. (A new pid stands in for a fork:
-    forking the test process itself, threads and all, is what test_store_faults guards.)"""
+    forking the test process itself, threads and all, is what faults/test_history.py guards.)"""
     parent = get_store()
     real_getpid, real_pid = os.getpid, os.getpid()
     monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)

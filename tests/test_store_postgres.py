@@ -1,14 +1,8 @@
 """Run history on PostgreSQL: the same records and read API as SQLite, shared by processes.
 
-The PostgreSQL tests start a throwaway PostgreSQL 15 cluster for this module:
-`initdb` into a fresh directory under /tmp (trust authentication, superuser
-`headrace`, C locale, no fsync), then `pg_ctl start` listening on 127.0.0.1
-on a free port with its unix socket in that same directory; `pg_ctl stop`
-and removing the directory end it. initdb refuses to run as root, and CI
-runs pytest as root: then the cluster's directory is handed to the
-`postgres` system user (which the Debian package providing the binaries
-creates; `nobody` when it is missing) and initdb/pg_ctl run as that user
-(subprocess's `user=`/`group=`). Each test gets its own database.
+The PostgreSQL tests run on a throwaway PostgreSQL 15 cluster per module
+(`postgres_cluster.py`, whose `cluster` and `pg_url` fixtures conftest.py
+shares); each test gets its own database.
 
 They skip only when /usr/lib/postgresql/15/bin/initdb is absent. The SQLite
 half of the shared read-API test runs everywhere.
@@ -17,143 +11,22 @@ half of the shared read-API test runs everywhere.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from headrace import Flow, Parameter, context, flow, get_run_logger, task
 from headrace.engine.clock import ManualClock
 from headrace.store import get_store, open_reader, open_recorder
-from headrace.store.records import FlowRun, LogRecord, TaskRun
+from headrace.store.records import FlowRun, LogRecord
 from headrace.store.sql import StoreError, _is_lock
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-needs_pg = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists(),
-    reason="PostgreSQL 15 is not installed (no /usr/lib/postgresql/15/bin/initdb); "
-    "apt-get install postgresql-15 to run these tests",
-)
-
-
-# -- the throwaway cluster --------------------------------------------------------------------------
-
-
-@dataclass
-class Cluster:
-    port: int
-    directory: Path
-    settings: str = ""
-    run: dict = field(default_factory=dict)
-
-    def stop(self) -> None:
-        """Stop the server, as a crash or an administrator's restart would (fast mode)."""
-        data = self.directory / "data"
-        done = subprocess.run(
-            [PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **self.run
-        )
-        assert done.returncode == 0, done.stderr
-
-    def start(self) -> None:
-        data = self.directory / "data"
-        done = subprocess.run(
-            [PG_BIN / "pg_ctl", "-D", data, "-l", self.directory / "server.log", "-w", "-t", "30",
-             "-o", self.settings, "start"],
-            **self.run,
-        )  # fmt: skip
-        assert done.returncode == 0, self.server_log()
-
-    def url(self, db: str, user: str = "headrace") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
-
-    def admin(self, db: str = "postgres"):
-        import psycopg
-
-        return psycopg.connect(self.url(db), autocommit=True)
-
-    def create_database(self) -> str:
-        name = "hr_" + uuid.uuid4().hex[:12]
-        with self.admin() as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return name
-
-    def server_log(self) -> str:
-        return (self.directory / "server.log").read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _owner() -> dict:
-    """subprocess keywords that run the server as a non-root user when we are root."""
-    if os.geteuid() != 0:
-        return {}
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-    pytest.fail("running as root, and neither a postgres nor a nobody user exists for initdb")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is not installed (no /usr/lib/postgresql/15/bin/initdb)")
-    owner = _owner()
-    directory = Path(tempfile.mkdtemp(prefix="headrace-pg-"))
-    if owner:
-        os.chown(directory, owner["user"], owner["group"])
-    run = {"cwd": directory, "capture_output": True, "text": True, "timeout": 60, **owner}
-    data = directory / "data"
-    done = subprocess.run(
-        [PG_BIN / "initdb", "-D", data, "-U", "headrace", "--auth=trust", "-E", "UTF8",
-         "--locale=C", "--no-sync", "--no-instructions"],
-        **run,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    started = None
-    for _ in range(3):  # a free port can be taken between choosing and listening
-        port = _free_port()
-        settings = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} "
-            f"-c unix_socket_directories={directory} -c fsync=off -c full_page_writes=off "
-            "-c synchronous_commit=off -c max_connections=200"
-        )
-        started = subprocess.run(
-            [PG_BIN / "pg_ctl", "-D", data, "-l", directory / "server.log", "-w", "-t", "30",
-             "-o", settings, "start"],
-            **run,
-        )  # fmt: skip
-        if started.returncode == 0:
-            break
-    assert started.returncode == 0, (directory / "server.log").read_text()
-    try:
-        yield Cluster(port, directory, settings, run)
-    finally:
-        subprocess.run([PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **run)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(cluster) -> str:
-    """A new, empty database on the cluster."""
-    return cluster.url(cluster.create_database())
-
+from postgres_cluster import free_port, needs_pg
 
 # -- flows used by the tests ---------------------------------------------------------------------------
 
@@ -415,7 +288,7 @@ def test_two_processes_record_to_one_database_at_once(pg_url, tmp_path):
 
 @needs_pg
 def test_an_unreachable_server_is_a_clear_error(monkeypatch):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"postgresql://alice:s3cret@127.0.0.1:{port}/history"
     with pytest.raises(StoreError) as caught:
         open_recorder(url)
@@ -426,7 +299,7 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
 
 
 def test_a_run_with_its_history_server_down_warns_once_and_runs(monkeypatch, caplog):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     monkeypatch.setenv("HEADRACE_DATABASE_URL", f"postgresql://alice@127.0.0.1:{port}/history")
     ran = []
 
@@ -724,29 +597,3 @@ def test_a_run_reference_is_text_not_a_pattern(url):
     for pattern in ("%", "_", newest.id[:2] + "%", "\\"):
         with pytest.raises(StoreError, match="No flow run has the id, id prefix or name"):
             reader.flow_run(pattern)
-
-
-@needs_pg
-def test_a_server_restart_mid_run_loses_no_row(cluster, pg_url):
-    store = open_recorder(pg_url)
-    store.flow_run_started(FlowRun(id="through", name="through", flow_name="f", style="graph"))
-
-    def write(start: int, n: int) -> None:
-        for i in range(start, start + n):
-            store.task_run(TaskRun(f"through-{i}", "through", "t", f"t[{i}]", map_index=i,
-                                   state_type="COMPLETED", state_name="Completed"))  # fmt: skip
-
-    write(0, 3000)
-    store.flush()
-    cluster.stop()
-    try:
-        write(3000, 3000)  # queued while the server is down
-        store.flow_run_ended("through", "COMPLETED", "Completed", None, time.time())
-        threading.Event().wait(2)  # the writer meets the outage and keeps what it holds
-    finally:
-        cluster.start()
-    store.flush(timeout=60)
-    reader = open_reader(pg_url)
-    assert len(reader.task_runs("through")) == 6000
-    assert reader.flow_run("through").state_name == "Completed"
-    assert store.recording  # the writer is still on

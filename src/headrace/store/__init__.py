@@ -72,10 +72,11 @@ def _not_understood(url: str) -> StoreError:
     )
 
 
-def open_recorder(url: str | None = None):
+def open_recorder(url: str | None = None, clock=None):
     """Open the write side at `url` (creating or upgrading the schema, marking the runs of
     dead processes Crashed); StoreError when it cannot be used. The result also looks
-    after the database: `prune(older_than)`, `reset()`.
+    after the database: `prune(older_than)`, `reset()`. `clock` (monotonic() and
+    sleep(), the `time` module by default) times the writer's waits for the database.
 
     With HEADRACE_HISTORY_RETENTION set, finished runs older than that are pruned here.
     """
@@ -84,11 +85,11 @@ def open_recorder(url: str | None = None):
     if url.startswith(_POSTGRES):
         from headrace.store.postgres import open_postgres
 
-        store = open_postgres(url)
+        store = open_postgres(url, clock)
     elif url.startswith(_SQLITE):
         from headrace.store.sqlite import open_sqlite
 
-        store = open_sqlite(url[len(_SQLITE) :])
+        store = open_sqlite(url[len(_SQLITE) :], clock)
     else:
         raise _not_understood(url)
     if keep is not None:

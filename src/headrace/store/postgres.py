@@ -80,14 +80,14 @@ def _connector(url: str, read_only: bool = False):
     return connect, where, dialect
 
 
-def open_postgres(url: str) -> SQLRecorder:
+def open_postgres(url: str, clock=None) -> SQLRecorder:
     """Open the write side at a postgresql:// (or postgres://, postgresql+psycopg://) URL.
 
     Creates the schema in an empty database; raises StoreError when the
     server cannot be reached or the database cannot be used as it is.
     """
     connect, where, dialect = _connector(url)
-    return PostgresRecorder(dialect, connect, where).open()
+    return PostgresRecorder(dialect, connect, where, clock=clock).open()
 
 
 def open_postgres_reader(url: str, check: bool = True) -> SQLReader:

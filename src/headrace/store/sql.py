@@ -12,7 +12,12 @@ the write side marks runs whose process is gone as Crashed.
 
 A write that fails for a reason the user must fix (disk full, read-only
 directory) turns history off for this process with one warning; runs go
-on. "database is locked" never reaches the user: the writer waits and
+on. A run whose rows were lost (history turned off, a row skipped, rows
+dropped past QUEUE_LIMIT in an outage) still gets its final state, marked
+"History incomplete: ..." in its message, so a run that finished is never
+shown Crashed for want of history: the end of a run is written even after
+history is off, once room is made for it (`make_room`, which the SQLite
+store uses to free its reserve file). "database is locked" never reaches the user: the writer waits and
 retries. A database that is not headrace's, or is from a newer headrace,
 is refused when opened, and nothing in it is changed.
 
@@ -44,9 +49,11 @@ PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is tr
 BATCH = 5000
 HEARTBEAT_SECONDS = 15.0
 OUTAGE_SECONDS = 120  # how long the writer keeps reconnecting to a server that went away
+QUEUE_LIMIT = 100_000  # rows kept queued in an outage; past it rows are dropped, ends kept
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
+_KEPT = ("flow_run", "flow_run_end")  # never dropped in an outage: a run's start and end
 
 # Held by writer threads while they are inside the driver, and taken around every fork.
 _DRIVER = threading.Lock()
@@ -335,15 +342,30 @@ class SQLRecorder(Recorder):
     """The Recorder on one database. `open()` checks (and migrates) the schema, marks the
     runs of dead processes Crashed and starts the writer thread."""
 
-    def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str):
+    def __init__(
+        self,
+        dialect: Dialect,
+        connect: Callable[[], Any],
+        where: str,
+        make_room: Callable[[], None] | None = None,
+        clock=None,
+    ):
         self.dialect = dialect
+        self._clock = clock or time  # monotonic() and sleep(): the writer's waits
         self._connect = connect
+        self._make_room = make_room  # frees space for the last writes when the disk is full
         self.where = where  # a path or a host, for messages and `headrace version`
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._disabled: str | None = None
         self._active: dict[str, float] = {}  # flow run ids of this process -> last heartbeat
         self._skipped: set[str] = set()  # kinds of unwritable rows already reported
+        self._outage = False  # the writer is waiting for the database to answer again
+        self._dropped = 0  # rows not queued, past QUEUE_LIMIT in an outage
+        # The writer thread's own: runs it has seen start and not end, and of those the
+        # ones that lost rows (-> why), whose end is marked "History incomplete".
+        self._open: set[str] = set()
+        self._incomplete: dict[str, str] = {}
         self._pid = os.getpid()
         self.host = socket.gethostname()
 
@@ -416,7 +438,12 @@ class SQLRecorder(Recorder):
 
     # -- recording: each method queues one row and returns ---------------------------------
     def _put(self, kind: str, row) -> None:
-        if self._disabled is None:
+        if self._disabled is not None:  # history is off: only the ends of runs still go
+            if kind == "flow_run_end":
+                self._queue.put((kind, row))
+        elif self._outage and kind not in _KEPT and self._queue.qsize() >= QUEUE_LIMIT:
+            self._dropped += 1
+        else:
             self._queue.put((kind, row))
 
     def flow_run_started(self, run: FlowRun) -> None:
@@ -438,8 +465,8 @@ class SQLRecorder(Recorder):
         self._put("log", log_row(record))
 
     def flush(self, timeout: float | None = 60.0) -> None:
-        """Wait until every record so far is written (or history is off)."""
-        if self._disabled is not None or self._writer is None or os.getpid() != self._pid:
+        """Wait until every record so far is written (or, history off, the ends of runs)."""
+        if self._writer is None or os.getpid() != self._pid:
             return
         done = threading.Event()
         self._queue.put(("flush", done))
@@ -512,13 +539,68 @@ class SQLRecorder(Recorder):
             if self._active and any(now - t > HEARTBEAT_SECONDS for t in self._active.values()):
                 rows["heartbeat"] = [(now, run_id) for run_id in self._active]
                 self._active = dict.fromkeys(self._active, now)
-            if rows and conn is not None and self._disabled is None:
-                try:
-                    conn = self._write(conn, statements, rows)
-                except Exception as exc:  # not the database's error: never let it end the writer
-                    self._write_row_by_row(conn, statements, rows, exc)
+            if rows and conn is not None:
+                conn = self._write_batch(conn, statements, rows)
             for waiter in waiters:
                 waiter.set()
+
+    def _write_batch(self, conn, statements: dict, rows: dict[str, list]):
+        """Write one batch, keeping account of the runs it starts and ends and of the runs
+        that lost rows, whose ends are marked "History incomplete"."""
+        self._open.update(row[0] for row in rows.get("flow_run", ()))
+        if self._dropped:
+            count, self._dropped = self._dropped, 0  # a lost increment only delays the note
+            self._lost(f"{count} records were dropped while {self.where} did not answer")
+        if self._disabled is None:
+            try:
+                conn = self._write(conn, statements, rows)
+            except Exception as exc:  # not the database's error: never let it end the writer
+                self._write_row_by_row(conn, statements, rows, exc)
+        ends = rows.get("flow_run_end")
+        if self._disabled is not None and ends:  # off before or while writing this batch
+            conn = self._write_ends(conn, statements["flow_run_end"], ends)
+        for row in ends or ():
+            self._open.discard(row[-1])
+            self._incomplete.pop(row[-1], None)
+        return conn
+
+    def _lost(self, why: str) -> None:
+        """Rows of the open runs were not written: their ends will say so."""
+        for run_id in self._open:
+            self._incomplete.setdefault(run_id, why)
+
+    def _noted(self, end: tuple) -> tuple:
+        """An end row, its message marked when its run lost rows."""
+        why = self._incomplete.get(end[-1])
+        if why is None:
+            return end
+        state_type, state_name, message, end_time, run_id = end
+        note = f"History incomplete: {why}." + (f" {message}" if message else "")
+        return (state_type, state_name, note, end_time, run_id)
+
+    def _write_ends(self, conn, statement: str, ends: list[tuple]):
+        """History is off, but a run that ended must not be shown Crashed: write its end,
+        marked incomplete, after making room (a full disk) or reconnecting (a lost server)."""
+        self._lost(self._disabled)
+        ends = [self._noted(row) for row in ends]
+        for attempt in range(3):
+            with _in_driver():
+                try:
+                    conn.cursor().executemany(statement, ends)
+                    conn.commit()
+                    return conn
+                except Exception as exc:
+                    error = exc
+                    _rollback(conn)
+            if attempt == 0 and self._make_room is not None:
+                self._make_room()
+            else:
+                conn = self._reconnect(conn)
+        log.warning(
+            "Run history: the end of flow run %s could not be recorded either (%s); the "
+            "history will show it as Crashed.", ", ".join(row[-1] for row in ends), error,
+        )  # fmt: skip
+        return conn
 
     def _write_row_by_row(self, conn, statements: dict, rows: dict[str, list], first) -> None:
         """A batch failed for a reason of its own (text the driver cannot encode, a value
@@ -528,6 +610,8 @@ class SQLRecorder(Recorder):
             _rollback(conn)
         for kind in self._ORDER:
             for row in rows.get(kind, ()):
+                if kind == "flow_run_end":
+                    row = self._noted(row)
                 for attempt in (row, _writable(row)):
                     try:
                         with _in_driver():
@@ -539,6 +623,7 @@ class SQLRecorder(Recorder):
                             _rollback(conn)
                         problem = exc
                 else:
+                    self._lost(f"a {kind} row could not be written ({type(problem).__name__})")
                     key = f"{kind}: {type(problem).__name__}"
                     if key not in self._skipped:
                         self._skipped.add(key)
@@ -559,34 +644,44 @@ class SQLRecorder(Recorder):
                     cur = conn.cursor()
                     for kind in self._ORDER:
                         if kind in rows:
-                            cur.executemany(statements[kind], rows[kind])
+                            batch = rows[kind]
+                            if kind == "flow_run_end":
+                                batch = [self._noted(row) for row in batch]
+                            cur.executemany(statements[kind], batch)
                     conn.commit()
                     if lost_since is not None:
-                        log.warning("Run history: %s answers again; nothing was lost.", self.where)
+                        self._outage = False
+                        log.warning(
+                            "Run history: %s answers again; %s", self.where,
+                            "see the runs marked History incomplete."
+                            if self._dropped or self._incomplete
+                            else "nothing was lost.",
+                        )  # fmt: skip
                     return conn
                 except self.dialect.errors as exc:
                     error = exc
                     _rollback(conn)
             if _is_lock(error):  # another process holds the write lock: wait our turn
-                time.sleep(delay)
+                self._clock.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             if isinstance(error, self.dialect.row_errors):
                 raise error  # a row's fault, not the store's: written row by row
             if isinstance(error, self.dialect.disconnects):
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 if lost_since is None:
-                    lost_since = now
+                    lost_since, self._outage = now, True
                     log.warning(
                         "Run history: lost the connection to %s (%s); retrying for up to "
                         "%d s, keeping what is to be written.", self.where,
                         str(error).strip().splitlines()[0], OUTAGE_SECONDS,
                     )  # fmt: skip
                 if now - lost_since < OUTAGE_SECONDS:
-                    time.sleep(delay)
+                    self._clock.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     conn = self._reconnect(conn)
                     continue
+            self._outage = False
             self._disable(f"writing to {self.where} failed: {error}")
             return conn
 

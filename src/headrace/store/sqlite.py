@@ -11,10 +11,17 @@ file creates its -wal and -shm files when they are missing (no writer has
 it open), so then the reader opens the file as immutable, and reads again
 through an ordinary read-only connection if a writer appeared meanwhile
 (the -wal file exists, or the file changed under it).
+
+Beside the file lies headrace.db-reserve, RESERVE_BYTES of zeros. When the
+disk fills up, history turns off, and the writer deletes the reserve to make
+room for the ends of the runs still going: a run that finished is recorded
+as finished (its history marked incomplete), not found Crashed later. The
+next process with room writes the reserve again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -27,6 +34,7 @@ DIALECT = Dialect(
     "sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", (sqlite3.Error,),
     row_errors=(sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError),
 )  # fmt: skip
+RESERVE_BYTES = 256 * 1024  # room for the last writes on a full disk
 IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
 
 
@@ -51,7 +59,24 @@ def _private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def open_sqlite(path: str | Path) -> SQLRecorder:
+def _reserve(path: Path) -> Path:
+    """Write the reserve file beside the database unless it is there; its path."""
+    reserve = path.with_name(path.name + "-reserve")
+    try:
+        fd = os.open(reserve, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError:  # there already (or being written by another process), or no room
+        return reserve
+    try:
+        whole = os.write(fd, bytes(RESERVE_BYTES)) == RESERVE_BYTES
+    except OSError:
+        whole = False
+    os.close(fd)
+    if not whole:  # no room for it: leave none rather than a part
+        os.unlink(reserve)
+    return reserve
+
+
+def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
     """The write side on the file at `path` (created, with its directory, when missing)."""
     path = Path(path)
     _private_file(path)
@@ -70,12 +95,17 @@ def open_sqlite(path: str | Path) -> SQLRecorder:
             raise _refused(path, conn, exc) from None
         return conn
 
-    store = SQLRecorder(DIALECT, connect, str(path))
+    def make_room() -> None:
+        with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
+            os.unlink(reserve)
+
+    store = SQLRecorder(DIALECT, connect, str(path), make_room, clock)
     conn = connect(wal=False)  # refuse a foreign or newer file before WAL touches it
     try:
         store._check_schema(conn)
     finally:
         conn.close()
+    reserve = _reserve(path)
     return store.open()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -37,10 +38,13 @@ import time
 import pytest
 
 from headrace import Flow, Parameter, flow, task
+from headrace.engine.clock import ManualClock
 from headrace.store import get_store, open_reader, open_recorder, sql
-from headrace.store.records import LogRecord
+from headrace.store import sqlite as sqlite_store
+from headrace.store.records import FlowRun, LogRecord, TaskRun
 from headrace.store.sql import SCHEMA_VERSION, StoreError
 from headrace.store.sqlite import DIALECT
+from postgres_cluster import needs_pg
 
 BACKSTOP = 60.0  # seconds a child may take before the test fails instead of hanging
 WRITERS = 8
@@ -586,3 +590,190 @@ def test_an_unwritable_history_does_not_stop_a_flow_in_process(tmp_path, monkeyp
     [warning] = warnings
     assert warning.startswith(f"{WARNING}: cannot open sqlite:///{blocker}/home/headrace.db")
     assert not (blocker / "home").exists()
+
+
+FILLS_UP = """
+import errno, os, sys
+from headrace import Flow, flow, task
+from headrace.store import get_store, open_reader
+
+
+def fill_disk():
+    get_store().flush()  # the run's start and its first tasks are written
+    with open_reader() as reader:
+        [run] = reader.flow_runs(state="Running")
+        print("WRITTEN", len(reader.task_runs(run.id)), flush=True)
+    with open(os.path.join(os.environ["HEADRACE_HOME"], "filler"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+@task
+def square(x):
+    return x * x
+
+
+@task
+def fill(xs):
+    fill_disk()
+    return xs
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+with Flow("fills-up") as graph:
+    total(square.map(fill(square.map(list(range(100))))))
+
+
+@flow(name="fills-up")
+def function():
+    xs = fill([square(i) for i in range(100)])
+    return sum(square(x) for x in xs)
+
+
+state = graph.run() if sys.argv[1] == "graph" else function(return_state=True)
+print("RESULT", state.name, state.flow_run_id, flush=True)
+"""
+
+
+@pytest.mark.parametrize("style", ["graph", "function"])
+def test_a_run_that_outlives_a_full_disk_is_recorded_finished_not_crashed(tmpfs, style):
+    home = tmpfs("size=2m")
+    result = run_child(FILLS_UP, home, style)
+    assert result.returncode == 0, result.stderr
+    written, ended = result.stdout.splitlines()
+    outcome, state_name, run_id = ended.split()
+    assert outcome == "RESULT" and state_name == "Completed", result.stdout
+    [warning] = [line for line in result.stderr.splitlines() if WARNING in line]
+    assert "database or disk is full" in warning
+    assert "could not be recorded either" not in result.stderr
+    assert not (home / "headrace.db-reserve").exists()  # spent on the end of the run
+
+    (home / "filler").unlink()
+    later = run_child("from headrace.store import get_store; get_store().flush()", home)
+    assert later.returncode == 0, later.stderr  # this process marks the runs of dead ones
+    assert (home / "headrace.db-reserve").stat().st_size == sqlite_store.RESERVE_BYTES
+    assert integrity(home / "headrace.db") == "ok"
+    with open_reader(f"sqlite:///{home}/headrace.db") as reader:
+        run = reader.flow_run(run_id)
+        recorded = len(reader.task_runs(run_id))
+    assert (run.state_type, run.state_name) == ("COMPLETED", "Completed")
+    assert run.state_message.startswith(
+        f"History incomplete: writing to {home}/headrace.db failed: database or disk is full."
+    )
+    assert f"WRITTEN {recorded}" == written  # what was written before the disk filled stays
+
+
+# -- 5. a PostgreSQL server that goes away mid-run ------------------------------------------------
+
+
+class OutageClock(ManualClock):
+    """The writer's clock. It tells when the writer first waits for the server
+    (`waiting`), and once `seconds` have passed on it calls `then()`, in the writer's
+    thread: the server comes back at an exact point of the outage, whatever the machine."""
+
+    def __init__(self, seconds: float, then=None):
+        super().__init__()
+        self.seconds, self.then = seconds, then
+        self.waiting = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        self.waiting.set()
+        if self.then is not None and self.monotonic() >= self.seconds:
+            then, self.then = self.then, None
+            then()
+
+
+def record_tasks(store, run_id: str, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        store.task_run(TaskRun(f"{run_id}-{i}", run_id, "t", f"t[{i}]", map_index=i,
+                               state_type="COMPLETED", state_name="Completed"))  # fmt: skip
+
+
+def started_run(store, run_id: str, tasks: int) -> None:
+    store.flow_run_started(FlowRun(id=run_id, name=run_id, flow_name="f", style="graph"))
+    record_tasks(store, run_id, 0, tasks)
+    store.flush()
+
+
+@needs_pg
+def test_a_server_restart_mid_run_loses_no_row(cluster, pg_url):
+    clock = OutageClock(35.0, then=cluster.start)  # back after 35 s on the writer's clock
+    store = open_recorder(pg_url, clock=clock)
+    started_run(store, "through", 3000)
+    cluster.stop()
+    record_tasks(store, "through", 3000, 3000)  # queued while the server is down
+    store.flow_run_ended("through", "COMPLETED", "Completed", None, time.time())
+    store.flush(timeout=BACKSTOP)
+    assert clock.then is None, "the server was not started again"
+    assert 35.0 <= clock.monotonic() < sql.OUTAGE_SECONDS
+    reader = open_reader(pg_url)
+    assert len(reader.task_runs("through")) == 6000
+    run = reader.flow_run("through")
+    assert (run.state_name, run.state_message) == ("Completed", None)
+    assert store.recording  # the writer is still on
+
+
+@needs_pg
+def test_an_outage_longer_than_the_writer_waits_ends_the_run_as_incomplete(cluster, pg_url, caplog):
+    clock = OutageClock(float("inf"))
+    store = open_recorder(pg_url, clock=clock)
+    started_run(store, "outlasted", 100)
+    cluster.stop()
+    try:
+        record_tasks(store, "outlasted", 100, 100)
+        store.flush(timeout=BACKSTOP)  # the writer gives up after OUTAGE_SECONDS on its clock
+        assert not store.recording
+        assert clock.monotonic() >= sql.OUTAGE_SECONDS
+    finally:
+        cluster.start()
+    record_tasks(store, "outlasted", 200, 100)  # history is off: not recorded
+    store.flow_run_ended("outlasted", "COMPLETED", "Completed", "All done.", time.time())
+    store.flush(timeout=BACKSTOP)
+    reader = open_reader(pg_url)
+    assert len(reader.task_runs("outlasted")) == 100
+    run = reader.flow_run("outlasted")
+    assert run.state_name == "Completed"
+    assert run.state_message.startswith(f"History incomplete: writing to {store.where} failed")
+    assert run.state_message.endswith(". All done.")
+    assert "could not be recorded either" not in caplog.text
+
+
+@needs_pg
+def test_rows_past_the_queue_limit_in_an_outage_are_counted_in_the_runs_end(
+    cluster, pg_url, monkeypatch
+):
+    monkeypatch.setattr(sql, "QUEUE_LIMIT", 100)
+    burst_queued = threading.Event()
+
+    def back_after_the_burst():
+        burst_queued.wait(BACKSTOP)
+        cluster.start()
+
+    clock = OutageClock(35.0, then=back_after_the_burst)
+    store = open_recorder(pg_url, clock=clock)
+    started_run(store, "bounded", 10)
+    cluster.stop()
+    record_tasks(store, "bounded", 10, 1)  # the writer takes it and meets the outage
+    assert clock.waiting.wait(BACKSTOP)
+    record_tasks(store, "bounded", 11, 500)
+    store.flow_run_ended("bounded", "COMPLETED", "Completed", None, time.time())
+    burst_queued.set()
+    store.flush(timeout=BACKSTOP)
+    reader = open_reader(pg_url)
+    recorded = len(reader.task_runs("bounded"))
+    run = reader.flow_run("bounded")
+    assert run.state_name == "Completed"
+    [dropped] = re.findall(
+        r"^History incomplete: (\d+) records were dropped while ", run.state_message
+    )
+    assert recorded + int(dropped) == 511
+    assert recorded >= 10 + 1 + sql.QUEUE_LIMIT
+    assert store.recording
