@@ -1,8 +1,10 @@
 """The mapping rules of DESIGN §4, run on the default executor."""
 
+import re
+
 import pytest
 
-from headrace import Flow, Parameter, case, flatten, task, triggers, unmapped
+from headrace import Flow, Parameter, case, flatten, flow, task, triggers, unmapped
 from headrace.errors import MappingError
 from headrace.signals import SKIP
 from headrace.states import MappedState
@@ -222,7 +224,7 @@ def test_flatten_of_a_value_that_is_not_a_list_names_the_input(wrapped):
         pytest.raises(MappingError, match=r"flatten\(x\) needs a list of lists, but x is a int"),
         Flow("f"),
     ):
-        inc.map(wrapped)
+        add.map(wrapped, y=[1])
 
 
 def test_flatten_of_an_upstream_that_is_not_a_list_fails_naming_it():
@@ -232,14 +234,32 @@ def test_flatten_of_an_upstream_that_is_not_a_list_fails_naming_it():
     assert "flatten(inc) needs a list of lists, but inc is a int" in state[m].message
 
 
-def test_a_map_whose_every_input_is_unmapped_runs_once():
-    with Flow("f") as flow:
-        once = add.map(unmapped(1), y=unmapped(2))
-        after = inc.map(once)
-    state = flow.run(return_tasks=[once])
-    assert state[once].is_mapped() and state[once].result() == [3]
-    assert state[after].result() == [4]
-    assert add.map(unmapped(1), y=unmapped(2)) == [3]  # outside a flow, the same rule
+def test_a_map_with_nothing_to_map_over_is_refused_at_the_call():
+    @task
+    def ping():
+        return "pong"
+
+    every_input_unmapped = re.escape("add.map() has nothing to map over: every input is unmapped")
+
+    @flow
+    def function_flow():
+        add.map(unmapped(1), y=unmapped(2))
+
+    with Flow("f") as graph:
+        with pytest.raises(MappingError, match=every_input_unmapped):
+            add.map(unmapped(1), y=unmapped(2))
+        with pytest.raises(MappingError, match="every input is unmapped"):
+            ping.map(upstream_tasks=[unmapped(inc(1))])
+        with pytest.raises(MappingError, match=r"ping.map\(\) has nothing to map over: it got no"):
+            ping.map()
+    assert [t.name for t in graph.tasks] == ["inc"]  # nothing half-added
+    with pytest.raises(MappingError, match=every_input_unmapped):
+        function_flow()
+    with pytest.raises(MappingError, match=every_input_unmapped):  # outside a flow, the same
+        add.map(unmapped(1), y=unmapped(2))
+    with Flow("g") as fine:  # one mapped upstream task is something to map over
+        mapped_after = ping.map(upstream_tasks=[inc.map([1, 2])])
+    assert fine.run()[mapped_after].result() == ["pong", "pong"]
 
 
 def test_upstream_tasks_are_mapped_unless_unmapped():

@@ -272,6 +272,14 @@ class Task:
 
     def map(self, *args, upstream_tasks=None, **kwargs):
         """Run once per item of the arguments (see the module docstring)."""
+        given = (*args, *kwargs.values(), *(upstream_tasks or ()))
+        if all(isinstance(value, unmapped) for value in given):
+            raise MappingError(
+                f"{self.name}.map() has nothing to map over: "
+                + ("every input is unmapped(...). " if given else "it got no input. ")
+                + "Pass at least one list (or a task whose result is a list) unwrapped; to run "
+                f"the task once, call it: {self.name}(...)."
+            )
         return self._route(args, kwargs, upstream_tasks, mapped=True)
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
@@ -624,10 +632,8 @@ def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
 
 
 def check_lengths(sequences: dict[str | None, Any], task_name: str) -> int:
-    """The common length of the mapped inputs, or a MappingError naming each length.
-
-    A map with no iterated input (every argument `unmapped`) runs once, as in Prefect.
-    """
+    """The common length of the mapped inputs, or a MappingError naming each length
+    (`Task.map` refuses a map with none)."""
     lengths = {key: len(seq) for key, seq in sequences.items()}
     distinct = set(lengths.values())
     if len(distinct) > 1:
