@@ -12,8 +12,9 @@ import asyncio
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from headrace.engine.core import INTERRUPTED
 from headrace.engine.nodes import ELEMENT, NOTHING, Node
-from headrace.states import Pending, State, StateType
+from headrace.states import Cancelled, Pending, State, StateType
 
 if TYPE_CHECKING:
     from headrace.engine.function_flow import FunctionRun
@@ -219,6 +220,8 @@ class TaskFuture:
             else:
                 core.drive_for(self.done, timeout)
             state = self.state_now()
+            if state is None and core.stopped:
+                return Cancelled(INTERRUPTED)
         return state
 
     def __bool__(self) -> bool:

@@ -131,9 +131,7 @@ class Core:
         self.executor = executor
         self.throttle = throttle
         self.clock = clock
-        self.flow_ctx = flow_ctx
-        self.recorder = recorder
-        self.progress = progress
+        self.flow_ctx, self.recorder, self.progress = flow_ctx, recorder, progress
         self.nodes: list[Node] = []
         self.ready: list[tuple[Node, int | None]] = []
         self.running = 0  # units running: on the executor, or on their owner's thread
@@ -146,11 +144,11 @@ class Core:
         self.limit = max(1, executor.max_in_flight)
         self.retrying: dict[tuple[Node, int | None], Attempt] = {}  # direct calls due again
         self.share_turn = False  # run owned units outside the turn (several calling threads)
+        self.stopped = False  # interrupted: every drive returns, finished or not
         self._turn = threading.Lock()
         self._holder: int | None = None
         self._moved = threading.Condition()
-        self._generation = 0
-        self._waiters = 0
+        self._generation = self._waiters = 0
         self._owned: dict[int, list] = {}  # thread -> its ready units another thread met
         self.dropped: deque = deque()  # nodes whose futures are gone, from any thread
 
@@ -219,8 +217,9 @@ class Core:
         return not self.unfinished
 
     def stop(self, _=None) -> None:
-        """Start nothing more (an interrupt): ready units stay unrun, running ones end."""
-        self.limit = 0
+        """Start nothing more (an interrupt): ready units stay unrun, running ones end, and
+        every thread driving returns (a direct call's unit unfinished)."""
+        self.stopped, self.limit = True, 0
         self.ready.clear()
         self.timers.clear()
 
@@ -244,7 +243,7 @@ class Core:
                 self.add_one(adding)
             self._turn_once(me, until, nested=True)
             return
-        while adding is not None or not until():
+        while not self.stopped and (adding is not None or not until()):
             generation = self._generation
             if self._turn.acquire(blocking=False):
                 self._holder = me
@@ -289,7 +288,7 @@ class Core:
     def _wait_for_move(self, generation: int, until: Callable[[], bool]) -> None:
         with self._moved:
             self._waiters += 1
-            while self._generation == generation and not until():
+            while self._generation == generation and not until() and not self.stopped:
                 self._moved.wait()
             self._waiters -= 1
 
@@ -332,7 +331,7 @@ class Core:
         thread's unit waits for it (_YIELD), or an own unit is to run outside the
         turn (its Attempt). A nested loop neither yields nor leaves the turn."""
         timers, clock = self.timers, self.clock
-        while not until():
+        while not until() and not self.stopped:
             run_here = self._launch(me, outside=self.share_turn and not nested)
             if run_here is not None:
                 return run_here

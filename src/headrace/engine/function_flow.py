@@ -292,7 +292,7 @@ class FunctionRun:
             self._reuse(node)
         self.entries.append(node)
         self.core.call(node)
-        state = node.state
+        state = node.state or Cancelled(INTERRUPTED)  # (none: the run was interrupted)
         return state if return_state else state.result()
 
     # -- submitted runs ------------------------------------------------------------------------
@@ -380,13 +380,12 @@ class FunctionRun:
             )
 
     def interrupted(self) -> None:
-        """Ctrl-C: submit nothing more, cancel what has not started, wait for nothing."""
-        self.core.post((self.core.stop, None))
+        """Ctrl-C, after `core.stop`: cancel what has not started, wait for nothing."""
         if self.core.progress is not None:
             self.core.progress.close()
-        if self._executor is not None and self._owns_executor:
-            self._executor.cancel()
-            self._executor = None
+        executor, self._executor = self._executor, None  # (a waiting thread may shut it down)
+        if executor is not None and self._owns_executor:
+            executor.cancel()
 
     def wait_for_submitted(self, timed_out: bool = False) -> None:
         """Wait for every task run (not after a timeout: those are abandoned)."""
@@ -395,9 +394,9 @@ class FunctionRun:
             self.core.post((_released, None))  # futures the body left behind hold nothing
         if self.core.progress is not None:
             self.core.progress.close()
-        if self._executor is not None and self._owns_executor:
-            self._executor.shutdown()
-            self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None and self._owns_executor:
+            executor.shutdown()
 
     def final_state(self, value: Any) -> State:
         """A returned State is the flow's own (as in Prefect 2/3), unless it succeeded while
@@ -667,30 +666,27 @@ def run_function_flow(flow, args, kwargs, return_state: bool, wait_for=None, clo
     if run is None:
         return parameters  # what the call gives: it ended before its body
     attempt = 1
-    while True:
-        tokens = _enter(run)
-        try:
-            value = flow.call_body(parameters)
-        except KeyboardInterrupt:
-            run.interrupted()
-            _end(flow, run, Cancelled(INTERRUPTED), True)
-            raise
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-            state = _failed_body(run, flow, exc)
-        else:
-            state = None
-        finally:
-            _exit(tokens)
-        run.wait_for_submitted(timed_out=state is not None and state.is_timed_out())
-        state = state or run.final_state(value)
-        if not state.is_failed() or attempt > flow.retries:
-            return _end(flow, run, state, return_state)
-        run.logger.warning("Flow run attempt %d failed; retrying.", attempt)
-        run.clock.sleep(flow.retry_delay_seconds(attempt))
-        attempt += 1
-        run.new_attempt()
+    try:
+        while True:
+            tokens = _enter(run)
+            try:
+                value, state = flow.call_body(parameters), None
+            except Exception as exc:
+                state = _failed_body(run, flow, exc)
+            finally:
+                _exit(tokens)
+            run.wait_for_submitted(timed_out=state is not None and state.is_timed_out())
+            state = state or run.final_state(value)
+            if not state.is_failed() or attempt > flow.retries:
+                break
+            run.logger.warning("Flow run attempt %d failed; retrying.", attempt)
+            run.clock.sleep(flow.retry_delay_seconds(attempt))
+            attempt += 1
+            run.new_attempt()
+    except KeyboardInterrupt:
+        _interrupted(flow, run)
+        raise
+    return _end(flow, run, state, return_state)
 
 
 async def run_function_flow_async(
@@ -702,27 +698,44 @@ async def run_function_flow_async(
         return parameters  # what the call gives: it ended before its body
     run.is_async = run.core.share_turn = True  # task calls come from several threads
     attempt = 1
-    while True:
-        tokens = _enter(run)
-        try:
-            body = flow.call_body(parameters, timeout=False)
-            value = await (body if flow.timeout is None else asyncio.wait_for(body, flow.timeout))
-            state = None
-        except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError | TimeoutError) and flow.timeout:
-                state = TimedOut(f"Flow run exceeded its timeout of {flow.timeout:g} s.", exc)
-            else:
-                state = _failed_body(run, flow, exc)
-        finally:
-            _exit(tokens)
-        timed_out = state is not None and state.is_timed_out()
-        await asyncio.to_thread(run.wait_for_submitted, timed_out)
-        state = state or run.final_state(value)
-        if not state.is_failed() or attempt > flow.retries:
-            return _end(flow, run, state, return_state)
-        await asyncio.to_thread(run.clock.sleep, flow.retry_delay_seconds(attempt))
-        attempt += 1
-        run.new_attempt()
+    try:
+        while True:
+            tokens = _enter(run)
+            try:
+                body = flow.call_body(parameters, timeout=False)
+                timed = body if flow.timeout is None else asyncio.wait_for(body, flow.timeout)
+                value, state = await timed, None
+            except Exception as exc:
+                if isinstance(exc, asyncio.TimeoutError | TimeoutError) and flow.timeout:
+                    state = TimedOut(f"Flow run exceeded its timeout of {flow.timeout:g} s.", exc)
+                else:
+                    state = _failed_body(run, flow, exc)
+            finally:
+                _exit(tokens)
+            timed_out = state is not None and state.is_timed_out()
+            await asyncio.to_thread(run.wait_for_submitted, timed_out)
+            state = state or run.final_state(value)
+            if not state.is_failed() or attempt > flow.retries:
+                break
+            run.logger.warning("Flow run attempt %d failed; retrying.", attempt)
+            await asyncio.to_thread(run.clock.sleep, flow.retry_delay_seconds(attempt))
+            attempt += 1
+            run.new_attempt()
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C under asyncio.run cancels
+        _interrupted(flow, run)
+        raise
+    return _end(flow, run, state, return_state)
+
+
+def _interrupted(flow, run: FunctionRun) -> None:
+    """Ctrl-C (or the cancelling of an async flow's task): nothing more starts, the run's
+    end is recorded, then the executor is cancelled; so a second Ctrl-C, which may cut
+    this short, cannot leave the run Running in the history."""
+    run.core.post((run.core.stop, None))
+    try:
+        _end(flow, run, Cancelled(INTERRUPTED), True)
+    finally:
+        run.interrupted()
 
 
 def awaited_in_sync_parent(coroutine):

@@ -256,16 +256,28 @@ def run_flow(
         flow.name,
         extra={"flow_run_id": ctx.flow_run_id},
     )
-    state = None
+
+    def end(state: State) -> State:
+        state.flow_run_id = ctx.flow_run_id
+        # The last line first: whoever follows the log stops reading at the run's end.
+        logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
+            40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
+        )
+        flow_run_ended(recorder, ctx.flow_run_id, state)
+        return state
+
+    state = ended = None
     try:
         state = graph_run.run()
         executor.localize(graph_run.kept_states())
-    except KeyboardInterrupt:  # Ctrl-C: start nothing more (callbacks would)
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing more starts (callbacks would), the end is recorded, and only then
+        # is the executor cancelled: a second Ctrl-C may cut that short.
         graph_run.core.post((graph_run.core.stop, None))
-        state = Cancelled(INTERRUPTED)
-        if owned:
-            executor.cancel()
+        ended = end(Cancelled(INTERRUPTED))
+        if owned:  # (not again in `finally`)
             owned = False
+            executor.cancel()
         raise
     except BaseException as exc:
         state = Crashed(f"The flow run stopped before it finished: {exc!r}", exception=exc)
@@ -275,14 +287,9 @@ def run_flow(
             graph_run.core.progress.close()
         if owned:
             executor.shutdown()
-        state.flow_run_id = ctx.flow_run_id
-        # The last line first: whoever follows the log stops reading at the run's end.
-        logs.flow_logger(ctx.flow_run_name, ctx.flow_run_id).log(
-            40 if state.is_failed() else 20, "Finished in state %s", logs.state_label(state)
-        )
-        flow_run_ended(recorder, ctx.flow_run_id, state)
+        ended = ended or end(state)
         recorder.flush()
-    return state
+    return ended
 
 
 def _task_list(tasks, what: str) -> list:

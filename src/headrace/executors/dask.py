@@ -18,9 +18,11 @@ feature. Timeouts kill the task on worker processes (see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
+import signal
 import threading
 import uuid
 from concurrent.futures import Future
@@ -30,6 +32,9 @@ from headrace.errors import HeadraceError
 from headrace.executors.base import Executor
 from headrace.executors.processes import check_picklable
 from headrace.states import RemoteValue
+
+CLOSE_SECONDS = 30.0  # a cluster's close, before its workers are killed
+CANCEL_SECONDS = 2.0  # the same after an interrupt
 
 
 def _run_on_worker(client_pid: int, paths: list, fn, *args):
@@ -121,6 +126,25 @@ def _send_remote(arguments: dict) -> tuple[dict, list]:
     return out, paths
 
 
+def _worker_pids(cluster) -> list[int]:
+    return [nanny.pid for nanny in cluster.workers.values() if getattr(nanny, "pid", None)]
+
+
+def _kill_trees(pids: list[int]) -> None:
+    """SIGKILL these processes, if alive, and every process they started."""
+    import psutil
+
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGKILL)
+
+
 class DaskUnreachableError(HeadraceError, ConnectionError):
     """The Dask scheduler at the given address does not answer."""
 
@@ -192,7 +216,7 @@ class DaskExecutor(Executor):
         self._relay_thread = threading.Thread(target=self._relay, name="headrace-dask", daemon=True)
         self._relay_thread.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = CLOSE_SECONDS) -> None:
         if self._relay_thread is not None:
             self._stopping = True
             with self._lock:  # what is still on the cluster is cancelled, not waited for
@@ -202,15 +226,26 @@ class DaskExecutor(Executor):
             self._more.set()
             self._relay_thread.join(timeout=5)  # a daemon: never hold up the caller
             self._relay_thread = None
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(TimeoutError, OSError, RuntimeError):
+                client.close(timeout=timeout)
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            workers = _worker_pids(cluster)
+            with contextlib.suppress(TimeoutError, OSError, RuntimeError):
+                cluster.close(timeout=timeout)
+            _kill_trees(workers)  # those that did not exit with their cluster
 
     def cancel(self) -> None:
-        self.shutdown()  # which cancels what is still on the cluster
+        """An interrupt: what is on the cluster is cancelled, and the worker processes of a
+        cluster this executor started are killed before it closes: a terminal's Ctrl-C
+        reached them too, a graceful close can wait on them for ever, and a second Ctrl-C
+        may cut the close short."""
+        if self._cluster is not None:
+            _kill_trees(_worker_pids(self._cluster))
+            self._cluster.shutdown_on_close = False  # distributed's atexit: nothing to close
+        self.shutdown(timeout=CANCEL_SECONDS)
 
     def validate(self, flow) -> None:
         check_picklable(flow)
