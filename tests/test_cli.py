@@ -260,6 +260,43 @@ def test_unknown_command_and_option_are_usage_errors(home):
     assert invoke("runs", "show").exit_code == 2  # RUN is required
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("runs", "ls", "--limit", "99999999999999999999999"), "is not in the range"),
+        (("runs", "ls", "--limit", "ten"), "'ten' is not a valid integer"),
+        (("runs", "ls", "--state", ""), "'--state': is empty"),
+        (("runs", "ls", "--flow", " "), "'--flow': is empty"),
+        (("runs", "ls", "--state", "bogus"), "'bogus' is not a state type (scheduled, "),
+        (("runs", "ls", "--state", "bogus", "--json"), "nor one of headrace's state names"),
+        (("runs", "show", ""), "Invalid value for RUN: is empty"),
+        (("runs", "logs", " "), "Invalid value for RUN: is empty"),
+        (("db", "prune", "--older-than", "30"), "'30' is not an age"),
+        (("db", "prune", "--older-than", "-1d"), "'-1d' is not an age"),
+        (("run", "FLOWS", "--param", "n"), "'n' is not key=value"),
+    ],
+)
+def test_every_bad_option_value_is_a_usage_error(home, flows_file, args, says):
+    run_ok("run", f"{flows_file}:my_flow")  # a recorded run: an empty RUN would match it
+    result = invoke(*(f"{flows_file}:my_flow" if a == "FLOWS" else a for a in args))
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_state_of_headraces_or_one_recorded_is_a_filter_not_an_error(home, flows_file):
+    run_ok("run", f"{flows_file}:my_flow")
+    for state in ("TimedOut", "crashed", "Completed"):
+        result = run_ok("runs", "ls", "--state", state)
+        assert result.output.startswith(("No flow runs match", "ID ")), result.output
+
+
+def test_an_age_older_than_1970_prunes_nothing(home, flows_file):
+    run_ok("run", f"{flows_file}:my_flow")
+    result = run_ok("db", "prune", "--older-than", "99999999999999999999d")
+    assert result.output.startswith("Deleted 0 flow runs that ended before 1970-01-01")
+
+
 # -- version --------------------------------------------------------------------------------------
 
 

@@ -57,7 +57,7 @@ def db_prune(older_than: str) -> None:
     """
     seconds = _parse_age(older_than)
     store = open_recorder()
-    cutoff = time.time() - seconds
+    cutoff = max(time.time() - seconds, 0.0)  # (an age beyond 1970 keeps every run)
     deleted = store.prune(cutoff)
     click.echo(f"Deleted {count_runs(deleted)} that ended before {local(cutoff)} ({older_than}).")
 

@@ -41,11 +41,54 @@ def runs() -> None:
     """List flow runs, show one, print its logs."""
 
 
+def _not_empty(ctx, param, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty: leave the option out to list every run.")
+    return value
+
+
+def _state_names() -> list[str]:
+    """The names headrace's own states have (a task may name its states otherwise)."""
+    from headrace import states
+
+    made = [
+        states.Scheduled(), states.Pending(), states.Running(), states.Retrying(),
+        states.Looped(), states.Completed(), states.Cached(), states.Skipped(),
+        states.NotRun(), states.Failed(), states.TriggerFailed(), states.TimedOut(),
+        states.Crashed(), states.Cancelled(), states.Mapped([]),
+    ]  # fmt: skip
+    return [state.name for state in made]
+
+
+def _unknown_state(state: str) -> click.BadParameter | None:
+    """The error for a --state that is neither a state type nor one of headrace's names."""
+    from headrace.states import StateType
+
+    types = [t.value.lower() for t in StateType]
+    names = _state_names()
+    if state.lower() in types or state.lower() in (n.lower() for n in names):
+        return None
+    return click.BadParameter(
+        safe(
+            f"{state!r} is not a state type ({', '.join(types)}) nor one of headrace's state "
+            f"names ({', '.join(names)}), and no recorded run has a state of that name.",
+        ),
+        param_hint="--state",
+    )
+
+
 @runs.command("ls")
-@click.option("--flow", "flow_name", metavar="NAME", help="Only runs of the flow with this name.")
+@click.option(
+    "--flow",
+    "flow_name",
+    metavar="NAME",
+    callback=_not_empty,
+    help="Only runs of the flow with this name.",
+)
 @click.option(
     "--state",
     metavar="STATE",
+    callback=_not_empty,
     help="Only runs in this state: a type (failed, completed, running, crashed) or a name "
     "(TimedOut); case does not matter.",
 )
@@ -61,6 +104,9 @@ def runs_ls(flow_name: str | None, state: str | None, limit: int, as_json: bool)
     """List flow runs, newest first."""
     with open_history() as reader:
         found = reader.flow_runs(flow_name=flow_name, state=state, limit=limit or None)
+        unknown = _unknown_state(state) if state and not found else None
+        if unknown is not None:
+            raise unknown
         if as_json:
             echo_json([flow_run_json(r) for r in found])
             return

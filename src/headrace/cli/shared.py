@@ -163,6 +163,12 @@ def open_recorder():
 def find_run(reader, ref: str):
     from headrace.store import StoreError
 
+    if not ref.strip():
+        raise click.BadParameter(
+            "is empty: give a flow run's id, a unique prefix of it, or its name "
+            "(`headrace runs ls` lists them).",
+            param_hint="RUN",
+        )
     try:
         return reader.flow_run(ref)
     except StoreError as exc:

@@ -141,7 +141,7 @@ class SQLReader(Reader):
 
     def flow_run(self, ref: str) -> FlowRun:
         runs = self._flow_runs(" WHERE id = ? OR name = ?", (ref, ref))
-        if not runs:
+        if not runs and ref:  # (an empty prefix would be every run's)
             # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             # The ref is text, not a pattern: its % and _ match themselves.
             pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
