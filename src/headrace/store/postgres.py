@@ -14,8 +14,9 @@ Contracts:
   headrace tables from a newer headrace, is refused and left unchanged.
 - Processes opening an empty database at the same time do not race: the
   schema is checked and created under a transaction-scoped advisory lock.
-- NUL characters, which PostgreSQL text cannot hold, are written as U+FFFD
-  so one odd log line cannot turn history off.
+- NUL characters, which PostgreSQL text cannot hold, are written as the
+  visible escape `\\x00` (the writer's escape for any text a driver cannot
+  encode), so one odd log line cannot turn history off.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class PostgresRecorder(SQLRecorder):
 
 
 def _nul_free_cursor(psycopg):
-    """A cursor class that writes NUL characters in string parameters as U+FFFD.
+    """A cursor class that writes NUL characters in string parameters as `\\x00`.
 
     Checking a whole batch with one join costs well under a microsecond a row;
     a custom str dumper would cost several (a Python call per value).
@@ -132,7 +133,7 @@ def _nul_free_cursor(psycopg):
 
     def clean(row):
         if isinstance(row, tuple | list):
-            return tuple(v.replace("\x00", "\ufffd") if v.__class__ is str else v for v in row)
+            return tuple(v.replace("\x00", "\\x00") if v.__class__ is str else v for v in row)
         return row
 
     class NulFreeCursor(psycopg.Cursor):
