@@ -9,6 +9,8 @@ runs pytest as root: then the cluster's directory is handed to the
 creates; `nobody` when it is missing) and initdb/pg_ctl run as that user
 (subprocess's `user=`/`group=`). `cluster` is one per test module; `pg_url`
 is a new database on it per test. Both skip when PostgreSQL 15 is absent.
+`url` is a fresh history the settings point at, once on SQLite and once on
+PostgreSQL, for the tests that must hold on both databases.
 """
 
 from __future__ import annotations
@@ -140,3 +142,14 @@ def cluster():
 def pg_url(cluster) -> str:
     """A new, empty database on the cluster."""
     return cluster.url(cluster.create_database())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def url(request, tmp_path, monkeypatch) -> str:
+    """A fresh history, on SQLite and then on PostgreSQL, that the settings point at."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
+    return url

@@ -1,9 +1,10 @@
 """The `headrace` command (src/headrace/cli/: one module per command group).
 
-Most tests drive the click group in-process with CliRunner; the subprocess
-tests run `python -m headrace.cli` as a user would (the same code as the
-`headrace` script). Every test has its own HEADRACE_HOME under tmp_path, so
-nothing touches ~/.headrace.
+Most tests drive the click group in-process with CliRunner (the helpers are in
+cli_helpers.py); the subprocess tests run `python -m headrace.cli` as a user
+would (the same code as the `headrace` script). Every test has its own
+HEADRACE_HOME under tmp_path, so nothing touches ~/.headrace. That recorded
+strings cannot drive the terminal is tested in faults/test_text.py.
 
 Runs come from real flows run through `headrace run`, except where a test
 needs ids, names or end times it chooses (prefix lookups, prune): those
@@ -35,12 +36,12 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import home_fixture, invoke, json_runs, record, run_ok  # noqa: F401  (a fixture)
 from headrace import cli
 from headrace.store import get_store, open_reader, open_recorder
 from headrace.store import sql as store_sql
-from headrace.store.records import FlowRun, LogRecord, TaskRun
+from headrace.store.records import LogRecord, TaskRun
 
 BACKSTOP = 60.0  # seconds before a wait on a subprocess gives up and fails the test
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
@@ -132,32 +133,10 @@ def held(fifo: str):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh HEADRACE_HOME; sys.path is restored afterwards."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("HEADRACE_HOME", str(path))
-    for name in ("HEADRACE_DATABASE_URL", "HEADRACE_HISTORY", "HEADRACE_HISTORY_RETENTION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HEADRACE_PROGRESS", "off")
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    return path
-
-
-@pytest.fixture
 def flows_file(tmp_path) -> Path:
     path = tmp_path / "seedflows.py"
     path.write_text(FLOWS)
     return path
-
-
-def invoke(*args: str, input: str | None = None):
-    return CliRunner().invoke(cli.main, list(args), input=input, prog_name="headrace")
-
-
-def run_ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def env_for(home: Path) -> dict[str, str]:
@@ -213,18 +192,6 @@ def drain(lines: queue.Queue) -> list[str]:
     while (line := lines.get(timeout=BACKSTOP)) is not None:
         rest.append(line)
     return rest
-
-
-def record(store, run_id: str, name: str, *, start: float, end: float | None, state="COMPLETED"):
-    """A flow run written through the store's API, with the id, name and times given."""
-    store.flow_run_started(FlowRun(id=run_id, name=name, flow_name="recorded",
-                                   style="function", parameters={"i": 1}, start_time=start))  # fmt: skip
-    if end is not None:
-        store.flow_run_ended(run_id, state, state.title(), None, end)
-
-
-def json_runs(*args: str) -> list[dict]:
-    return json.loads(run_ok("runs", "ls", "--json", *args).output)
 
 
 # -- help and exit codes ----------------------------------------------------------------------
@@ -1071,34 +1038,6 @@ def test_runs_show_groups_map_children_by_their_recorded_fields(home):
         ("add", "Mapped", "2 children: 1 Completed, 1 Failed (failed: add[1])"),
         ("mul", "Mapped", "1 child: 1 Completed"),
     ]
-
-
-def test_recorded_strings_cannot_drive_the_terminal(home):
-    store = get_store()
-    run_id = "e5c0" + "0" * 28
-    evil = "\x1b]0;pwned\x07\x1b[2J\u202eevil\r"
-    store.flow_run_started(FlowRun(run_id, f"run{evil}", f"flow{evil}", "graph",
-                                   start_time=time.time()))  # fmt: skip
-    store.task_run(TaskRun(f"{run_id}-1", run_id, f"t{evil}", f"t{evil}", state_type="FAILED",
-                           state_name="Failed", state_message=f"bad{evil}",
-                           start_time=time.time(), end_time=time.time()))  # fmt: skip
-    store.log(LogRecord(run_id, None, logging.ERROR, time.time(), f"Flow run {evil}",
-                        f"first line{evil}\nsecond\tline"))  # fmt: skip
-    store.flow_run_ended(run_id, "FAILED", "Failed", f"message{evil}", time.time())
-    record(store, "e5c1" + "0" * 28, "other", start=time.time(), end=time.time())
-    store.flush()
-    outputs = [
-        run_ok("runs", "ls").output,
-        run_ok("runs", "show", run_id).output,
-        run_ok("runs", "logs", run_id).output,
-        invoke("runs", "show", "e5c").output,  # an error naming both runs
-    ]
-    assert "matches 2 flow runs" in outputs[3]
-    for out in outputs:
-        assert not any(c in out for c in "\x1b\x07\r\u202e"), repr(out)
-    assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202eevil\\r" in outputs[0]
-    assert "first line\\x1b" in outputs[2] and "\nsecond\tline" in outputs[2]
-    assert {r["name"] for r in json_runs()} == {f"run{evil}", "other"}
 
 
 def test_a_limit_too_large_for_the_database_is_a_usage_error(home):

@@ -2,16 +2,15 @@
 
 The console handler writes to whatever `sys.stderr` is at the time, so `capsys`
 reads the lines. The level is read from HEADRACE_LOGGING_LEVEL once per process,
-so the level tests run a child Python.
+so the level tests run a child Python (`run_child`, in log_helpers.py). That the
+console level does not filter the history, and that a level that is not one is a
+clear error, is tested in faults/test_logs.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -20,7 +19,7 @@ from headrace.engine import logs
 from headrace.engine.function_flow import QUIET_AFTER
 from headrace.errors import ContextError
 from headrace.executors import ThreadExecutor
-from headrace.store import open_reader
+from log_helpers import LEVEL_SCRIPT, run_child
 
 # A console line starts with the time, milliseconds included.
 TIME = r"^\d\d:\d\d:\d\d\.\d{3}"
@@ -54,21 +53,6 @@ def add_one(x):
 @task
 def boom():
     raise ValueError("boom")
-
-
-def run_child(code: str, level: str) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh Python with HEADRACE_LOGGING_LEVEL=level."""
-    env = {**os.environ, "HEADRACE_LOGGING_LEVEL": level}
-    env.pop("HEADRACE_LOGGING_FORMAT", None)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 # -- the lifecycle lines of seed 004 -----------------------------------------------------------
@@ -341,51 +325,11 @@ def test_without_log_prints_print_goes_to_stdout(console, capsys):
 # -- levels and the quieting of big flows ------------------------------------------------------
 
 
-LEVEL_SCRIPT = """
-    from headrace import flow, get_run_logger, task
-
-    @task
-    def add_one(x):
-        return x + 1
-
-    @flow
-    def my_flow():
-        get_run_logger().warning("a warning")
-        for i in range({n}):
-            add_one(i)
-
-    my_flow()
-"""
-
-
 def test_headrace_logging_level_warning_hides_info_lines():
     done = run_child(LEVEL_SCRIPT.format(n=2), "WARNING")
     assert re.search(r"\| WARNING \| Flow run '[a-z]+-[a-z]+' - a warning$", done.stderr, re.M)
     assert "INFO" not in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
-
-
-def test_the_console_level_does_not_filter_the_history(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
-    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("HEADRACE_HISTORY", raising=False)
-    script = LEVEL_SCRIPT.format(n=2) + "    print(my_flow.last_run.id)\n"
-    done = run_child(script, "WARNING")
-    assert "INFO" not in done.stderr
-    reader = open_reader()
-    lines = [(r.level, r.message) for _, r in reader.logs(done.stdout.split()[-1])]
-    assert (20, "Created task run 'add_one-1' for task 'add_one'") in lines
-    assert (30, "a warning") in lines
-
-
-def test_a_log_level_that_is_not_one_is_a_clear_error():
-    done = subprocess.run(
-        [sys.executable, "-c", "from headrace.engine import logs; logs.configure()"],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "HEADRACE_LOGGING_LEVEL": "LOUD"},
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "HEADRACE_LOGGING_LEVEL='LOUD' is not a log level; use DEBUG, INFO" in done.stderr
 
 
 def test_headrace_logging_level_info_shows_them():

@@ -1,4 +1,7 @@
-"""Progress of long maps: plain lines when not a terminal, a Rich bar on one, off by setting."""
+"""Progress of long maps: plain lines when not a terminal, a Rich bar on one, off by setting.
+
+That a name is shown as text, markup and controls and all, is tested in faults/test_text.py.
+"""
 
 import io
 import logging
@@ -8,6 +11,7 @@ import pytest
 from headrace import Flow, flow, task
 from headrace.engine.progress import Progress
 from headrace.executors import ThreadExecutor
+from terminal import Terminal
 
 
 @task
@@ -51,11 +55,6 @@ def test_small_maps_and_the_off_setting_show_nothing(capsys, monkeypatch):
     assert "Progress:" not in capsys.readouterr().err
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 def test_a_terminal_gets_a_live_bar():
     screen = Terminal()
     progress = Progress(logging.getLogger("test"), stream=screen)
@@ -73,17 +72,3 @@ def test_the_minimum_map_size(total, shown):
     progress.expanded("key", "m", total)
     assert ("key" in progress.maps) is shown
     progress.close()
-
-
-def test_a_name_with_markup_or_controls_is_shown_as_text():
-    screen = Terminal()
-    progress = Progress(logging.getLogger("test"), stream=screen)
-    name = "fetch[/][link=http://example.invalid]x\x1b]0;title\x07"
-    progress.expanded("key", name, 30)
-    for _ in range(30):
-        progress.child_done("key", failed=False)
-    progress.close()
-    shown = screen.getvalue()
-    assert progress._thread is None or not progress._thread.is_alive()
-    assert "fetch[/][link=http://example.invalid]x\\x1b]0;title\\x07" in shown
-    assert "\x1b]8;" not in shown and "\x07" not in shown  # no hyperlink, no title

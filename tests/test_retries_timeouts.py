@@ -3,7 +3,8 @@
 Retry waits are checked exactly on a `ManualClock` (no real sleeping).
 Timeout tests block on a `threading.Event` that is never set during the
 run, so the only way out is the timeout; the event is set at teardown so
-abandoned threads exit.
+abandoned threads exit. That a timed-out body keeps its throttle slots is
+tested in faults/test_limits.py.
 """
 
 import datetime
@@ -376,33 +377,3 @@ def test_timeout_of_a_map_child_affects_only_that_child(make_executor, never_set
     assert time.monotonic() - start < PROMPT
     assert [c.name for c in state[m].map_states] == ["Completed", "TimedOut", "Completed"]
     assert [c.name for c in state[out].map_states] == ["Completed", "TriggerFailed", "Completed"]
-
-
-@pytest.mark.parametrize("style", ["graph", "function"])
-def test_a_timed_out_body_on_a_thread_holds_its_throttle_slot_until_it_returns(style):
-    from headrace import flow
-
-    lock, running, peak = threading.Lock(), [0], [0]
-
-    @task(tags=["web"], timeout=0.05)
-    def slow(i):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        threading.Event().wait(0.3)  # runs on past its timeout, abandoned
-        with lock:
-            running[0] -= 1
-
-    if style == "graph":
-        with Flow("capped") as graph:
-            slow.map(list(range(6)))
-        state = graph.run(executor=ThreadExecutor(6), throttle={"web": 2})
-    else:
-
-        @flow(executor=ThreadExecutor(6), throttle={"web": 2})
-        def capped():
-            return slow.map(range(6)).wait()
-
-        state = capped(return_state=True)
-    assert state.is_failed()  # every run timed out
-    assert peak[0] == 2  # but never more than two bodies ran at once

@@ -1,11 +1,13 @@
 """Run history on PostgreSQL: the same records and read API as SQLite, shared by processes.
 
 The PostgreSQL tests run on a throwaway PostgreSQL 15 cluster per module
-(`postgres_cluster.py`, whose `cluster` and `pg_url` fixtures conftest.py
-shares); each test gets its own database.
+(`postgres_cluster.py`, whose `cluster`, `pg_url` and `url` fixtures
+conftest.py shares); each test gets its own database.
 
 They skip only when /usr/lib/postgresql/15/bin/initdb is absent. The SQLite
-half of the shared read-API test runs everywhere.
+half of the shared read-API test runs everywhere. The history under faults
+(a server that is down, text no driver encodes) is in faults/test_history.py;
+run references read as text are in faults/test_text.py.
 """
 
 from __future__ import annotations
@@ -126,17 +128,6 @@ def test_graph_and_function_flows_are_recorded(pg_url, monkeypatch):
 
 
 # -- the read API, the same on both databases ----------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def url(request, tmp_path, monkeypatch) -> str:
-    """A fresh history, on SQLite and then on PostgreSQL, that the settings point at."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    monkeypatch.setenv("HEADRACE_DATABASE_URL", url)
-    return url
 
 
 def test_read_api_is_the_same_on_sqlite_and_postgresql(url):
@@ -296,31 +287,6 @@ def test_an_unreachable_server_is_a_clear_error(monkeypatch):
     for part in (f"host 127.0.0.1, port {port}, database history", "Connection refused"):
         assert part in message
     assert "Check that the server is running" in message and "s3cret" not in message
-
-
-def test_a_run_with_its_history_server_down_warns_once_and_runs(monkeypatch, caplog):
-    port = free_port()  # nothing listens there
-    monkeypatch.setenv("HEADRACE_DATABASE_URL", f"postgresql://alice@127.0.0.1:{port}/history")
-    ran = []
-
-    @task
-    def note():
-        ran.append(1)
-
-    with Flow("unrecorded") as f:
-        note()
-
-    @flow
-    def unrecorded():
-        note()
-
-    with caplog.at_level("WARNING", logger="headrace"):
-        assert f.run().is_successful()
-        unrecorded()
-    assert ran == [1, 1]
-    warnings = [r.getMessage() for r in caplog.records if "not being recorded" in r.getMessage()]
-    assert len(warnings) == 1, warnings
-    assert f"port {port}" in warnings[0] and "Flows still run" in warnings[0]
 
 
 @needs_pg
@@ -558,42 +524,3 @@ def test_identity_fields_and_a_reader_that_writes_nothing(pg_url, cluster):
             conn.execute("DELETE FROM logs")
         conn.rollback()
     assert snapshot() == before
-
-
-# -- hostile text ----------------------------------------------------------------------------------
-
-
-def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(url, monkeypatch):
-    monkeypatch.setenv("HEADRACE_LOGGING_LEVEL", "INFO")
-    undecodable = os.fsdecode(b"caf\xe9")  # a lone surrogate, as in a non-UTF-8 file name
-
-    @task(name=f"read-{undecodable}")
-    def read_file():
-        get_run_logger().info("opened %s, NUL \x00 inside", undecodable)
-        return 1
-
-    @flow(name=f"files-{undecodable}")
-    def files():
-        return read_file()
-
-    started = time.monotonic()
-    assert files() == 1 and files() == 1  # the second run is recorded as well
-    get_store().flush(timeout=10)
-    assert time.monotonic() - started < 5  # no flush waited for a dead writer
-    reader = open_reader(url)
-    runs = reader.flow_runs()
-    assert [r.flow_name for r in runs] == ["files-caf\\udce9"] * 2
-    [task_run] = reader.task_runs(runs[0].id)
-    assert task_run.name == "read-caf\\udce9-0" and task_run.state_name == "Completed"
-    messages = [r.message for _, r in reader.logs(runs[0].id)]
-    assert "opened caf\\udce9, NUL \\x00 inside" in messages
-
-
-def test_a_run_reference_is_text_not_a_pattern(url):
-    record_everything()
-    reader = open_reader(url)
-    newest = reader.flow_runs(limit=1)[0]
-    assert reader.flow_run(newest.id[:6]) == newest
-    for pattern in ("", "%", "_", newest.id[:2] + "%", "\\"):
-        with pytest.raises(StoreError, match="No flow run has the id, id prefix or name"):
-            reader.flow_run(pattern)

@@ -14,12 +14,18 @@
    filesystem, on a full one. The flow runs and completes, and stderr says once
    that history is not being recorded. The read-only and full cases mount a
    tmpfs (tests run as root; chmod does not stop root) and are skipped, with the
-   reason, where mount is not permitted.
+   reason, where mount is not permitted. A PostgreSQL server that does not
+   answer is warned of once, and the flows run.
+5. A PostgreSQL server that goes away mid-run: the writer waits it out, and
+   what it cannot write is counted in the run's end.
+6. Text no driver encodes (a lone surrogate, a NUL) is recorded with visible
+   escapes, on SQLite and on PostgreSQL, and the writer goes on.
 
 Processes are real: children are `python -c` scripts started with the test's
 HEADRACE_HOME; they signal readiness on stdout and the test releases them on
-stdin, so nothing here waits on a timer. (Two in-process tests poll for a state
-another thread reaches, with a backstop.)
+stdin, so nothing here waits on a timer. (The fork test's child polls for a state
+its writer thread reaches, with a backstop; the outage tests run the writer on a
+manual clock.)
 """
 
 from __future__ import annotations
@@ -37,14 +43,14 @@ import time
 
 import pytest
 
-from headrace import Flow, Parameter, flow, task
+from headrace import Flow, Parameter, flow, get_run_logger, task
 from headrace.engine.clock import ManualClock
 from headrace.store import get_store, open_reader, open_recorder, sql
 from headrace.store import sqlite as sqlite_store
-from headrace.store.records import FlowRun, LogRecord, TaskRun
+from headrace.store.records import FlowRun, TaskRun
 from headrace.store.sql import SCHEMA_VERSION, StoreError
 from headrace.store.sqlite import DIALECT
-from postgres_cluster import needs_pg
+from postgres_cluster import free_port, needs_pg
 
 BACKSTOP = 60.0  # seconds a child may take before the test fails instead of hanging
 WRITERS = 8
@@ -213,12 +219,42 @@ def test_a_held_write_lock_delays_recording_and_loses_nothing(tmp_path, monkeypa
     assert len(reader.task_runs(run.id)) == 101
 
 
-def wait_until(condition, what: str) -> None:
-    """Poll a condition another thread will make true; fail after BACKSTOP seconds."""
-    deadline = time.monotonic() + BACKSTOP
+FORKS_BESIDE_A_BUSY_WRITER = """
+import os, sqlite3, sys, threading, time
+from headrace.store import open_reader, open_recorder, sql
+from headrace.store.records import LogRecord
+
+def wait_until(condition):
+    deadline = time.monotonic() + 60
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        assert time.monotonic() < deadline
         time.sleep(0.001)
+
+db = sys.argv[1]
+store = open_recorder(f"sqlite:///{db}")
+holder = sqlite3.connect(db, isolation_level=None)
+holder.execute("BEGIN IMMEDIATE")  # the writer's next batch waits inside SQLite
+released, forked_after_release = threading.Event(), []
+store.log(LogRecord("run", None, 20, time.time(), "x", "a line"))
+wait_until(sql._DRIVER.locked)  # this process has no other writer: it is ours
+
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    forked_after_release.append(released.is_set())
+    os.waitpid(pid, 0)
+
+forker = threading.Thread(target=fork)
+forker.start()
+wait_until(lambda: sql._forking)  # the fork waits for the driver
+released.set()
+holder.execute("COMMIT")
+holder.close()
+forker.join(60)
+store.flush(60)
+print(forked_after_release, [r.message for _, r in open_reader(f"sqlite:///{db}").logs("run")])
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -226,34 +262,11 @@ def test_a_fork_waits_until_the_writer_is_out_of_sqlite(tmp_path):
     """Regression: SQLite's mutexes do not survive fork(). A child forked while the writer
     thread was inside SQLite hung on its first connect (9 children in 100, forked beside a
     busy writer); a process executor's worker logging a line is such a child. A fork now
-    waits for the writer to leave the driver."""
-    db = tmp_path / "fork.db"
-    store = open_recorder(f"sqlite:///{db}")
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # the writer's next batch waits inside SQLite
-    released, forked_after_release = threading.Event(), []
-    try:
-        store.log(LogRecord("run", None, 20, time.time(), "x", "a line"))
-        wait_until(sql._DRIVER.locked, "the writer is inside the driver")
-
-        def fork() -> None:
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0)
-            forked_after_release.append(released.is_set())
-            os.waitpid(pid, 0)
-
-        forker = threading.Thread(target=fork)
-        forker.start()
-        wait_until(lambda: sql._forking, "the fork waits for the driver")
-    finally:
-        released.set()
-        holder.execute("COMMIT")
-        holder.close()
-    forker.join(BACKSTOP)
-    assert forked_after_release == [True]
-    store.flush(BACKSTOP)
-    assert [r.message for _, r in open_reader(f"sqlite:///{db}").logs("run")] == ["a line"]
+    waits for the writer to leave the driver. (In a process of its own: the lock it watches
+    is every writer's in a process, and this one has only the test's.)"""
+    result = run_child(FORKS_BESIDE_A_BUSY_WRITER, tmp_path, str(tmp_path / "fork.db"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[True] ['a line']"
 
 
 # -- 2. kill -9 mid-run ----------------------------------------------------------------------
@@ -592,6 +605,31 @@ def test_an_unwritable_history_does_not_stop_a_flow_in_process(tmp_path, monkeyp
     assert not (blocker / "home").exists()
 
 
+def test_a_run_with_its_history_server_down_warns_once_and_runs(monkeypatch, caplog):
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", f"postgresql://alice@127.0.0.1:{port}/history")
+    ran = []
+
+    @task
+    def note():
+        ran.append(1)
+
+    with Flow("unrecorded") as f:
+        note()
+
+    @flow
+    def unrecorded():
+        note()
+
+    with caplog.at_level("WARNING", logger="headrace"):
+        assert f.run().is_successful()
+        unrecorded()
+    assert ran == [1, 1]
+    warnings = [r.getMessage() for r in caplog.records if "not being recorded" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"port {port}" in warnings[0] and "Flows still run" in warnings[0]
+
+
 FILLS_UP = """
 import errno, os, sys
 from headrace import Flow, flow, task
@@ -777,3 +815,32 @@ def test_rows_past_the_queue_limit_in_an_outage_are_counted_in_the_runs_end(
     assert recorded + int(dropped) == 511
     assert recorded >= 10 + 1 + sql.QUEUE_LIMIT
     assert store.recording
+
+
+# -- 6. text no driver encodes ---------------------------------------------------------------
+
+
+def test_text_no_driver_encodes_is_recorded_visibly_and_the_writer_goes_on(url, monkeypatch):
+    monkeypatch.setenv("HEADRACE_LOGGING_LEVEL", "INFO")
+    undecodable = os.fsdecode(b"caf\xe9")  # a lone surrogate, as in a non-UTF-8 file name
+
+    @task(name=f"read-{undecodable}")
+    def read_file():
+        get_run_logger().info("opened %s, NUL \x00 inside", undecodable)
+        return 1
+
+    @flow(name=f"files-{undecodable}")
+    def files():
+        return read_file()
+
+    started = time.monotonic()
+    assert files() == 1 and files() == 1  # the second run is recorded as well
+    get_store().flush(timeout=10)
+    assert time.monotonic() - started < 5  # no flush waited for a dead writer
+    reader = open_reader(url)
+    runs = reader.flow_runs()
+    assert [r.flow_name for r in runs] == ["files-caf\\udce9"] * 2
+    [task_run] = reader.task_runs(runs[0].id)
+    assert task_run.name == "read-caf\\udce9-0" and task_run.state_name == "Completed"
+    messages = [r.message for _, r in reader.logs(runs[0].id)]
+    assert "opened caf\\udce9, NUL \\x00 inside" in messages
