@@ -274,7 +274,8 @@ def run_flow(
         # Ctrl-C: nothing more starts (callbacks would), the end is recorded, and only then
         # is the executor cancelled: a second Ctrl-C may cut that short.
         graph_run.core.post((graph_run.core.stop, None))
-        ended = end(Cancelled(INTERRUPTED))
+        state = Cancelled(INTERRUPTED)
+        ended = end(state)
         if owned:  # (not again in `finally`)
             owned = False
             executor.cancel()

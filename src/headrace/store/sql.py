@@ -6,9 +6,10 @@ The read side is `store.reader.SQLReader`.
 
 Writes never block the engine. Each `Recorder` method turns its record into
 a row and appends it to a queue; one writer thread drains it, groups rows by
-statement and writes each batch in one transaction. `flush()` waits until everything recorded so far is written.
-A crash loses at most the batch being written; the next process to open
-the write side marks runs whose process is gone as Crashed.
+statement and writes each batch in one transaction. `flush()` waits until
+everything recorded so far is written. A crash loses at most the batch being
+written; the next process to open the write side marks runs whose process is
+gone as Crashed.
 
 A write that fails for a reason the user must fix (disk full, read-only
 directory) turns history off for this process with one warning; runs go
@@ -17,8 +18,8 @@ dropped past QUEUE_LIMIT in an outage) still gets its final state, marked
 "History incomplete: ..." in its message, so a run that finished is never
 shown Crashed for want of history: the end of a run is written even after
 history is off, once room is made for it (`make_room`, which the SQLite
-store uses to free its reserve file). "database is locked" never reaches the user: the writer waits and
-retries. A database that is not headrace's, or is from a newer headrace,
+store uses to free its reserve file). "database is locked" never reaches
+the user: the writer waits and retries. A database that is not headrace's, or is from a newer headrace,
 is refused when opened, and nothing in it is changed.
 
 A fork waits while the writer is inside the database driver: SQLite's
