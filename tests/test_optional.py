@@ -43,10 +43,16 @@ NEEDS = [
         flow.run(executor=DaskExecutor(address="tcp://127.0.0.1:1"))
         """,
     ),
+    ("pandas", "pandas", "from headrace.results import PandasSerializer; PandasSerializer('csv')"),
+    ("fsspec", "fsspec", "from headrace.results import FSSpecStorage; FSSpecStorage('memory://x')"),
 ]
 
 
-@pytest.mark.parametrize(("module", "extra", "code"), NEEDS, ids=["DaskExecutor()", "flow.run"])
+@pytest.mark.parametrize(
+    ("module", "extra", "code"),
+    NEEDS,
+    ids=["DaskExecutor()", "flow.run", "PandasSerializer()", "FSSpecStorage()"],
+)
 def test_a_missing_optional_dependency_names_the_extra_to_install(module, extra, code):
     done = run_without(module, code)
     assert done.returncode == 1
@@ -56,7 +62,11 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(module, extra,
 
 
 def test_the_import_headrace_itself_needs_no_optional_dependency():
-    done = run_without("distributed", "import headrace, headrace.executors")
+    done = run_without(
+        "distributed",
+        "import sys\nfor m in ('pandas', 'fsspec'): sys.modules[m] = None\n"
+        "import headrace, headrace.executors, headrace.results",
+    )
     assert done.returncode == 0, done.stderr
 
 

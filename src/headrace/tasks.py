@@ -92,9 +92,10 @@ class Task:
 
     Options: `name`, `tags`, `retries`, `retry_delay` (seconds, a timedelta, a
     list per attempt, or a callable(attempt)), `timeout` (seconds),
-    `trigger`, `skip_on_upstream_skip`, `nout`, and hooks `on_failure` /
+    `trigger`, `skip_on_upstream_skip`, `nout`, hooks `on_failure` /
     `on_completion`, each a callable or a list of callables taking
-    `(task, state)`.
+    `(task, state)`, and where a result lives: `target` (a file name template,
+    see `headrace.results.targets`), `serializer` and `result_storage`.
     """
 
     def __init__(
@@ -111,6 +112,9 @@ class Task:
         nout: int | None = None,
         on_failure: Any = None,
         on_completion: Any = None,
+        target: str | None = None,
+        serializer: Any = None,
+        result_storage: Any = None,
     ):
         if fn is None:
             if type(self).run is Task.run:
@@ -138,6 +142,7 @@ class Task:
         self.nout = nout
         self.on_failure = _as_hooks(on_failure)
         self.on_completion = _as_hooks(on_completion)
+        self.target, self.serializer, self.result_storage = target, serializer, result_storage
         # Node fields: set on the copies that `with Flow(...)` creates.
         self.flow = None
         self.mapped = False
@@ -148,6 +153,7 @@ class Task:
         if inspect.isfunction(fn):
             functools.update_wrapper(self, fn, updated=())
         _refuse_reserved(self)
+        _check_result_options(self)
 
     def run(self, *args, **kwargs):  # overridden by class-based tasks
         raise NotImplementedError
@@ -465,7 +471,8 @@ class Task:
     def with_options(self, **options) -> Task:
         """A copy of this task with some options changed: `name`, `tags`, `retries`,
         `retry_delay`, `timeout` (None unsets it), `trigger`, `skip_on_upstream_skip`,
-        `nout`, `on_failure`, `on_completion`. The task itself is unchanged."""
+        `nout`, `on_failure`, `on_completion`, `target`, `serializer`, `result_storage`.
+        The task itself is unchanged."""
         new = copy.copy(self)
         for key, value in options.items():
             if key not in _TASK_ATTRIBUTES:
@@ -488,11 +495,32 @@ class Task:
             new._retry_delay_fn = _normalize_retry_delay(options["retry_delay"])
         if "tags" in options:
             new.tags = frozenset(options["tags"] or ())
+        _check_result_options(new)
         new.template = new
         new.flow = None
         return new
 
     copy = with_options  # Prefect 1's name
+
+
+def _check_result_options(task: Task) -> None:
+    """A target's template names what exists; serializer and storage are of their kinds."""
+    if task.target is None and task.serializer is None and task.result_storage is None:
+        return
+    from headrace.results import Serializer, Storage
+
+    if task.target is not None:
+        from headrace.results.targets import Target
+
+        Target(task.target, task.signature, task.name)
+    for option, kind in (("serializer", Serializer), ("result_storage", Storage)):
+        value = getattr(task, option)
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"Task {task.name!r}: {option} must be a headrace.results.{kind.__name__} "
+                f"(such as {'PickleSerializer()' if kind is Serializer else 'LocalStorage(path)'}), "
+                f"got {value!r}."
+            )
 
 
 def _refuse_reserved(task: Task) -> None:
@@ -518,6 +546,9 @@ _TASK_ATTRIBUTES = frozenset(
         "trigger",
         "skip_on_upstream_skip",
         "nout",
+        "target",
+        "serializer",
+        "result_storage",
         "on_failure",
         "on_completion",
         "fn",

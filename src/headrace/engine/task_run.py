@@ -30,6 +30,7 @@ from typing import Any
 from headrace import signals
 from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
+from headrace.engine.targets import TargetPlan, target_logger
 from headrace.errors import HeadraceError
 from headrace.states import (
     Completed,
@@ -77,6 +78,9 @@ class TaskSpec:
         "timeout",
         "tags",
         "is_async",
+        "target",
+        "serializer",
+        "storage",
     )
 
     def __init__(self, task):
@@ -89,6 +93,12 @@ class TaskSpec:
         self.timeout = task.timeout
         self.tags = task.tags
         self.is_async = inspect.iscoroutinefunction(task.fn)
+        self.target = None
+        if task.target is not None:
+            from headrace.results.targets import Target
+
+            self.target = Target(task.target, task.signature, task.name)
+        self.serializer, self.storage = task.serializer, task.result_storage
 
 
 # -- before the run ------------------------------------------------------------
@@ -323,6 +333,11 @@ def run_task(
         logs.enable_log_prints()
         prints_token = logs.log_prints_var.set(True)
     try:
+        target = None
+        if spec.target is not None:
+            target, cached = _look_up_target(spec, arguments, flow_ctx, map_index, run_name, run_id)
+            if cached is not None:
+                return cached
         while True:
             try:
                 if spec.timeout is None:
@@ -331,13 +346,14 @@ def run_task(
                     value = _call_in_killable_child(spec, arguments)
                 else:
                     value = _call_with_timeout(spec, arguments)
-                return Completed("Task run succeeded.", value)
+                state = Completed("Task run succeeded.", value)
             except signals.LOOP as sig:
                 task_ctx.task_loop_count += 1
                 task_ctx.task_loop_result = sig.result
                 task_ctx.task_run_count = 1
+                continue
             except signals.SUCCESS as sig:
-                return Completed(sig.message or "Task run succeeded.", sig.result)
+                state = Completed(sig.message or "Task run succeeded.", sig.result)
             except signals.SKIP as sig:
                 return Skipped(sig.message or "Task run was skipped.")
             except Exception as exc:
@@ -351,11 +367,26 @@ def run_task(
                     run_count=attempt,
                     loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
                 )
+            if target is None:
+                return state
+            return target.write(state, target_logger(run_name, run_id, flow_ctx))
     finally:
         if prints_token is not None:
             prints_token.var.reset(prints_token)
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+
+
+def _look_up_target(spec, arguments, flow_ctx, map_index, run_name, run_id) -> tuple:
+    """(the run's TargetPlan, its Cached state if the target reads); a template that
+    cannot be filled in fails the run, naming what it lacks."""
+    from headrace.results.targets import TargetError
+
+    try:
+        target = TargetPlan(spec, arguments, flow_ctx, map_index)
+    except TargetError as exc:
+        return None, Failed(str(exc), exception=exc)
+    return target, target.look_up(target_logger(run_name, run_id, flow_ctx))
 
 
 def outcome(future, run_count: int, retries: int) -> State:
