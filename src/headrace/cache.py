@@ -1,0 +1,331 @@
+"""Cache policies and the canonical keys they compute.
+
+A policy names what a task run's cache key is made of:
+
+    INPUTS            the task's arguments (`INPUTS - "x"` leaves `x` out)
+    TASK_SOURCE       the task's code: its syntax tree without docstrings, so a
+                      comment or a docstring edit keeps the key and a changed
+                      body changes it
+    FLOW_PARAMETERS   the flow run's parameters
+    NO_CACHE          no key: the run is never cached
+
+Policies add up: `INPUTS + TASK_SOURCE`. `policy.key(fn, arguments,
+parameters)` is a hex SHA-256 of the parts' canonical encodings, or None
+for NO_CACHE.
+
+The encoding never uses Python's `hash()` (randomised per process for str
+and bytes) nor pickle (a set pickles in hash order): the same inputs give
+the same key in any process, under any PYTHONHASHSEED. Each value is
+encoded with its type: dicts and sets in the order of their encoded items
+(a reordered dict keys the same), floats exactly (`float.hex`), pandas
+objects by `pandas.util.hash_pandas_object` plus their columns and dtypes,
+numpy arrays by dtype, shape and bytes, pydantic models by their JSON
+dump, dataclasses, enums and plain objects (classes of `__main__` too) by
+their class's qualified name and their fields. A value of none of these
+kinds (an open file, a lock) is a `CacheKeyError` naming the input, with
+what to do.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import decimal
+import enum
+import hashlib
+import inspect
+import pathlib
+import struct
+import textwrap
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from headrace.errors import HeadraceError
+
+
+class CacheKeyError(HeadraceError, TypeError):
+    """An input that has no canonical encoding, so no cache key."""
+
+
+# -- the canonical encoding --------------------------------------------------------------------
+
+
+def _length(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def _text(tag: bytes, text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return tag + _length(len(data)) + data
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def canonical(value: Any, _seen: frozenset[int] = frozenset()) -> bytes:
+    """The bytes that stand for `value` in a cache key (see the module docstring)."""
+    kind = type(value)
+    if value is None:
+        return b"N"
+    if kind is bool:
+        return b"T" if value else b"F"
+    if kind is int:
+        return _text(b"i", str(value))
+    if kind is float:
+        return _text(b"f", value.hex())
+    if kind is str:
+        return _text(b"s", value)
+    if kind in (bytes, bytearray, memoryview):
+        data = bytes(value)
+        return b"b" + _length(len(data)) + data
+    if id(value) in _seen:
+        return b"@"  # a cycle: the container is being encoded further up
+    seen = _seen | {id(value)}
+    if kind in (list, tuple):
+        return _sequence(b"l" if kind is list else b"t", value, seen)
+    if isinstance(value, list | tuple):  # a namedtuple, a list subclass: its class counts
+        return _text(b"c", _qualname(kind)) + _sequence(b"t", value, seen)
+    if isinstance(value, dict):
+        items = sorted(canonical(k, seen) + canonical(v, seen) for k, v in value.items())
+        return _parts(b"d" + _text(b"", _qualname(kind)), items)
+    if isinstance(value, set | frozenset):
+        return _parts(b"e", sorted(canonical(item, seen) for item in value))
+    return _other(value, kind, seen)
+
+
+def _sequence(tag: bytes, items: Iterable, seen: frozenset[int]) -> bytes:
+    return _parts(tag, [canonical(item, seen) for item in items])
+
+
+def _parts(tag: bytes, parts: list[bytes]) -> bytes:
+    return tag + _length(len(parts)) + b"".join(_length(len(p)) + p for p in parts)
+
+
+def _other(value: Any, kind: type, seen: frozenset[int]) -> bytes:
+    name = _text(b"c", _qualname(kind))
+    if isinstance(value, enum.Enum):
+        return name + canonical(value.value, seen)
+    for base in (int, float, str, bytes):  # a subclass of a plain type: its value counts
+        if isinstance(value, base):
+            return name + canonical(base(value), seen)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return name + _text(b"", value.isoformat())
+    if isinstance(value, datetime.timedelta):
+        return name + canonical((value.days, value.seconds, value.microseconds))
+    if isinstance(value, decimal.Decimal | uuid.UUID | pathlib.PurePath | complex):
+        return name + _text(b"", str(value))
+    module = kind.__module__.split(".")[0]
+    if module == "pandas" and hasattr(value, "dtypes"):
+        return name + _pandas(value)
+    if module == "numpy" and hasattr(value, "dtype"):
+        import numpy
+
+        array = numpy.ascontiguousarray(value)
+        if array.dtype.hasobject:
+            return name + _sequence(b"l", array.tolist(), seen)
+        return name + _text(b"", f"{array.dtype.str}{array.shape}") + array.tobytes()
+    if hasattr(value, "model_dump") and hasattr(kind, "model_fields"):  # pydantic
+        return name + canonical(value.model_dump(mode="json"), seen)
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return name + canonical(fields, seen)
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return name + _text(b"", _qualname(value))
+    fields = _fields(value)
+    if fields is None:
+        raise CacheKeyError(f"a {_qualname(kind)} has no canonical encoding")
+    return name + canonical(fields, seen)
+
+
+def _fields(value: Any) -> dict | None:
+    """A plain object's attributes (from __dict__ and __slots__), or None if it has none
+    a key could stand on (a C object such as a file or a lock)."""
+    fields = dict(getattr(value, "__dict__", None) or {})
+    for cls in type(value).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if hasattr(value, slot) and slot not in ("__dict__", "__weakref__"):
+                fields[slot] = getattr(value, slot)
+    if fields or hasattr(value, "__dict__"):
+        return fields
+    return None
+
+
+def _pandas(value: Any) -> bytes:
+    import pandas
+
+    hashed = pandas.util.hash_pandas_object(value, index=True).to_numpy().tobytes()
+    shape = [str(value.dtypes.to_dict() if hasattr(value.dtypes, "to_dict") else value.dtypes)]
+    if hasattr(value, "columns"):
+        shape.append(repr(list(value.columns)))
+    return canonical(shape) + hashed
+
+
+# -- the task's code ------------------------------------------------------------------------------
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_fingerprint(fn: Callable) -> bytes:
+    """The code of `fn` as its syntax tree without docstrings (comments never reach the
+    tree); from its code object when its source cannot be read (a `-c` script, a REPL)."""
+    fn = inspect.unwrap(getattr(fn, "__func__", fn))
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return _text(b"q", _qualname(fn) if inspect.isclass(fn) else repr(fn))
+        return _code(code, fn.__doc__)
+    if tree.body and isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+        tree.body[0].decorator_list = []  # @task(...) options are not the code
+    return _text(b"a", ast.dump(_without_docstrings(tree), include_attributes=False))
+
+
+def _code(code, doc: str | None = None) -> bytes:
+    consts = [c for c in code.co_consts if not isinstance(c, type(code))]
+    if doc is not None and consts and consts[0] == doc:
+        consts = consts[1:]  # the docstring
+    nested = [_code(c) for c in code.co_consts if isinstance(c, type(code))]
+    return _parts(b"k", [code.co_code, canonical(consts), canonical(list(code.co_names)), *nested])
+
+
+# -- policies -----------------------------------------------------------------------------------
+
+
+class CachePolicy:
+    """What a cache key is made of (see the module docstring)."""
+
+    def parts(self, fn, arguments: dict[str, Any], parameters: dict[str, Any]) -> list[bytes]:
+        raise NotImplementedError
+
+    def key(self, fn, arguments: dict[str, Any], parameters: dict[str, Any] | None = None):
+        """The key of a run with these arguments and flow parameters; None for NO_CACHE."""
+        parts = self.parts(fn, arguments, parameters or {})
+        if parts is None:
+            return None
+        return hashlib.sha256(_parts(b"K", parts)).hexdigest()
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        if not isinstance(other, CachePolicy):
+            return NotImplemented
+        return _Compound([*_members(self), *_members(other)])
+
+    def __sub__(self, name: str) -> CachePolicy:
+        return _Compound([m - name for m in _members(self)])
+
+
+def _members(policy: CachePolicy) -> list[CachePolicy]:
+    return list(policy.members) if isinstance(policy, _Compound) else [policy]
+
+
+class _Compound(CachePolicy):
+    def __init__(self, members: list[CachePolicy]):
+        self.members = tuple(members)
+
+    def parts(self, fn, arguments, parameters):
+        parts = []
+        for member in self.members:
+            more = member.parts(fn, arguments, parameters)
+            if more is None:
+                return None  # NO_CACHE anywhere: no key
+            parts.extend(more)
+        return parts
+
+    def __repr__(self) -> str:
+        return " + ".join(map(repr, self.members))
+
+
+class _Inputs(CachePolicy):
+    def __init__(self, left_out: frozenset[str] = frozenset()):
+        self.left_out = left_out
+
+    def parts(self, fn, arguments, parameters):
+        parts = [b"inputs"]
+        for name in sorted(arguments):
+            if name in self.left_out:
+                continue
+            try:
+                parts.append(_text(b"", name) + canonical(arguments[name]))
+            except CacheKeyError as exc:
+                raise CacheKeyError(
+                    f"Input {name!r} cannot be part of a cache key: {exc}. Leave it out "
+                    f"(cache_policy=INPUTS - {name!r}) or give the task a cache_key_fn."
+                ) from None
+        return parts
+
+    def __sub__(self, name: str) -> CachePolicy:
+        if not isinstance(name, str):
+            return NotImplemented
+        return _Inputs(self.left_out | {name})
+
+    def __repr__(self) -> str:
+        return "INPUTS" + "".join(f" - {n!r}" for n in sorted(self.left_out))
+
+
+class _TaskSource(CachePolicy):
+    def parts(self, fn, arguments, parameters):
+        return [b"source", source_fingerprint(fn)]
+
+    def __sub__(self, name: str) -> CachePolicy:
+        return self
+
+    def __repr__(self) -> str:
+        return "TASK_SOURCE"
+
+
+class _FlowParameters(CachePolicy):
+    def parts(self, fn, arguments, parameters):
+        try:
+            return [b"parameters", canonical(dict(parameters))]
+        except CacheKeyError as exc:
+            raise CacheKeyError(f"A flow parameter cannot be part of a cache key: {exc}.") from None
+
+    def __sub__(self, name: str) -> CachePolicy:
+        return self
+
+    def __repr__(self) -> str:
+        return "FLOW_PARAMETERS"
+
+
+class _NoCache(CachePolicy):
+    def parts(self, fn, arguments, parameters):
+        return None
+
+    def __sub__(self, name: str) -> CachePolicy:
+        return self
+
+    def __repr__(self) -> str:
+        return "NO_CACHE"
+
+
+INPUTS: CachePolicy = _Inputs()
+TASK_SOURCE: CachePolicy = _TaskSource()
+FLOW_PARAMETERS: CachePolicy = _FlowParameters()
+NO_CACHE: CachePolicy = _NoCache()
+
+__all__ = [
+    "FLOW_PARAMETERS",
+    "INPUTS",
+    "NO_CACHE",
+    "TASK_SOURCE",
+    "CacheKeyError",
+    "CachePolicy",
+    "canonical",
+    "source_fingerprint",
+]
