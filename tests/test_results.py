@@ -142,6 +142,26 @@ def test_a_template_naming_an_unknown_field_is_refused_when_the_task_is_defined(
     task(lambda **kw: kw, target="{anything}")  # a task taking **kwargs may name any field
 
 
+def test_a_mapped_target_must_name_a_mapped_input_or_the_map_index(tmp_path):
+    @task(target="{flow_name}-{scale}.json", result_storage=LocalStorage(tmp_path))
+    def scaled(x, scale):
+        return x * scale
+
+    with Flow("one file for all") as graph:
+        with pytest.raises(TargetError, match="every child would write the same file. Add "):
+            scaled.map([1, 2], scale=unmapped(3))
+        scaled.map([1, 2], [3, 4])  # scale is mapped: a file per child
+        scaled.with_options(target="{map_index}.json").map([1, 2], scale=unmapped(3))
+
+    @flow
+    def function_flow():
+        return scaled.map([1, 2], scale=unmapped(3))
+
+    with pytest.raises(TargetError, match="names no mapped argument and no {map_index}"):
+        function_flow()
+    assert graph.run().is_successful()
+
+
 def test_every_field_fills_in(tmp_path):
     where = LocalStorage(tmp_path)
 

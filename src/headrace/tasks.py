@@ -286,7 +286,19 @@ class Task:
                 + "Pass at least one list (or a task whose result is a list) unwrapped; to run "
                 f"the task once, call it: {self.name}(...)."
             )
+        if self.target is not None:
+            self._check_mapped_target(args, kwargs)
         return self._route(args, kwargs, upstream_tasks, mapped=True)
+
+    def _check_mapped_target(self, args: tuple, kwargs: dict) -> None:
+        from headrace.results.targets import Target
+
+        try:
+            bound = self.signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            return  # the call itself is wrong: binding says so, naming the task
+        mapped = {name for name, value in bound.items() if not isinstance(value, unmapped)}
+        Target(self.target, self.signature, self.name).check_mapped(mapped, self.name)
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
         """`task.map` outside any flow: the same mapping rules, as a plain loop."""

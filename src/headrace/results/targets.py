@@ -65,6 +65,22 @@ class Target:
             )
         self.template = template
 
+    @property
+    def fields(self) -> set[str]:
+        """The names the template uses (the part before any `.` or `[`)."""
+        parsed = string.Formatter().parse(self.template)
+        return {re.split(r"[.\[]", f, maxsplit=1)[0] for _, f, _, _ in parsed if f is not None}
+
+    def check_mapped(self, mapped: set[str], task_name: str) -> None:
+        """A map's children must write files of their own: the template names a mapped
+        argument or `{map_index}`."""
+        if not self.fields & (mapped | {"map_index"}):
+            raise TargetError(
+                f"Task {task_name!r} is mapped, but its target {self.template!r} names no "
+                "mapped argument and no {map_index}, so every child would write the same "
+                f"file. Add {{map_index}} or one of {sorted(mapped) or ['its mapped inputs']}."
+            )
+
     def render(
         self, arguments: dict[str, Any], flow_ctx, map_index: int | None, task_name: str
     ) -> str:
