@@ -232,6 +232,7 @@ def wait_until(condition):
 
 db = sys.argv[1]
 store = open_recorder(f"sqlite:///{db}")
+store.flush()  # the writer has connected: the lock it holds next is for the line below
 holder = sqlite3.connect(db, isolation_level=None)
 holder.execute("BEGIN IMMEDIATE")  # the writer's next batch waits inside SQLite
 released, forked_after_release = threading.Event(), []

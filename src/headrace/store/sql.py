@@ -558,8 +558,9 @@ class SQLRecorder(Recorder):
             except Exception as exc:  # not the database's error: never let it end the writer
                 self._write_row_by_row(conn, statements, rows, exc)
         ends = rows.get("flow_run_end")
-        if self._disabled is not None and ends:  # off before or while writing this batch
-            conn = self._write_ends(conn, statements["flow_run_end"], ends)
+        known = [row for row in ends or () if row[-1] in self._open]  # the others: no row
+        if self._disabled is not None and known:  # off before or while writing this batch
+            conn = self._write_ends(conn, statements["flow_run_end"], known)
         for row in ends or ():
             self._open.discard(row[-1])
             self._incomplete.pop(row[-1], None)
