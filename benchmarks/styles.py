@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,18 +97,22 @@ def median_of_3(workload: str, n: int, executor: str) -> dict[str, dict]:
     runs: dict[str, list] = {"graph": [], "function": []}
     for _ in range(3):
         for style in runs:
+            home = tempfile.mkdtemp(prefix="headrace-bench-")
             env = {
                 **os.environ,
-                "HEADRACE_HOME": tempfile.mkdtemp(prefix="headrace-bench-"),
+                "HEADRACE_HOME": home,
                 "HEADRACE_LOGGING_LEVEL": "WARNING",
                 "HEADRACE_PROGRESS": "off",
             }
-            out = subprocess.run(
-                [sys.executable, "-c", SCRIPT, workload, style, str(n), executor],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
+            try:
+                out = subprocess.run(
+                    [sys.executable, "-c", SCRIPT, workload, style, str(n), executor],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+            finally:  # the history and the persisted results of a million task runs
+                shutil.rmtree(home, ignore_errors=True)
             if out.returncode != 0:
                 raise SystemExit(f"{workload} {style} failed:\n{out.stderr}")
             runs[style].append(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -14,7 +14,6 @@ import pytest
 
 from headrace import Flow, Parameter, flow, task, triggers, unmapped
 from headrace.engine.clock import ManualClock
-from headrace.errors import ResultReleasedError
 from headrace.executors import (
     DaskExecutor,
     LocalExecutor,
@@ -281,11 +280,8 @@ def size(block):
 
 
 def released(state) -> bool:
-    try:
-        state.result()
-    except ResultReleasedError:
-        return True
-    return False
+    """Dropped from memory, and read again from where it was persisted."""
+    return state.is_released() and state.result() is not None
 
 
 @pytest.mark.parametrize("style", ["graph", "function"])

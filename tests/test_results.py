@@ -351,3 +351,112 @@ def test_a_target_is_read_in_a_new_process_without_running_the_task(style, tmp_p
 def test_the_results_page_examples_run(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(RESULTS_PAGE), "exec"), {"__name__": "results_example"})
+
+
+# -- persisted results ----------------------------------------------------------------------
+
+
+@task
+def small(i):
+    return i
+
+
+@task
+def large(i):
+    return list(range(i, i + 1000))  # over INLINE_BYTES pickled
+
+
+@task
+def length(xs):
+    return len(xs)
+
+
+def test_results_are_persisted_inline_or_as_files_and_read_again_when_released(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    with Flow("persisted") as graph:
+        tiny = small(1)
+        big = large(1)
+        length(big), length([tiny])
+    state = graph.run()
+    assert state[tiny].is_released() and state[big].is_released()
+    assert state[tiny].result() == 1 and state[big].result() == list(range(1, 1001))
+    assert state[tiny].ref.data is not None  # inline
+    run_id = state.flow_run_id
+    [written] = (tmp_path / "results" / run_id).iterdir()
+    assert written.name == state[big].task_run_id
+    from headrace.store import get_store, open_reader
+
+    get_store().flush()
+    refs = {t.task_name: t.result_ref for t in open_reader().task_runs(run_id)}
+    assert refs["small"].startswith("inline:pickle:")
+    assert refs["large"] == f"file:pickle:{written}"
+    assert not any(p.name.endswith(".tmp") for p in written.parent.iterdir())
+
+
+@pytest.mark.parametrize("how", ["task", "graph flow", "function flow", "parent flow", "env"])
+def test_persisting_can_be_turned_off(how, monkeypatch):
+    from headrace.errors import ResultReleasedError
+
+    if how == "env":
+        monkeypatch.setenv("HEADRACE_PERSIST_RESULTS", "off")
+    source = small.with_options(persist_result=False) if how == "task" else small
+    with Flow("off", persist_result=False if how == "graph flow" else None) as graph:
+        one = source(1)
+        length([one])
+    if how in ("task", "graph flow", "env"):
+        with pytest.raises(ResultReleasedError, match="not persisted"):
+            graph.run()[one].result()
+        return
+
+    @flow(persist_result=False if how == "function flow" else None)
+    def child():
+        return length(small.map(range(3)))
+
+    @flow(persist_result=False)
+    def parent():
+        return child()
+
+    (parent if how == "parent flow" else child)()
+    children = [r.state for r in child.last_run.records if r.task_name == "small"]
+    assert len(children) == 3 and all(s.is_released() for s in children)
+    with pytest.raises(ResultReleasedError):
+        children[0].result()
+
+
+def test_a_bad_persist_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HEADRACE_PERSIST_RESULTS", "sometimes")
+    with Flow("bad setting") as graph:
+        small(1)
+    with pytest.raises(ValueError, match="HEADRACE_PERSIST_RESULTS='sometimes' is not a setting"):
+        graph.run()
+    with pytest.raises(TypeError, match="persist_result must be True, False or None"):
+        task(lambda: 1, persist_result="yes")
+
+
+def test_a_value_that_cannot_be_pickled_warns_once_per_task_and_stays_in_memory(caplog):
+    import threading
+
+    @task
+    def lock(i):
+        return threading.Lock()
+
+    with Flow("unpicklable") as graph:
+        locks = lock.map([1, 2, 3])
+    with caplog.at_level("WARNING"):
+        state = graph.run()
+    assert state.is_successful()
+    assert all("Not persisted (TypeError" in s.message for s in state[locks].map_states)
+    warnings = [r.getMessage() for r in caplog.records if "is not persisted" in r.getMessage()]
+    assert len(warnings) <= 1  # once per task, per process (an earlier test may have warned)
+
+
+def test_process_workers_persist_and_the_flow_reads_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path))
+    with Flow("on processes") as graph:
+        big = large.map([1, 2])
+        length.map(big)
+    state = graph.run(executor=ProcessExecutor(2))
+    assert all(child.is_released() for child in state[big].map_states)
+    assert state[big].result() == [list(range(1, 1001)), list(range(2, 1002))]

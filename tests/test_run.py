@@ -178,17 +178,20 @@ def test_intermediate_results_are_released_terminal_and_return_tasks_kept():
         b = inc(a)
         c = inc(b)
     state = flow.run(return_tasks=[a])
-    assert state[a].result() == 2
-    assert state[c].result() == 4
-    assert state[b].is_successful()
+    assert state[a].result() == 2 and not state[a].is_released()
+    assert state[c].result() == 4 and not state[c].is_released()
+    assert state[b].is_successful() and state[b].is_released()
+    assert state[b].result() == 3  # persisted: read again
+    flow.persist_result = False
+    unpersisted = flow.run(return_tasks=[a])
     with pytest.raises(ResultReleasedError, match="return_tasks"):
-        state[b].result()
+        unpersisted[b].result()
 
 
 def test_the_released_result_advice_names_only_options_that_work():
     """Every `option=value` the error's advice names is accepted, and following a
     `flow.run` option's advice keeps the result readable."""
-    with Flow("f") as flow:
+    with Flow("f", persist_result=False) as flow:
         a = inc(1)
         inc(a)
     with pytest.raises(ResultReleasedError) as info:
@@ -201,7 +204,11 @@ def test_the_released_result_advice_names_only_options_that_work():
         if option in run_keywords:
             assert flow.run(**{option: [a]})[a].result() == 2
         else:
-            task(inc.fn, **{option: ast.literal_eval(value)})  # TypeError if no such option
+            kept = task(inc.fn, **{option: ast.literal_eval(value)})  # TypeError if none
+            with Flow("f", persist_result=False) as following:
+                b = kept(1)
+                inc(b)
+            assert following.run()[b].result() == 2
 
 
 def test_released_map_children_and_kept_map():
@@ -210,8 +217,11 @@ def test_released_map_children_and_kept_map():
         b = inc.map(a)
     state = flow.run()
     assert state[b].result() == [3, 4]
+    assert all(child.is_released() for child in state[a].map_states)
+    assert state[a].result() == [2, 3]  # each child read again
+    flow.persist_result = False
     with pytest.raises(ResultReleasedError, match=r"'inc\[0\]'"):
-        state[a].result()
+        flow.run()[a].result()
     assert flow.run(return_tasks=[a])[a].result() == [2, 3]
 
 

@@ -267,14 +267,20 @@ def test_return_tasks_flow_tasks_and_printing_the_first_five_map_states(site):
 
 
 def test_without_return_tasks_the_raw_pages_are_released(site):
-    """The contrast to the test above: what return_tasks=flow.tasks is needed for."""
+    """The contrast to the test above: what return_tasks=flow.tasks keeps in memory. A
+    released page is read again from where it was persisted; unpersisted, it is gone."""
     flow, n = build_scrape_flow()
 
     scraped_state = flow.run(parameters={"url": site.base_url})
 
     assert_scraped_every_episode(scraped_state[n.dialogue])  # terminal: kept
+    first_page = scraped_state[n.episode].map_states[0]
+    assert first_page.is_released()
+    assert BeautifulSoup(first_page.result(), "html.parser").title.text == f"{EPISODES[0].title} *"
+    flow.persist_result = False
+    unpersisted = flow.run(parameters={"url": site.base_url})
     with pytest.raises(ResultReleasedError):
-        scraped_state[n.episode].map_states[0].result()
+        unpersisted[n.episode].map_states[0].result()
 
 
 PARALLEL_EXECUTORS = {

@@ -42,7 +42,10 @@ class ResultReleasedError(HeadraceError, LookupError):
         self.task_name = task_name
         super().__init__(
             f"The result of {task_name!r} was released after its last consumer started, "
-            "to keep memory flat. To keep it, pass the task in `flow.run(return_tasks=[...])`."
+            "to keep memory flat, and it was not persisted (persist_result=False, "
+            "HEADRACE_PERSIST_RESULTS=off, or a value its serializer could not write). To "
+            "keep it, pass the task in `flow.run(return_tasks=[...])`, or persist it: "
+            "`@task(persist_result=True)`, with a serializer that writes it."
         )
 
 

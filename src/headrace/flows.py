@@ -34,9 +34,16 @@ from headrace.tasks import (
 class Flow:
     """A named graph of tasks. Use as a context manager to add tasks to it."""
 
-    def __init__(self, name: str, tasks: Iterable[Task] = (), edges: Iterable[Edge] = ()):
+    def __init__(
+        self,
+        name: str,
+        tasks: Iterable[Task] = (),
+        edges: Iterable[Edge] = (),
+        persist_result: bool | None = None,
+    ):
         if not isinstance(name, str) or not name:
             raise ValueError("a Flow needs a name, e.g. Flow('xfiles')")
+        self.persist_result = persist_result  # its tasks' default; None: on
         self.name = name
         self._tasks: dict[Task, None] = {}  # an ordered set
         self._in: dict[Task, list[Edge]] = {}

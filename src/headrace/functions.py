@@ -55,9 +55,11 @@ class FunctionFlow:
         validate_parameters: bool = True,
         description: str | None = None,
         clock=None,
+        persist_result: bool | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"@flow needs a function, got {fn!r}")
+        self.persist_result = persist_result  # its tasks' default; None: as its parent
         self.fn = fn
         self.name = name or fn.__name__.replace("_", "-")
         self.flow_run_name = flow_run_name
@@ -114,6 +116,7 @@ class FunctionFlow:
             "validate_parameters": self.validate_parameters,
             "description": self.description,
             "clock": self.clock,
+            "persist_result": self.persist_result,
         }
 
     # -- used by the engine --------------------------------------------------------------

@@ -77,7 +77,9 @@ class State:
     `raise_on_failure=False`, in which case the exception is returned.
     """
 
-    __slots__ = ("type", "name", "message", "_value", "exception", "flow_run_id", "task_run_id")
+    __slots__ = (
+        "type", "name", "message", "_value", "exception", "flow_run_id", "task_run_id", "ref"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class State:
         # The run this state belongs to, set by the engine when the state is final.
         self.flow_run_id: str | None = None
         self.task_run_id: str | None = None
+        self.ref = None  # where a persisted result is read again (headrace.results.persist)
 
     # -- reading -----------------------------------------------------------
     def result(self, raise_on_failure: bool = True) -> Any:
@@ -105,6 +108,8 @@ class State:
             return error if self._value is None else self._value
         value = self._value
         if value.__class__ is _Released:
+            if self.ref is not None:
+                return self.ref.load()  # released from memory, persisted: read it again
             raise ResultReleasedError(value.task_name)
         if isinstance(value, RemoteValue):
             value = self._value = value.fetch()
@@ -113,6 +118,11 @@ class State:
     # -- predicates --------------------------------------------------------
     def is_successful(self) -> bool:
         return self.type is _COMPLETED
+
+    def is_released(self) -> bool:
+        """The engine dropped the result from memory; `result()` reads it again from where
+        it was persisted, or raises ResultReleasedError if it was not."""
+        return self._value.__class__ is _Released
 
     def is_failed(self) -> bool:
         return self.type is _FAILED or self.type is _CRASHED

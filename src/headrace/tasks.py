@@ -95,7 +95,8 @@ class Task:
     `trigger`, `skip_on_upstream_skip`, `nout`, hooks `on_failure` /
     `on_completion`, each a callable or a list of callables taking
     `(task, state)`, and where a result lives: `target` (a file name template,
-    see `headrace.results.targets`), `serializer` and `result_storage`.
+    see `headrace.results.targets`), `serializer`, `result_storage` and
+    `persist_result` (see `headrace.results.persist`).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Task:
         target: str | None = None,
         serializer: Any = None,
         result_storage: Any = None,
+        persist_result: bool | None = None,
     ):
         if fn is None:
             if type(self).run is Task.run:
@@ -143,6 +145,7 @@ class Task:
         self.on_failure = _as_hooks(on_failure)
         self.on_completion = _as_hooks(on_completion)
         self.target, self.serializer, self.result_storage = target, serializer, result_storage
+        self.persist_result = persist_result  # None: as the flow says (on by default)
         # Node fields: set on the copies that `with Flow(...)` creates.
         self.flow = None
         self.mapped = False
@@ -483,8 +486,8 @@ class Task:
     def with_options(self, **options) -> Task:
         """A copy of this task with some options changed: `name`, `tags`, `retries`,
         `retry_delay`, `timeout` (None unsets it), `trigger`, `skip_on_upstream_skip`,
-        `nout`, `on_failure`, `on_completion`, `target`, `serializer`, `result_storage`.
-        The task itself is unchanged."""
+        `nout`, `on_failure`, `on_completion`, `target`, `serializer`, `result_storage`,
+        `persist_result`. The task itself is unchanged."""
         new = copy.copy(self)
         for key, value in options.items():
             if key not in _TASK_ATTRIBUTES:
@@ -517,6 +520,11 @@ class Task:
 
 def _check_result_options(task: Task) -> None:
     """A target's template names what exists; serializer and storage are of their kinds."""
+    if task.persist_result not in (None, True, False):
+        raise TypeError(
+            f"Task {task.name!r}: persist_result must be True, False or None (as the flow "
+            f"says), got {task.persist_result!r}."
+        )
     if task.target is None and task.serializer is None and task.result_storage is None:
         return
     from headrace.results import Serializer, Storage
@@ -561,6 +569,7 @@ _TASK_ATTRIBUTES = frozenset(
         "target",
         "serializer",
         "result_storage",
+        "persist_result",
         "on_failure",
         "on_completion",
         "fn",

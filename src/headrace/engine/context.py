@@ -17,7 +17,9 @@ from headrace.errors import ContextError
 
 
 class FlowRunContext:
-    __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints")
+    __slots__ = (
+        "flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints", "persist_result"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -26,12 +28,14 @@ class FlowRunContext:
         flow_name: str,
         parameters: dict,
         log_prints: bool = False,
+        persist_result: bool = True,
     ):
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
         self.flow_name = flow_name
         self.parameters = parameters
         self.log_prints = log_prints
+        self.persist_result = persist_result  # the default of the run's tasks
 
 
 class TaskRunContext:

@@ -61,6 +61,7 @@ from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.task_run import TaskSpec, TriggerFailedError
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError
+from headrace.results.persist import persist_default
 from headrace.states import (
     Cancelled,
     Completed,
@@ -102,7 +103,10 @@ class FunctionRun:
         self.log_prints = flow.log_prints
         if self.log_prints is None:  # unset: as its parent flow run
             self.log_prints = parent.log_prints if parent is not None else False
-        self.ctx = FlowRunContext(self.id, "", flow.name, parameters, self.log_prints)
+        persists = persist_default(
+            flow.persist_result, parent.ctx.persist_result if parent is not None else True
+        )
+        self.ctx = FlowRunContext(self.id, "", flow.name, parameters, self.log_prints, persists)
         self.name = self.ctx.flow_run_name = self._run_name(parameters) if named else slug()
         self.clock = clock
         if parent is not None:  # one throttle for a flow run and its subflows

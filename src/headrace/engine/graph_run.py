@@ -21,6 +21,7 @@ from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError
+from headrace.results.persist import persist_default
 from headrace.states import (
     Cancelled,
     Completed,
@@ -56,6 +57,7 @@ class GraphRun:
             flow_run_name=slug(),
             flow_name=flow.name,
             parameters=parameters,
+            persist_result=persist_default(flow.persist_result),
         )
         shown = None
         if progress.enabled():

@@ -55,10 +55,12 @@ def task_run_done(
     child; `upstream` the ids of the task runs it depended on. Intermediate
     transitions (Retrying) are recorded as they happen by `task_state`.
     """
+    ref = state.ref
     store.task_run(
         TaskRun(
             run_id, flow_run_id, task_name, name, key, map_index, parent_id, upstream,
             tags, state.type.value, state.name, state.message, start, time.time(), run_count,
+            None, ref.record() if ref is not None else None,
         )
     )  # fmt: skip
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from headrace.engine import logs
 from headrace.results import LocalStorage, PickleSerializer
+from headrace.results.persist import ResultRef
 from headrace.states import Cached, Completed, State
 
 _PICKLE = PickleSerializer()
@@ -43,7 +44,12 @@ class TargetPlan:
                 self.where, type(exc).__name__, exc,
             )  # fmt: skip
             return None
-        return Cached(f"Read from its target {self.where}.", value)
+        cached = Cached(f"Read from its target {self.where}.", value)
+        cached.ref = self.ref()
+        return cached
+
+    def ref(self) -> ResultRef:
+        return ResultRef(self.serializer, None, self.storage, self.key)
 
     def write(self, state: State, logger) -> State:
         try:
@@ -57,6 +63,7 @@ class TargetPlan:
                 f"{state.message} Its target {self.where} was not written: {exc}",
                 state._value,
             )
+        state.ref = self.ref()  # the target is where the result is read again
         return state
 
 

@@ -32,6 +32,7 @@ from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
 from headrace.engine.targets import TargetPlan, target_logger
 from headrace.errors import HeadraceError
+from headrace.results.persist import persist
 from headrace.states import (
     Completed,
     Crashed,
@@ -81,6 +82,7 @@ class TaskSpec:
         "target",
         "serializer",
         "storage",
+        "persist",
     )
 
     def __init__(self, task):
@@ -99,6 +101,7 @@ class TaskSpec:
 
             self.target = Target(task.target, task.signature, task.name)
         self.serializer, self.storage = task.serializer, task.result_storage
+        self.persist = task.persist_result  # None: as the flow run says
 
 
 # -- before the run ------------------------------------------------------------
@@ -367,14 +370,38 @@ def run_task(
                     run_count=attempt,
                     loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
                 )
-            if target is None:
+            if target is not None:
+                return target.write(state, target_logger(run_name, run_id, flow_ctx))
+            if spec.persist is False or (spec.persist is None and not flow_ctx.persist_result):
                 return state
-            return target.write(state, target_logger(run_name, run_id, flow_ctx))
+            return _persisted(state, spec, flow_ctx, run_id or run_name, run_name)
     finally:
         if prints_token is not None:
             prints_token.var.reset(prints_token)
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+
+
+_NOT_PERSISTED: set[str] = set()  # tasks already warned of in this process
+
+
+def _persisted(state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: str) -> State:
+    """The state with a `ref` its value can be read again from; a value that its
+    serializer (or storage) cannot write warns once per task, and the state says so."""
+    try:
+        state.ref = persist(state._value, spec.serializer, spec.storage,
+                            f"{flow_ctx.flow_run_id}/{run_id}")  # fmt: skip
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        if spec.name not in _NOT_PERSISTED:
+            _NOT_PERSISTED.add(spec.name)
+            target_logger(run_name, run_id, flow_ctx).warning(
+                "The result of task %r is not persisted (%s): it stays in memory only while "
+                "needed. Give the task a serializer that writes it, or persist_result=False.",
+                spec.name, problem,
+            )  # fmt: skip
+        state.message = f"{state.message} Not persisted ({problem})."
+    return state
 
 
 def _look_up_target(spec, arguments, flow_ctx, map_index, run_name, run_id) -> tuple:

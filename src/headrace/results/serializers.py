@@ -47,9 +47,19 @@ class Serializer:
 
 
 class PickleSerializer(Serializer):
+    """Pickle, by the standard library where it can (fast) and by cloudpickle where it
+    cannot, or where the standard pickle would refer to `__main__` (cloudpickle writes
+    what `__main__` defines by value, so another process reads it)."""
+
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            if b"__main__" not in data:
+                return data
+        except Exception:
+            pass
         import cloudpickle
 
         return cloudpickle.dumps(value)

@@ -1,0 +1,85 @@
+"""Persisted results: where a task run's value can be read again.
+
+After a successful run the worker serialises the value (the task's
+`serializer`, PickleSerializer by default). Up to INLINE_BYTES it stays
+inline: on the state, and in the run history's `result_ref`. A larger value
+is written to the task's `result_storage` (by default
+`$HEADRACE_HOME/results`, without an fsync per file) under
+`<flow run id>/<task run id>`, and the state keeps where. Either way the
+state carries a `ResultRef`, so a result the engine released from memory is
+read again when asked for.
+
+Persisting is on unless the task says `persist_result=False`, or the flow
+does (for the tasks that do not say), or HEADRACE_PERSIST_RESULTS=off.
+
+`ResultRef.record()` is the text the history keeps:
+`inline:<serializer>:<base64>` or `file:<serializer>:<path or URL>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from headrace.results.serializers import PickleSerializer, Serializer
+from headrace.results.storage import LocalStorage, Storage
+
+INLINE_BYTES = 1024  # a serialised value up to this size is kept inline, not as a file
+
+PICKLE = PickleSerializer()
+RESULTS = LocalStorage(fsync=False)  # $HEADRACE_HOME/results, read when first used
+
+
+class ResultRef:
+    """How to read a persisted result again: its bytes, or its storage and key."""
+
+    __slots__ = ("serializer", "data", "storage", "key")
+
+    def __init__(self, serializer: Serializer, data: bytes | None = None,
+                 storage: Storage | None = None, key: str | None = None):  # fmt: skip
+        self.serializer, self.data, self.storage, self.key = serializer, data, storage, key
+
+    def load(self) -> Any:
+        data = self.data if self.data is not None else self.storage.read(self.key)
+        return self.serializer.loads(data)
+
+    def record(self) -> str:
+        if self.data is not None:
+            encoded = base64.b64encode(self.data).decode("ascii")
+            return f"inline:{self.serializer.name}:{encoded}"
+        return f"file:{self.serializer.name}:{self.storage.locate(self.key)}"
+
+    def __repr__(self) -> str:
+        where = f"{len(self.data)} bytes inline" if self.data is not None else self.key
+        return f"ResultRef({self.serializer!r}, {where})"
+
+
+def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
+            key: str) -> ResultRef:  # fmt: skip
+    """Serialise `value` and keep it inline or write it under `key`; raises what the
+    serializer or the storage raises."""
+    serializer = serializer or PICKLE
+    data = serializer.dumps(value)
+    if len(data) <= INLINE_BYTES:
+        return ResultRef(serializer, data)
+    storage = storage or RESULTS
+    storage.write(key, data)
+    return ResultRef(serializer, None, storage, key)
+
+
+_ON, _OFF = ("", "on", "true", "1", "yes"), ("off", "false", "0", "no")
+
+
+def persist_default(option: bool | None, inherited: bool = True) -> bool:
+    """Whether a flow run's tasks persist their results unless they say: off when
+    HEADRACE_PERSIST_RESULTS=off, else the flow's `persist_result`, else `inherited`
+    (a subflow's parent's)."""
+    setting = os.environ.get("HEADRACE_PERSIST_RESULTS", "").strip().lower()
+    if setting in _OFF:
+        return False
+    if setting not in _ON:
+        raise ValueError(f"HEADRACE_PERSIST_RESULTS={setting!r} is not a setting; use on or off.")
+    if option not in (None, True, False):
+        raise TypeError(f"persist_result must be True, False or None, got {option!r}.")
+    return inherited if option is None else option
