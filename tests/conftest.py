@@ -13,4 +13,5 @@ os.environ.pop("HEADRACE_DATABASE_URL", None)
 def pytest_unconfigure(config):
     shutil.rmtree(_home, ignore_errors=True)
 
+
 from postgres_cluster import cluster, pg_url, url  # noqa: E402, F401  (fixtures for every module)

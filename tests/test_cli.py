@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import home_fixture, invoke, json_runs, record, run_ok  # noqa: F401  (a fixture)
-from headrace import cli
+from headrace import Flow, cli, task
 from headrace.store import get_store, open_reader, open_recorder
 from headrace.store import sql as store_sql
 from headrace.store.records import LogRecord, TaskRun
@@ -764,6 +764,36 @@ def test_db_prune_removes_only_old_finished_runs(home):
     assert run_ok("db", "prune", "--older-than", "2d").output.startswith("Deleted 0 flow runs")
     assert run_ok("db", "prune", "--older-than", "23h").output.startswith("Deleted 1 flow run ")
     assert {r["name"] for r in json_runs()} == {"old-but-running"}
+
+
+def test_db_prune_and_reset_delete_the_persisted_results_of_the_runs_they_delete(home):
+    @task
+    def big(i):
+        return list(range(i, i + 1000))  # persisted as a file
+
+    @task
+    def count(xs):
+        return len(xs)
+
+    runs = []
+    for _ in range(2):
+        with Flow("results") as flow:
+            count(big(1))
+        runs.append(flow.run().flow_run_id)
+    get_store().flush()
+    results = home / "results"
+    assert sorted(p.name for p in results.iterdir()) == sorted(runs)
+    now = time.time()
+    record(get_store(), "0ld" + "0" * 29, "old", start=now - 40 * 86400, end=now - 40 * 86400)
+    (results / ("0ld" + "0" * 29)).mkdir()  # the old run's results
+    get_store().flush()
+
+    pruned = run_ok("db", "prune", "--older-than", "30d").output
+    assert "Deleted the persisted results of 1 flow run." in pruned
+    assert sorted(p.name for p in results.iterdir()) == sorted(runs)  # the recent ones stay
+    reset = run_ok("db", "reset", "--yes").output
+    assert "Deleted the persisted results of 2 flow runs." in reset
+    assert list(results.iterdir()) == []
 
 
 @pytest.mark.parametrize(

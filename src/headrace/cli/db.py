@@ -60,6 +60,25 @@ def db_prune(older_than: str) -> None:
     cutoff = max(time.time() - seconds, 0.0)  # (an age beyond 1970 keeps every run)
     deleted = store.prune(cutoff)
     click.echo(f"Deleted {count_runs(deleted)} that ended before {local(cutoff)} ({older_than}).")
+    _remove_results()
+
+
+def _remove_results() -> None:
+    """The persisted results of runs the history no longer has go too."""
+    from headrace.results.persist import remove_unowned
+    from headrace.store import StoreError
+
+    with open_history() as reader:
+
+        def known(run_id: str) -> bool:
+            try:
+                return reader.flow_run(run_id).id == run_id
+            except StoreError:
+                return False
+
+        removed = remove_unowned(known)
+    if removed:
+        click.echo(f"Deleted the persisted results of {count_runs(removed)}.")
 
 
 def _interactive() -> bool:
@@ -94,6 +113,7 @@ def db_reset(yes: bool, force: bool) -> None:
             sys.exit(1)
     store.reset()
     click.echo(f"Deleted {count_runs(count)} from {store.where}.")
+    _remove_results()
 
 
 @db.command("upgrade")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from typing import Any
 
 from headrace.results.serializers import PickleSerializer, Serializer
@@ -66,6 +67,22 @@ def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
     storage = storage or RESULTS
     storage.write(key, data)
     return ResultRef(serializer, None, storage, key)
+
+
+def remove_unowned(known: Callable[[str], bool]) -> int:
+    """Delete the persisted results (under the default storage) of flow runs that
+    `known(run_id)` says the history no longer has; how many runs' results went."""
+    import shutil
+
+    root = RESULTS.root
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        if folder.is_dir() and not known(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 _ON, _OFF = ("", "on", "true", "1", "yes"), ("off", "false", "0", "no")
