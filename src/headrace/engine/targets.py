@@ -14,12 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from headrace.engine import logs
-from headrace.results import LocalStorage, PickleSerializer
-from headrace.results.persist import ResultRef
+from headrace.results import LocalStorage
+from headrace.results.persist import PICKLE, ResultRef
 from headrace.states import Cached, Completed, State
 
-_PICKLE = PickleSerializer()
-_LOCAL = LocalStorage()
+_TARGETS = LocalStorage()  # $HEADRACE_HOME/results, synced: a target is the user's file
 
 
 class TargetPlan:
@@ -29,8 +28,8 @@ class TargetPlan:
 
     def __init__(self, spec, arguments: dict[str, Any], flow_ctx, map_index: int | None):
         self.key = spec.target.render(arguments, flow_ctx, map_index, spec.name)
-        self.serializer = spec.serializer or _PICKLE
-        self.storage = spec.storage or _LOCAL
+        self.serializer = spec.serializer or PICKLE
+        self.storage = spec.storage or _TARGETS
         self.where = self.storage.locate(self.key)
 
     def look_up(self, logger) -> State | None:
