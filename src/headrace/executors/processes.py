@@ -22,6 +22,7 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from headrace._pid import alive
 from headrace.errors import HeadraceError
 from headrace.executors.base import PoolExecutor
 
@@ -79,16 +80,6 @@ def _run_pickled(token: int, blob: bytes) -> bytes:
         return cloudpickle.dumps(fn(*args))
     finally:
         os.pwrite(_HOLDING[1], _BLANK, 0)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 class WorkerDiedError(HeadraceError, RuntimeError):
@@ -209,7 +200,7 @@ class ProcessExecutor(PoolExecutor):
         pool.shutdown(wait=True)  # its manager has stopped and joined every worker
         held = {}  # token -> pid, of the workers that died of their run
         for pid, token in self._held().items():
-            if _gone(pid):  # not a worker of the new pool
+            if not alive(pid):  # not a worker of the new pool
                 os.unlink(os.path.join(self._holdings, str(pid)))
                 if token:
                     held[int(token)] = pid

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headrace._pid import alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
@@ -333,7 +334,7 @@ def looks_crashed(host, pid, heartbeat, here: str, now: float) -> bool:
     """Whether a run recorded Running is gone: its process on this host died, or it fell
     silent for longer than STALE_SECONDS."""
     stale = heartbeat is not None and now - heartbeat > STALE_SECONDS
-    return stale or (host == here and pid is not None and not _alive(pid))
+    return stale or (host == here and pid is not None and not alive(pid))
 
 
 # -- the write side ---------------------------------------------------------------------------
@@ -759,13 +760,3 @@ def _is_lock(exc: Exception) -> bool:
         return True
     text = str(exc).lower()
     return "locked" in text or "busy" in text or "deadlock" in text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

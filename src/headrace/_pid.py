@@ -1,0 +1,16 @@
+"""Whether a process id names a live process, for the store and the process executor."""
+
+from __future__ import annotations
+
+import os
+
+
+def alive(pid: int) -> bool:
+    """True unless no process has this id (one we may not signal is still alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
