@@ -227,7 +227,8 @@ class CachePolicy:
         return _Compound([*_members(self), *_members(other)])
 
     def __sub__(self, name: str) -> CachePolicy:
-        return _Compound([m - name for m in _members(self)])
+        """Leave input `name` out; a policy that does not read the inputs is unchanged."""
+        return self
 
 
 def _members(policy: CachePolicy) -> list[CachePolicy]:
@@ -237,6 +238,9 @@ def _members(policy: CachePolicy) -> list[CachePolicy]:
 class _Compound(CachePolicy):
     def __init__(self, members: list[CachePolicy]):
         self.members = tuple(members)
+
+    def __sub__(self, name: str) -> CachePolicy:
+        return _Compound([m - name for m in self.members])
 
     def parts(self, fn, arguments, parameters):
         parts = []
@@ -282,9 +286,6 @@ class _TaskSource(CachePolicy):
     def parts(self, fn, arguments, parameters):
         return [b"source", source_fingerprint(fn)]
 
-    def __sub__(self, name: str) -> CachePolicy:
-        return self
-
     def __repr__(self) -> str:
         return "TASK_SOURCE"
 
@@ -296,9 +297,6 @@ class _FlowParameters(CachePolicy):
         except CacheKeyError as exc:
             raise CacheKeyError(f"A flow parameter cannot be part of a cache key: {exc}.") from None
 
-    def __sub__(self, name: str) -> CachePolicy:
-        return self
-
     def __repr__(self) -> str:
         return "FLOW_PARAMETERS"
 
@@ -306,9 +304,6 @@ class _FlowParameters(CachePolicy):
 class _NoCache(CachePolicy):
     def parts(self, fn, arguments, parameters):
         return None
-
-    def __sub__(self, name: str) -> CachePolicy:
-        return self
 
     def __repr__(self) -> str:
         return "NO_CACHE"
