@@ -289,19 +289,17 @@ class Task:
                 + "Pass at least one list (or a task whose result is a list) unwrapped; to run "
                 f"the task once, call it: {self.name}(...)."
             )
-        if self.target is not None:
+        if self._target is not None:
             self._check_mapped_target(args, kwargs)
         return self._route(args, kwargs, upstream_tasks, mapped=True)
 
     def _check_mapped_target(self, args: tuple, kwargs: dict) -> None:
-        from headrace.results.targets import Target
-
         try:
             bound = self.signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
             return  # the call itself is wrong: binding says so, naming the task
         mapped = {name for name, value in bound.items() if not isinstance(value, unmapped)}
-        Target(self.target, self.signature, self.name).check_mapped(mapped, self.name)
+        self._target.check_mapped(mapped, self.name)
 
     def _map_plainly(self, arguments: dict[str, Any]) -> list:
         """`task.map` outside any flow: the same mapping rules, as a plain loop."""
@@ -519,7 +517,9 @@ class Task:
 
 
 def _check_result_options(task: Task) -> None:
-    """A target's template names what exists; serializer and storage are of their kinds."""
+    """A target's template names what exists (kept checked, as `task._target`); serializer
+    and storage are of their kinds."""
+    task._target = None
     if task.persist_result not in (None, True, False):
         raise TypeError(
             f"Task {task.name!r}: persist_result must be True, False or None (as the flow "
@@ -532,7 +532,7 @@ def _check_result_options(task: Task) -> None:
     if task.target is not None:
         from headrace.results.targets import Target
 
-        Target(task.target, task.signature, task.name)
+        task._target = Target(task.target, task.signature, task.name)
     for option, kind in (("serializer", Serializer), ("result_storage", Storage)):
         value = getattr(task, option)
         if value is not None and not isinstance(value, kind):

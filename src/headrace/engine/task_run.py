@@ -95,11 +95,7 @@ class TaskSpec:
         self.timeout = task.timeout
         self.tags = task.tags
         self.is_async = inspect.iscoroutinefunction(task.fn)
-        self.target = None
-        if task.target is not None:
-            from headrace.results.targets import Target
-
-            self.target = Target(task.target, task.signature, task.name)
+        self.target = task._target  # the checked template, or None
         self.serializer, self.storage = task.serializer, task.result_storage
         self.persist = task.persist_result  # None: as the flow run says
 
