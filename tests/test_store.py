@@ -38,7 +38,7 @@ from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
 from headrace.store import NULL, get_store, open_reader, open_recorder, retention
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
-from headrace.store.sql import PARAMETER_LIMIT, STALE_SECONDS, StoreError
+from headrace.store.sql import PARAMETER_LIMIT, SCHEMA_VERSION, STALE_SECONDS, StoreError
 
 BACKSTOP = 10.0  # seconds a blocked thread waits before the test fails instead of hanging
 DAY = 86400.0
@@ -487,11 +487,11 @@ def test_reset_empties_the_history_and_recording_goes_on(home):
     record_runs(2)
     store = get_store()
     store.reset()
-    for table in ("flow_runs", "task_runs", "task_run_states", "logs"):
+    for table in ("flow_runs", "task_runs", "task_run_states", "logs", "cache_entries"):
         assert raw(home, f"SELECT count(*) FROM {table}") == [(0,)]
     assert dict(raw(home, "SELECT key, value FROM headrace_meta")) == {
         "app": "headrace",
-        "schema_version": "2",
+        "schema_version": str(SCHEMA_VERSION),
     }
     [new] = record_runs(1)
     assert get_store() is store
@@ -863,9 +863,14 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_runs(home):
         open_reader()  # reading changes nothing, so it cannot upgrade
     open_recorder()  # a writer migrates as it opens
     reader = open_reader()
-    assert reader.schema_version() == SCHEMA_VERSION == 2
+    assert reader.schema_version() == SCHEMA_VERSION == 3
     old = reader.flow_run("old")
-    assert (old.name, old.state_name, old.upstream) == ("old-run", "Completed", [])
+    assert (old.name, old.state_name, old.upstream, old.resumed_from) == (
+        "old-run",
+        "Completed",
+        [],
+        None,
+    )
 
 
 def test_the_history_is_readable_by_its_owner_only(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import hashlib
 import inspect
 import pathlib
@@ -182,7 +183,16 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 def source_fingerprint(fn: Callable) -> bytes:
     """The code of `fn` as its syntax tree without docstrings (comments never reach the
-    tree); from its code object when its source cannot be read (a `-c` script, a REPL)."""
+    tree); from its code object when its source cannot be read (a `-c` script, a REPL).
+    Read once per function object."""
+    try:
+        return _fingerprint(fn)
+    except TypeError:  # an unhashable callable: read every time
+        return _fingerprint.__wrapped__(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(fn: Callable) -> bytes:
     fn = inspect.unwrap(getattr(fn, "__func__", fn))
     try:
         source = textwrap.dedent(inspect.getsource(fn))
@@ -199,8 +209,8 @@ def source_fingerprint(fn: Callable) -> bytes:
 
 def _code(code, doc: str | None = None) -> bytes:
     consts = [c for c in code.co_consts if not isinstance(c, type(code))]
-    if doc is not None and consts and consts[0] == doc:
-        consts = consts[1:]  # the docstring
+    if consts and (consts[0] is None or consts[0] == doc):
+        consts = consts[1:]  # the docstring's slot: the docstring, or None without one
     nested = [_code(c) for c in code.co_consts if isinstance(c, type(code))]
     return _parts(b"k", [code.co_code, canonical(consts), canonical(list(code.co_names)), *nested])
 
@@ -208,18 +218,20 @@ def _code(code, doc: str | None = None) -> bytes:
 # -- policies -----------------------------------------------------------------------------------
 
 
+Part = tuple[str, bytes]  # a named part of a key: ("input x", its encoding)
+
+
 class CachePolicy:
     """What a cache key is made of (see the module docstring)."""
 
-    def parts(self, fn, arguments: dict[str, Any], parameters: dict[str, Any]) -> list[bytes]:
+    def parts(self, fn, arguments: dict[str, Any], parameters: dict[str, Any]) -> list[Part]:
+        """The key's named parts; None when this run has no key (NO_CACHE)."""
         raise NotImplementedError
 
     def key(self, fn, arguments: dict[str, Any], parameters: dict[str, Any] | None = None):
         """The key of a run with these arguments and flow parameters; None for NO_CACHE."""
         parts = self.parts(fn, arguments, parameters or {})
-        if parts is None:
-            return None
-        return hashlib.sha256(_parts(b"K", parts)).hexdigest()
+        return None if parts is None else key_of(parts)
 
     def __add__(self, other: CachePolicy) -> CachePolicy:
         if not isinstance(other, CachePolicy):
@@ -229,6 +241,16 @@ class CachePolicy:
     def __sub__(self, name: str) -> CachePolicy:
         """Leave input `name` out; a policy that does not read the inputs is unchanged."""
         return self
+
+
+def key_of(parts: list[Part]) -> str:
+    """The hex SHA-256 of named parts, in their order."""
+    return hashlib.sha256(_parts(b"K", [_text(b"", n) + data for n, data in parts])).hexdigest()
+
+
+def digests(parts: list[Part]) -> dict[str, str]:
+    """A short digest per part: what a miss compares to say which part changed."""
+    return {name: hashlib.sha256(data).hexdigest()[:16] for name, data in parts}
 
 
 def _members(policy: CachePolicy) -> list[CachePolicy]:
@@ -260,12 +282,12 @@ class _Inputs(CachePolicy):
         self.left_out = left_out
 
     def parts(self, fn, arguments, parameters):
-        parts = [b"inputs"]
+        parts = [("inputs", b"")]  # a run with no inputs still keys as "by inputs"
         for name in sorted(arguments):
             if name in self.left_out:
                 continue
             try:
-                parts.append(_text(b"", name) + canonical(arguments[name]))
+                parts.append((f"input {name}", canonical(arguments[name])))
             except CacheKeyError as exc:
                 raise CacheKeyError(
                     f"Input {name!r} cannot be part of a cache key: {exc}. Leave it out "
@@ -284,7 +306,7 @@ class _Inputs(CachePolicy):
 
 class _TaskSource(CachePolicy):
     def parts(self, fn, arguments, parameters):
-        return [b"source", source_fingerprint(fn)]
+        return [("task source", source_fingerprint(fn))]
 
     def __repr__(self) -> str:
         return "TASK_SOURCE"
@@ -293,7 +315,7 @@ class _TaskSource(CachePolicy):
 class _FlowParameters(CachePolicy):
     def parts(self, fn, arguments, parameters):
         try:
-            return [b"parameters", canonical(dict(parameters))]
+            return [("flow parameters", canonical(dict(parameters)))]
         except CacheKeyError as exc:
             raise CacheKeyError(f"A flow parameter cannot be part of a cache key: {exc}.") from None
 
@@ -309,6 +331,69 @@ class _NoCache(CachePolicy):
         return "NO_CACHE"
 
 
+class CacheOptions:
+    """A task's cache settings, checked when the task is made (`task._cache`): how a
+    run's key is made, how long its entry holds, whether to refresh it."""
+
+    __slots__ = ("task_name", "policy", "key_fn", "expiration", "refresh")
+
+    def __init__(self, task_name, policy, key_fn, expiration, refresh):
+        self.task_name, self.policy, self.key_fn = task_name, policy, key_fn
+        self.expiration, self.refresh = expiration, refresh
+
+    @classmethod
+    def of(cls, task) -> CacheOptions:
+        name, policy, key_fn = task.name, task.cache_policy, task.cache_key_fn
+        where = f"Task {name!r}:"
+        if policy is not None and not isinstance(policy, CachePolicy):
+            raise TypeError(
+                f"{where} cache_policy must be a policy from headrace.cache (INPUTS, "
+                f"TASK_SOURCE, FLOW_PARAMETERS, NO_CACHE, added with +), got {policy!r}."
+            )
+        if key_fn is not None and not callable(key_fn):
+            raise TypeError(f"{where} cache_key_fn must be callable(context, arguments).")
+        if policy is not None and key_fn is not None:
+            raise TypeError(f"{where} give cache_policy or cache_key_fn, not both.")
+        if policy is None and key_fn is None:
+            raise TypeError(f"{where} refresh_cache=True needs a cache_policy or cache_key_fn.")
+        if task.persist_result is False:
+            raise TypeError(
+                f"{where} a cached task's result is read from where it was persisted; drop "
+                "persist_result=False, or the cache options."
+            )
+        expiration = task.cache_expiration
+        if isinstance(expiration, datetime.timedelta):
+            expiration = expiration.total_seconds()
+        if expiration is not None and (
+            isinstance(expiration, bool)
+            or not isinstance(expiration, int | float)
+            or expiration <= 0
+        ):
+            raise ValueError(
+                f"{where} cache_expiration must be a timedelta or seconds > 0 (None: never "
+                f"expires), got {task.cache_expiration!r}."
+            )
+        if task.refresh_cache not in (True, False):
+            raise TypeError(f"{where} refresh_cache must be True or False.")
+        return cls(name, policy, key_fn, expiration, task.refresh_cache)
+
+    def key(self, fn, arguments, parameters, context) -> tuple[str | None, list[Part]]:
+        """(the run's key, its named parts); (None, []) when the run has no key."""
+        if self.key_fn is not None:
+            key = self.key_fn(context, dict(arguments))
+            if key is not None and not isinstance(key, str):
+                raise CacheKeyError(
+                    f"cache_key_fn returned a {type(key).__name__}; return a str, or None "
+                    "not to cache this run."
+                )
+            return key, []
+        parts = self.policy.parts(fn, arguments, parameters)
+        if parts is None:
+            return None, []
+        parts = [("task", _text(b"", self.task_name)), *parts]  # keys of two tasks differ
+        return key_of(parts), parts
+
+
 INPUTS: CachePolicy = _Inputs()
 TASK_SOURCE: CachePolicy = _TaskSource()
 FLOW_PARAMETERS: CachePolicy = _FlowParameters()
@@ -320,6 +405,7 @@ __all__ = [
     "NO_CACHE",
     "TASK_SOURCE",
     "CacheKeyError",
+    "CacheOptions",
     "CachePolicy",
     "canonical",
     "source_fingerprint",

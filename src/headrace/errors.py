@@ -49,6 +49,10 @@ class ResultReleasedError(HeadraceError, LookupError):
         )
 
 
+class ResultUnreadableError(HeadraceError, LookupError):
+    """A persisted result that cannot be read again: its file went, or it is damaged."""
+
+
 class FlowRunFailed(HeadraceError):
     """Raised by `FlowState.result()` for a failed flow run; `state` is the flow's state."""
 

@@ -94,9 +94,11 @@ class Task:
     list per attempt, or a callable(attempt)), `timeout` (seconds),
     `trigger`, `skip_on_upstream_skip`, `nout`, hooks `on_failure` /
     `on_completion`, each a callable or a list of callables taking
-    `(task, state)`, and where a result lives: `target` (a file name template,
+    `(task, state)`, where a result lives: `target` (a file name template,
     see `headrace.results.targets`), `serializer`, `result_storage` and
-    `persist_result` (see `headrace.results.persist`).
+    `persist_result` (see `headrace.results.persist`), and when a run is
+    served from the cache: `cache_policy`, `cache_key_fn`, `cache_expiration`,
+    `refresh_cache` (see `headrace.cache`).
     """
 
     def __init__(
@@ -117,6 +119,10 @@ class Task:
         serializer: Any = None,
         result_storage: Any = None,
         persist_result: bool | None = None,
+        cache_policy: Any = None,
+        cache_key_fn: Callable | None = None,
+        cache_expiration: float | datetime.timedelta | None = None,
+        refresh_cache: bool = False,
     ):
         if fn is None:
             if type(self).run is Task.run:
@@ -146,6 +152,8 @@ class Task:
         self.on_completion = _as_hooks(on_completion)
         self.target, self.serializer, self.result_storage = target, serializer, result_storage
         self.persist_result = persist_result  # None: as the flow says (on by default)
+        self.cache_policy, self.cache_key_fn = cache_policy, cache_key_fn
+        self.cache_expiration, self.refresh_cache = cache_expiration, refresh_cache
         # Node fields: set on the copies that `with Flow(...)` creates.
         self.flow = None
         self.mapped = False
@@ -485,7 +493,8 @@ class Task:
         """A copy of this task with some options changed: `name`, `tags`, `retries`,
         `retry_delay`, `timeout` (None unsets it), `trigger`, `skip_on_upstream_skip`,
         `nout`, `on_failure`, `on_completion`, `target`, `serializer`, `result_storage`,
-        `persist_result`. The task itself is unchanged."""
+        `persist_result`, `cache_policy`, `cache_key_fn`, `cache_expiration`,
+        `refresh_cache`. The task itself is unchanged."""
         new = copy.copy(self)
         for key, value in options.items():
             if key not in _TASK_ATTRIBUTES:
@@ -518,13 +527,18 @@ class Task:
 
 def _check_result_options(task: Task) -> None:
     """A target's template names what exists (kept checked, as `task._target`); serializer
-    and storage are of their kinds."""
+    and storage are of their kinds; cache options make one `task._cache` (or None)."""
     task._target = None
     if task.persist_result not in (None, True, False):
         raise TypeError(
             f"Task {task.name!r}: persist_result must be True, False or None (as the flow "
             f"says), got {task.persist_result!r}."
         )
+    task._cache = None
+    if task.cache_policy is not None or task.cache_key_fn is not None or task.refresh_cache:
+        from headrace.cache import CacheOptions
+
+        task._cache = CacheOptions.of(task)
     if task.target is None and task.serializer is None and task.result_storage is None:
         return
     from headrace.results import Serializer, Storage
@@ -570,6 +584,10 @@ _TASK_ATTRIBUTES = frozenset(
         "serializer",
         "result_storage",
         "persist_result",
+        "cache_policy",
+        "cache_key_fn",
+        "cache_expiration",
+        "refresh_cache",
         "on_failure",
         "on_completion",
         "fn",

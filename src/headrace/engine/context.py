@@ -17,9 +17,8 @@ from headrace.errors import ContextError
 
 
 class FlowRunContext:
-    __slots__ = (
-        "flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints", "persist_result"
-    )  # fmt: skip
+    __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints",
+                 "persist_result", "cache_url")  # fmt: skip
 
     def __init__(
         self,
@@ -36,6 +35,9 @@ class FlowRunContext:
         self.parameters = parameters
         self.log_prints = log_prints
         self.persist_result = persist_result  # the default of the run's tasks
+        from headrace.store import database_url
+
+        self.cache_url = database_url()  # where the run's tasks find their cache entries
 
 
 class TaskRunContext:

@@ -60,7 +60,7 @@ def task_run_done(
         TaskRun(
             run_id, flow_run_id, task_name, name, key, map_index, parent_id, upstream,
             tags, state.type.value, state.name, state.message, start, time.time(), run_count,
-            None, ref.record() if ref is not None else None,
+            *((ref.cache_key, ref.record()) if ref is not None else (None, None)),
         )
     )  # fmt: skip
 

@@ -83,6 +83,7 @@ class TaskSpec:
         "serializer",
         "storage",
         "persist",
+        "cache",
     )
 
     def __init__(self, task):
@@ -98,6 +99,7 @@ class TaskSpec:
         self.target = task._target  # the checked template, or None
         self.serializer, self.storage = task.serializer, task.result_storage
         self.persist = task.persist_result  # None: as the flow run says
+        self.cache = task._cache  # headrace.cache.CacheOptions, or None
 
 
 # -- before the run ------------------------------------------------------------
@@ -332,50 +334,92 @@ def run_task(
         logs.enable_log_prints()
         prints_token = logs.log_prints_var.set(True)
     try:
-        target = None
         if spec.target is not None:
             target, cached = _look_up_target(spec, arguments, flow_ctx, map_index, run_name, run_id)
             if cached is not None:
                 return cached
-        while True:
-            try:
-                if spec.timeout is None:
-                    value = call_function(spec, arguments)
-                elif KILL_ON_TIMEOUT:
-                    value = _call_in_killable_child(spec, arguments)
-                else:
-                    value = _call_with_timeout(spec, arguments)
-                state = Completed("Task run succeeded.", value)
-            except signals.LOOP as sig:
-                task_ctx.task_loop_count += 1
-                task_ctx.task_loop_result = sig.result
-                task_ctx.task_run_count = 1
-                continue
-            except signals.SUCCESS as sig:
-                state = Completed(sig.message or "Task run succeeded.", sig.result)
-            except signals.SKIP as sig:
-                return Skipped(sig.message or "Task run was skipped.")
-            except Exception as exc:
-                failure = _failure_state(spec, exc)
-                attempt = task_ctx.task_run_count
-                if attempt > spec.retries:
-                    return failure
-                return Retrying(
-                    f"Attempt {attempt} of {spec.retries + 1} failed: {failure.message}",
-                    exception=exc,
-                    run_count=attempt,
-                    loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
-                )
-            if target is not None:
-                return target.write(state, target_logger(run_name, run_id, flow_ctx))
-            if spec.persist is False or (spec.persist is None and not flow_ctx.persist_result):
+            state = _attempt(spec, arguments, task_ctx)
+            if not state.is_completed():
                 return state
-            return _persisted(state, spec, flow_ctx, run_id or run_name, run_name)
+            return target.write(state, target_logger(run_name, run_id, flow_ctx))
+        if spec.cache is not None:
+            return _run_cached(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
+        return _run_plain(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
     finally:
         if prints_token is not None:
             prints_token.var.reset(prints_token)
         task_run_var.reset(task_token)
         flow_run_var.reset(flow_token)
+
+
+def _attempt(spec: TaskSpec, arguments: dict[str, Any], task_ctx: TaskRunContext) -> State:
+    """Call the task (its LOOP passes included) to a state; see `run_task`."""
+    while True:
+        try:
+            if spec.timeout is None:
+                value = call_function(spec, arguments)
+            elif KILL_ON_TIMEOUT:
+                value = _call_in_killable_child(spec, arguments)
+            else:
+                value = _call_with_timeout(spec, arguments)
+            return Completed("Task run succeeded.", value)
+        except signals.LOOP as sig:
+            task_ctx.task_loop_count += 1
+            task_ctx.task_loop_result = sig.result
+            task_ctx.task_run_count = 1
+        except signals.SUCCESS as sig:
+            return Completed(sig.message or "Task run succeeded.", sig.result)
+        except signals.SKIP as sig:
+            return Skipped(sig.message or "Task run was skipped.")
+        except Exception as exc:
+            failure = _failure_state(spec, exc)
+            attempt = task_ctx.task_run_count
+            if attempt > spec.retries:
+                return failure
+            return Retrying(
+                f"Attempt {attempt} of {spec.retries + 1} failed: {failure.message}",
+                exception=exc,
+                run_count=attempt,
+                loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
+            )
+
+
+def _run_plain(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
+    """A run, its result persisted as the task and the flow say."""
+    state = _attempt(spec, arguments, task_ctx)
+    if not state.is_completed():
+        return state
+    if spec.persist is False or (spec.persist is None and not flow_ctx.persist_result):
+        return state
+    return _persisted(state, spec, flow_ctx, run_id, task_ctx.task_run_name)
+
+
+def _run_cached(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
+    """A run of a cached task (see `engine.caching`): an entry that holds, or the run
+    computed under its key's claim and its entry written."""
+    from headrace.engine.caching import plan_cache
+
+    logger = target_logger(task_ctx.task_run_name, run_id, flow_ctx)
+    plan, decided = plan_cache(spec, arguments, flow_ctx, logger, run_id)
+    if decided is not None:
+        return decided
+    if plan is None:  # no key for this run: it runs uncached
+        return _run_plain(spec, arguments, task_ctx, flow_ctx, run_id)
+    refresh = spec.cache.refresh
+    if not refresh:
+        cached = plan.look_up()
+        if cached is not None:
+            return cached
+    with plan.store.claim(plan.key):
+        if not refresh:
+            why = plan.why
+            cached = plan.look_up(quiet=True)  # written by the run we waited for?
+            if cached is not None:
+                return cached
+            plan.why = why
+            plan.missed()
+        state = _attempt(spec, arguments, task_ctx)
+        return plan.write(state) if state.is_completed() else state
 
 
 _NOT_PERSISTED: set[str] = set()  # tasks already warned of in this process

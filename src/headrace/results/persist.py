@@ -23,27 +23,54 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from headrace.results.serializers import PickleSerializer, Serializer
-from headrace.results.storage import LocalStorage, Storage
+from headrace.errors import ResultUnreadableError
+from headrace.results.serializers import PickleSerializer, Serializer, serializer_named
+from headrace.results.storage import LocalStorage, Storage, storage_at
 
 INLINE_BYTES = 1024  # a serialised value up to this size is kept inline, not as a file
 
+CACHE_FOLDER = "cache"  # results of cache entries: <storage>/cache/<digest of the key>
 PICKLE = PickleSerializer()
 RESULTS = LocalStorage(fsync=False)  # $HEADRACE_HOME/results, read when first used
 
 
 class ResultRef:
-    """How to read a persisted result again: its bytes, or its storage and key."""
+    """How to read a persisted result again: its bytes, or its storage and key; and the
+    cache key it was found or written under, if any."""
 
-    __slots__ = ("serializer", "data", "storage", "key")
+    __slots__ = ("serializer", "data", "storage", "key", "cache_key")
 
     def __init__(self, serializer: Serializer, data: bytes | None = None,
                  storage: Storage | None = None, key: str | None = None):  # fmt: skip
         self.serializer, self.data, self.storage, self.key = serializer, data, storage, key
+        self.cache_key: str | None = None
 
     def load(self) -> Any:
-        data = self.data if self.data is not None else self.storage.read(self.key)
-        return self.serializer.loads(data)
+        """The value; ResultUnreadableError when its file went or does not read."""
+        try:
+            data = self.data if self.data is not None else self.storage.read(self.key)
+            return self.serializer.loads(data)
+        except Exception as exc:
+            where = "inline" if self.data is not None else self.storage.locate(self.key)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ResultUnreadableError(
+                f"The persisted result at {where} cannot be read ({type(exc).__name__}: "
+                f"{detail}): it was deleted or damaged."
+            ) from exc
+
+    @classmethod
+    def parse(cls, text: str, serializer: Serializer | None = None) -> ResultRef:
+        """The ref a `record()` text names. `serializer` is used when it is the one named
+        (it may carry read options the name does not)."""
+        kind, name, rest = text.split(":", 2)
+        if serializer is None or serializer.name != name:
+            serializer = serializer_named(name)
+        if kind == "inline":
+            return cls(serializer, base64.b64decode(rest))
+        if kind != "file":
+            raise ValueError(f"not a result reference: {text[:80]!r}")
+        storage, key = storage_at(rest)
+        return cls(serializer, None, storage, key)
 
     def record(self) -> str:
         if self.data is not None:
@@ -79,7 +106,7 @@ def remove_unowned(known: Callable[[str], bool]) -> int:
         return 0
     removed = 0
     for folder in root.iterdir():
-        if folder.is_dir() and not known(folder.name):
+        if folder.is_dir() and folder.name != CACHE_FOLDER and not known(folder.name):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed

@@ -135,3 +135,14 @@ class PandasSerializer(Serializer):
 
     def __repr__(self) -> str:
         return f"PandasSerializer({self.format!r})"
+
+
+def serializer_named(name: str) -> Serializer:
+    """The serializer a recorded name stands for (with its default options)."""
+    if name == "pickle":
+        return PickleSerializer()
+    if name == "json":
+        return JSONSerializer()
+    if name.startswith("pandas-"):
+        return PandasSerializer(name[len("pandas-") :])
+    raise ValueError(f"no serializer is named {name!r}")

@@ -166,3 +166,12 @@ class FSSpecStorage(Storage):
 
     def __repr__(self) -> str:
         return f"FSSpecStorage({self.url!r})"
+
+
+def storage_at(location: str) -> tuple[Storage, str]:
+    """(storage, key) that read the file a `locate()` named: a path or an fsspec URL."""
+    if "://" in location:
+        parent, _, key = location.rpartition("/")
+        return FSSpecStorage(parent), key
+    path = Path(location)
+    return LocalStorage(path.parent, fsync=False), path.name

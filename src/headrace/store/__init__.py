@@ -113,6 +113,22 @@ def open_reader(url: str | None = None, check: bool = True) -> Reader:
     raise _not_understood(url)
 
 
+def open_cache(url: str | None = None, clock=None):
+    """The cache's entries at `url` (`store.cache.CacheStore`), the schema made or upgraded
+    first. `clock` (wall-clock seconds, `time.time` by default) dates entries and expires
+    them."""
+    url = url or database_url()
+    if url.startswith(_POSTGRES):
+        from headrace.store.postgres import open_postgres_cache
+
+        return open_postgres_cache(url, clock)
+    if url.startswith(_SQLITE):
+        from headrace.store.sqlite import open_sqlite_cache
+
+        return open_sqlite_cache(url[len(_SQLITE) :], clock)
+    raise _not_understood(url)
+
+
 def schema_version(url: str | None = None) -> int | None:
     """The schema version of the database at `url`, read without changing anything;
     None when nothing was recorded there yet. StoreError for a database not headrace's."""
@@ -182,6 +198,7 @@ __all__ = [
     "get_store",
     "open_recorder",
     "open_reader",
+    "open_cache",
     "schema_version",
     "home",
     "database_url",

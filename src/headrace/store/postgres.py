@@ -91,6 +91,20 @@ def open_postgres(url: str, clock=None) -> SQLRecorder:
     return PostgresRecorder(dialect, connect, where, clock=clock).open()
 
 
+def open_postgres_cache(url: str, clock=None):
+    """The cache's entries in the database at `url` (its schema made or upgraded first);
+    its claims are advisory locks."""
+    from headrace.store.cache import CacheStore, advisory_claims
+
+    connect, where, dialect = _connector(url)
+    conn = connect()
+    try:
+        PostgresRecorder(dialect, connect, where)._check_schema(conn)
+    finally:
+        conn.close()
+    return CacheStore(dialect, connect, where, advisory_claims(connect), clock)
+
+
 def open_postgres_reader(url: str, check: bool = True) -> SQLReader:
     """The read side: its transactions are READ ONLY, so it cannot write if it tried.
 

@@ -51,6 +51,8 @@ class FlowRun(RecordedState):
     host: str | None = None
     pid: int | None = None
     upstream: list[str] = field(default_factory=list)  # a subflow's: task runs it waited for
+    resumed_from: str | None = None  # the run this one resumed (`flow.resume`)
+    entry_point: str | None = None  # how to load the flow again: FILE.py:NAME or module:NAME
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

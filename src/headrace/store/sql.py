@@ -45,7 +45,7 @@ from headrace._pid import alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
@@ -116,6 +116,8 @@ FLOW_RUN_COLUMNS = [
     "pid",
     "heartbeat",
     "upstream",
+    "resumed_from",
+    "entry_point",
 ]
 TASK_RUN_COLUMNS = [
     "id",
@@ -178,7 +180,25 @@ def subflow_edges(d: Dialect) -> list[str]:
     return ["ALTER TABLE flow_runs ADD COLUMN upstream TEXT"]
 
 
-MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {1: schema, 2: subflow_edges}
+def caches_and_resume(d: Dialect) -> list[str]:
+    """Version 3: the cache's entries; a flow run's entry point and the run it resumed."""
+    return [
+        "ALTER TABLE flow_runs ADD COLUMN resumed_from TEXT",
+        "ALTER TABLE flow_runs ADD COLUMN entry_point TEXT",
+        f"""CREATE TABLE IF NOT EXISTS cache_entries (
+            key TEXT PRIMARY KEY, task_name TEXT NOT NULL, result_ref TEXT NOT NULL,
+            parts TEXT, flow_run_id TEXT, task_run_id TEXT, created {d.real} NOT NULL,
+            expires {d.real})""",
+        "CREATE INDEX IF NOT EXISTS cache_task ON cache_entries (task_name, created)",
+        "CREATE INDEX IF NOT EXISTS cache_created ON cache_entries (created)",
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {
+    1: schema,
+    2: subflow_edges,
+    3: caches_and_resume,
+}
 
 
 def truncate_parameters(parameters: dict[str, Any]) -> str:
@@ -241,6 +261,7 @@ def flow_run_row(run: FlowRun, host: str, pid: int, now: float) -> tuple:
         run.id, run.name, run.flow_name, run.style, truncate_parameters(run.parameters),
         run.parent_id, run.state_type, run.state_name, run.state_message, run.start_time,
         run.end_time, run.executor, host, pid, now, _ids_json(run.upstream),
+        run.resumed_from, run.entry_point,
     )  # fmt: skip
 
 
@@ -740,11 +761,11 @@ class SQLRecorder(Recorder):
             conn.close()
 
     def reset(self) -> None:
-        """Delete every run, task run, state and log line (the schema stays)."""
+        """Delete every run, task run, state, log line and cache entry (the schema stays)."""
         conn = self._connect()
         try:
             cur = conn.cursor()
-            for table in ("logs", "task_run_states", "task_runs", "flow_runs"):
+            for table in ("logs", "task_run_states", "task_runs", "flow_runs", "cache_entries"):
                 cur.execute(f"DELETE FROM {table}")
             conn.commit()
         finally:

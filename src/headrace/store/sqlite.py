@@ -76,11 +76,7 @@ def _reserve(path: Path) -> Path:
     return reserve
 
 
-def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
-    """The write side on the file at `path` (created, with its directory, when missing)."""
-    path = Path(path)
-    _private_file(path)
-
+def _connector(path: Path):
     def connect(wal: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         try:
@@ -95,18 +91,44 @@ def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
             raise _refused(path, conn, exc) from None
         return conn
 
-    def make_room() -> None:
-        with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
-            os.unlink(reserve)
+    return connect
 
-    store = SQLRecorder(DIALECT, connect, str(path), make_room, clock)
+
+def _checked(path: Path, store: SQLRecorder, connect) -> None:
     conn = connect(wal=False)  # refuse a foreign or newer file before WAL touches it
     try:
         store._check_schema(conn)
     finally:
         conn.close()
+
+
+def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
+    """The write side on the file at `path` (created, with its directory, when missing)."""
+    path = Path(path)
+    _private_file(path)
+    connect = _connector(path)
+
+    def make_room() -> None:
+        with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
+            os.unlink(reserve)
+
+    store = SQLRecorder(DIALECT, connect, str(path), make_room, clock)
+    _checked(path, store, connect)
     reserve = _reserve(path)
     return store.open()
+
+
+def open_sqlite_cache(path: str | Path, clock=None):
+    """The cache's entries in the file at `path` (its schema made or upgraded first); its
+    claims are files in `<path>-locks/`."""
+    from headrace.store.cache import CacheStore, file_claims
+
+    path = Path(path)
+    _private_file(path)
+    connect = _connector(path)
+    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect)
+    claims = file_claims(path.with_name(f"{path.name}-locks"))
+    return CacheStore(DIALECT, connect, str(path), claims, clock)
 
 
 class SQLiteReader(SQLReader):
