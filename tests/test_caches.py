@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import home_fixture, invoke  # noqa: F401  (a fixture)
 
 from headrace import Flow, Parameter, flow, task
 from headrace.cache import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
@@ -386,3 +387,59 @@ def test_process_executor_workers_use_the_same_cache(url):
 
     assert plus() == ["Completed"] * 3
     assert plus() == ["Cached"] * 3
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def test_cache_ls_and_clear(home, tmp_path):
+    @task(cache_policy=INPUTS)
+    def kept(x):
+        return BIG if x == 0 else x
+
+    @task(cache_policy=INPUTS, name="other\x1b[31mred")
+    def other(x):
+        return x
+
+    @flow
+    def fill():
+        return [kept(0), kept(1), other(2)]
+
+    fill()
+    listed = invoke("cache", "ls")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].split() == ["KEY", "TASK", "WRITTEN", "EXPIRES", "BY", "TASK", "RUN", "RESULT"]
+    assert len(lines) == 4 and "\x1b" not in listed.output and "other\\x1b[31mred" in listed.output
+    [file_row] = [line for line in lines if "/results/cache/" in line]
+    path = Path(file_row.split()[-1])
+    assert path.is_file()
+    only = invoke("cache", "ls", "--task", "kept", "--limit", "1")
+    assert "(1 of 3 cache entries; --limit shows more)" in only.output
+    assert invoke("cache", "clear", "--older-than", "1h").output == "Deleted 0 cache entries.\n"
+    cleared = invoke("cache", "clear", "--task", "kept")
+    assert cleared.output == "Deleted 2 cache entries.\n"
+    assert not path.exists()  # its result file went with it
+    assert invoke("cache", "ls", "--task", "kept").output == "No cache entries of task kept.\n"
+    assert invoke("cache", "clear").output == "Deleted 1 cache entry.\n"
+    bad = invoke("cache", "clear", "--older-than", "soon")
+    assert bad.exit_code == 2 and "is not an age" in bad.output
+
+
+def test_db_prune_keeps_cached_results_and_reset_drops_them(home):
+    @task(cache_policy=INPUTS)
+    def big(x):
+        return BIG
+
+    @flow
+    def once():
+        ref = big(1, return_state=True).ref
+        return ref.storage.locate(ref.key)
+
+    path = Path(once())
+    assert invoke("db", "prune", "--older-than", "0s").exit_code == 0
+    assert path.is_file()  # the run went; the entry and its result stay
+    assert invoke("cache", "ls").output.count("\n") == 2
+    assert invoke("db", "reset", "--yes").exit_code == 0
+    assert not path.exists()
+    assert invoke("cache", "ls").output == "No cache entries.\n"

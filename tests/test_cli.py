@@ -800,7 +800,7 @@ def test_db_prune_and_reset_delete_the_persisted_results_of_the_runs_they_delete
     "age, seconds", [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("1.5h", 5400)]
 )
 def test_db_prune_ages(age, seconds):
-    assert cli.db._parse_age(age) == seconds
+    assert cli.shared.parse_age(age) == seconds
 
 
 @pytest.mark.parametrize("age", ["30", "d", "30w", "-1d", "thirty days", ""])

@@ -4,9 +4,10 @@
     headrace --version                      just the version
     headrace run FILE.py:FLOW --param k=v   run a graph flow or a @flow function
     headrace runs ls | show RUN | logs RUN  the recorded flow runs, task runs and log lines
+    headrace cache ls | clear               the cache's entries and their results
     headrace db prune | reset | upgrade     the history database itself
 
-One module per command group: `version`, `run`, `runs`, `db`; `shared` holds
+One module per command group: `version`, `run`, `runs`, `cache`, `db`; `shared` holds
 the formatting (every recorded string is escaped before it reaches the
 terminal) and the opening of the history. RUN is a flow run's id, a unique
 prefix of it, or its name. Exit codes: 0 success, 1 a failure (a failed
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import click
 
-from headrace.cli import db, run, runs, version
+from headrace.cli import cache, db, run, runs, version
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,4 +42,5 @@ def main() -> None:
 main.add_command(version.version)
 main.add_command(run.run_command)
 main.add_command(runs.runs)
+main.add_command(cache.cache)
 main.add_command(db.db)

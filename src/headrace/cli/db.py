@@ -7,7 +7,6 @@ is read through a Reader.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -17,28 +16,18 @@ from headrace.cli.shared import (
     count_runs,
     fields,
     local,
+    open_cache_entries,
     open_history,
     open_recorder,
+    parse_age,
     safe,
     where,
 )
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @click.group()
 def db() -> None:
     """Prune, reset or upgrade the history database."""
-
-
-def _parse_age(value: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value or "")
-    if not match:
-        raise click.BadParameter(
-            f"{value!r} is not an age: write a number and a unit, s, m, h or d (e.g. 30d, 12h).",
-            param_hint="--older-than",
-        )
-    return float(match.group(1)) * UNITS[match.group(2)]
 
 
 @db.command("prune")
@@ -51,11 +40,13 @@ def _parse_age(value: str) -> float:
     "s, m, h or d (30d, 12h).",
 )
 def db_prune(older_than: str) -> None:
-    """Delete flow runs that ended long ago, with their task runs, states and logs.
+    """Delete flow runs that ended long ago, with their task runs, states, logs and
+    persisted results.
 
-    Runs still Running are kept, however old.
+    Runs still Running are kept, however old, and so are the results of cache entries
+    (`headrace cache clear` deletes those).
     """
-    seconds = _parse_age(older_than)
+    seconds = parse_age(older_than)
     store = open_recorder()
     cutoff = max(time.time() - seconds, 0.0)  # (an age beyond 1970 keeps every run)
     deleted = store.prune(cutoff)
@@ -76,7 +67,7 @@ def _remove_results() -> None:
             except StoreError:
                 return False
 
-        removed = remove_unowned(known)
+        removed = remove_unowned(known, open_cache_entries().result_refs())
     if removed:
         click.echo(f"Deleted the persisted results of {count_runs(removed)}.")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from typing import Any
 
@@ -75,6 +76,20 @@ def fields(pairs: list[tuple[str, str]]) -> str:
     """`Key:  value` lines with the values aligned (keys may be indented)."""
     width = max(len(key) for key, _ in pairs) + 2
     return "\n".join(f"{key + ':':<{width}} {safe(value)}".rstrip() for key, value in pairs)
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(value: str) -> float:
+    """Seconds in an `--older-than` age: a number and a unit, s, m, h or d."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value or "")
+    if not match:
+        raise click.BadParameter(
+            f"{value!r} is not an age: write a number and a unit, s, m, h or d (e.g. 30d, 12h).",
+            param_hint="--older-than",
+        )
+    return float(match.group(1)) * UNITS[match.group(2)]
 
 
 def count_runs(n: int) -> str:
@@ -157,6 +172,19 @@ def open_recorder():
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # unwritable directory, no server: say where and why
+        raise _cannot_open(url, exc) from None
+
+
+def open_cache_entries():
+    """The cache's entries in the store the settings name."""
+    from headrace.store import StoreError, database_url, open_cache
+
+    url = database_url()
+    try:
+        return open_cache(url)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
         raise _cannot_open(url, exc) from None
 
 

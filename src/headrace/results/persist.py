@@ -96,17 +96,23 @@ def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
     return ResultRef(serializer, None, storage, key)
 
 
-def remove_unowned(known: Callable[[str], bool]) -> int:
+def remove_unowned(known: Callable[[str], bool], cached: set[str] = frozenset()) -> int:
     """Delete the persisted results (under the default storage) of flow runs that
-    `known(run_id)` says the history no longer has; how many runs' results went."""
+    `known(run_id)` says the history no longer has, and the cache's result files that
+    no entry's `result_ref` in `cached` names; how many runs' results went."""
     import shutil
 
     root = RESULTS.root
     if not root.is_dir():
         return 0
     removed = 0
+    named = {ref.split(":", 2)[2] for ref in cached if ref.startswith("file:")}
     for folder in root.iterdir():
-        if folder.is_dir() and folder.name != CACHE_FOLDER and not known(folder.name):
+        if folder.name == CACHE_FOLDER:
+            for file in folder.iterdir():
+                if str(file) not in named:
+                    file.unlink(missing_ok=True)
+        elif folder.is_dir() and not known(folder.name):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
