@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_helpers import home_fixture, invoke  # noqa: F401  (a fixture)
 
+from cli_helpers import home_fixture, invoke  # noqa: F401  (a fixture)
 from headrace import Flow, Parameter, flow, task
 from headrace.cache import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from headrace.engine.caching import cache_store
