@@ -49,8 +49,13 @@ class ResultReleasedError(HeadraceError, LookupError):
         )
 
 
-class ResultUnreadableError(HeadraceError, LookupError):
-    """A persisted result that cannot be read again: its file went, or it is damaged."""
+class ResultUnreadableError(ResultReleasedError):
+    """A released result whose persisted copy cannot be read: its file went, or it is
+    damaged."""
+
+    def __init__(self, message: str):
+        self.task_name = None
+        LookupError.__init__(self, message)
 
 
 class FlowRunFailed(HeadraceError):

@@ -14,6 +14,7 @@ This module is the graph layer: it imports the engine only inside `run`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +46,7 @@ class Flow:
             raise ValueError("a Flow needs a name, e.g. Flow('xfiles')")
         self.persist_result = persist_result  # its tasks' default; None: on
         self.name = name
+        self.module = sys._getframe(1).f_globals.get("__name__")  # where it can be loaded
         self._tasks: dict[Task, None] = {}  # an ordered set
         self._in: dict[Task, list[Edge]] = {}
         self._out: dict[Task, list[Edge]] = {}
@@ -370,6 +372,24 @@ class Flow:
 
         options = (executor, throttle, task_states, start_tasks, return_tasks, clock, recorder)
         return run_flow(self, parameters, *options)
+
+    def resume(self, run_id: str, *, parameters: dict[str, Any] | None = None, **options):
+        """Run the flow again as a resume of the run `run_id` names (an id, a prefix or a
+        name): with its recorded parameters, reusing as Cached every task run its chain
+        completed with a result that reads (see `headrace.engine.resume`). `parameters`
+        replace recorded values; `options` are those of `run` but `task_states` and
+        `start_tasks`."""
+        from headrace.engine.graph_run import run_flow
+        from headrace.engine.resume import plan_resume
+        from headrace.store import open_reader
+
+        with open_reader() as reader:
+            plan = plan_resume(reader, run_id, self.name, parameters)
+        known = ("executor", "throttle", "return_tasks", "clock", "recorder")
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"resume() takes {', '.join(known)}; not {', '.join(unknown)}.")
+        return run_flow(self, plan.parameters, resume=plan, **options)
 
     def visualize(self, filename: str | None = None, format: str = "svg", flow_state=None):
         """Draw the flow as a `graphviz.Digraph` (see `headrace.visualize`)."""

@@ -96,6 +96,37 @@ class FunctionFlow:
             return function_flow.awaited_in_sync_parent(run)
         return function_flow.run_function_flow(self, args, kwargs, return_state, wait_for)
 
+    def resume(self, run_id: str, *, parameters: dict[str, Any] | None = None,
+               return_state: bool = False):  # fmt: skip
+        """Call the flow again as a resume of the run `run_id` names (an id, a prefix or
+        a name): with its recorded parameters, reusing as Cached every task run its chain
+        completed with a result that reads (see `headrace.engine.resume`). `parameters`
+        replace recorded values. An async flow gives a coroutine to await."""
+        from headrace.engine.resume import plan_resume, resuming
+        from headrace.store import open_reader
+
+        with open_reader() as reader:
+            plan = plan_resume(reader, run_id, self.name, parameters)
+
+        def call():
+            token = resuming.set(plan)
+            try:
+                return self(return_state=return_state, **plan.parameters)
+            finally:
+                resuming.reset(token)
+
+        if not self.is_async:
+            return call()
+
+        async def resumed():
+            token = resuming.set(plan)
+            try:
+                return await self(return_state=return_state, **plan.parameters)
+            finally:
+                resuming.reset(token)
+
+        return resumed()
+
     def with_options(self, **options) -> FunctionFlow:
         """A copy of this flow with some options changed."""
         new = copy.copy(self)

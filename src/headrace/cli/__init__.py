@@ -4,10 +4,11 @@
     headrace --version                      just the version
     headrace run FILE.py:FLOW --param k=v   run a graph flow or a @flow function
     headrace runs ls | show RUN | logs RUN  the recorded flow runs, task runs and log lines
+    headrace runs resume RUN [--dry-run]    run RUN's flow again, reusing what it completed
     headrace cache ls | clear               the cache's entries and their results
     headrace db prune | reset | upgrade     the history database itself
 
-One module per command group: `version`, `run`, `runs`, `cache`, `db`; `shared` holds
+One module per command group: `version`, `run`, `runs` (and its `resume`), `cache`, `db`; `shared` holds
 the formatting (every recorded string is escaped before it reaches the
 terminal) and the opening of the history. RUN is a flow run's id, a unique
 prefix of it, or its name. Exit codes: 0 success, 1 a failure (a failed
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import click
 
-from headrace.cli import cache, db, run, runs, version
+from headrace.cli import cache, db, resume, run, runs, version
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +42,7 @@ def main() -> None:
 
 main.add_command(version.version)
 main.add_command(run.run_command)
+runs.runs.add_command(resume.runs_resume)
 main.add_command(runs.runs)
 main.add_command(cache.cache)
 main.add_command(db.db)

@@ -52,6 +52,7 @@ def _load_module(path: Path):
     if folder not in sys.path:
         sys.path.insert(0, folder)
     sys.modules[name] = module
+    module.__headrace_file__ = True  # its flows' runs record FILE.py:NAME (engine.entry)
     try:
         spec.loader.exec_module(module)
     except BaseException:
@@ -147,32 +148,46 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
     if not sep or not file or "/" in wanted or "\\" in wanted:
         file, wanted = target, None  # no :FLOW (a colon of a Windows drive is not one)
     parameters = _parse_params(params)
+    chosen = load_flow(file, wanted or None)
+
+    from headrace.flows import Flow
+
+    def start():
+        if isinstance(chosen, Flow):
+            return chosen.run(parameters=parameters)
+        chosen.bind_parameters((), parameters)  # bad parameters: a usage error, no run
+        return chosen(return_state=True, **parameters)
+
+    report(chosen, start)
+
+
+def load_flow(file: str, wanted: str | None):
+    """The flow `wanted` (or the only one) of the file at `file`, imported as a module."""
     path = Path(file).expanduser()
     if not path.is_file():
         raise click.UsageError(f"No such file: {file}")
-    path = path.resolve()
     try:
-        module = _load_module(path)
+        module = _load_module(path.resolve())
     except Exception as exc:
         import traceback
 
         shown = "".join(traceback.format_exception(exc)).rstrip()
         raise click.ClickException(f"Importing {file} failed:\n{shown}") from None
-    chosen = _pick_flow(module, file, wanted or None)
+    return _pick_flow(module, file, wanted)
 
+
+def report(chosen, start) -> None:
+    """Run `start()` (a flow run of `chosen`, or a coroutine of one), print its final
+    state and a function flow's result; exit 1 when it failed."""
     from headrace.errors import HeadraceError, ParameterError
     from headrace.flows import Flow
 
     try:
-        if isinstance(chosen, Flow):
-            state = chosen.run(parameters=parameters)
-        else:
-            chosen.bind_parameters((), parameters)  # bad parameters: a usage error, no run
-            state = chosen(return_state=True, **parameters)
-            if chosen.is_async:  # an `async def` flow returns its coroutine: run it here
-                import asyncio
+        state = start()
+        if not isinstance(chosen, Flow) and chosen.is_async:  # a coroutine: run it here
+            import asyncio
 
-                state = asyncio.run(state)
+            state = asyncio.run(state)
         run_id = state.flow_run_id
         run_name = _run_name(run_id)
     except ParameterError as exc:

@@ -1,4 +1,5 @@
-"""`headrace runs ls | show RUN | logs RUN`: the recorded flow runs, task runs and log lines.
+"""`headrace runs ls | show RUN | logs RUN`: the recorded flow runs, task runs and log lines
+(`runs resume` is `cli.resume`).
 
 Read only through a Reader (`store.base.Reader`): nothing here writes, and
 a mapped task's children are found by what was recorded about them (their
@@ -38,7 +39,7 @@ _sleep = time.sleep
 
 @click.group()
 def runs() -> None:
-    """List flow runs, show one, print its logs."""
+    """List flow runs, show one, print its logs, resume one."""
 
 
 def _not_empty(ctx, param, value: str | None) -> str | None:
@@ -143,13 +144,7 @@ def runs_show(run: str, as_json: bool) -> None:
             out["task_runs"] = [times_iso(t.to_dict()) for t in reader.task_runs(flow_run.id)]
             echo_json(out)
             return
-        parent = "-"
-        if flow_run.parent_id:
-            try:
-                up = reader.flow_run(flow_run.parent_id)
-                parent = f"{up.name} ({up.id[:8]})"
-            except Exception:
-                parent = flow_run.parent_id
+        parent, resumed = _named(reader, flow_run.parent_id), _named(reader, flow_run.resumed_from)
         subflows = reader.flow_runs(parent_id=flow_run.id, limit=None)
         lines = _task_lines(
             reader.task_runs(flow_run.id, children=False), reader.map_groups(flow_run.id)
@@ -163,6 +158,7 @@ def runs_show(run: str, as_json: bool) -> None:
         ("State", state),
         ("Parameters", json.dumps(flow_run.parameters) if flow_run.parameters else "-"),
         ("Parent", parent),
+        *([("Resumed from", resumed)] if flow_run.resumed_from else []),
         ("Start", local(flow_run.start_time)),
         ("End", local(flow_run.end_time)),
         ("Duration", duration(flow_run.start_time, flow_run.end_time)),
@@ -183,6 +179,17 @@ def runs_show(run: str, as_json: bool) -> None:
         click.echo("(none recorded)")
         return
     click.echo(table(["NAME", "STATE", "DURATION", "DETAILS"], lines))
+
+
+def _named(reader, run_id: str | None) -> str:
+    """`name (id8)` of another recorded run; its id when it is gone; `-` for none."""
+    if not run_id:
+        return "-"
+    try:
+        other = reader.flow_run(run_id)
+    except Exception:
+        return run_id
+    return f"{other.name} ({other.id[:8]})"
 
 
 def _task_lines(task_runs: list, groups: list) -> list[list[str]]:

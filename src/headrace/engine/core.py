@@ -582,8 +582,9 @@ class Core:
         ]
         if self.progress is not None:
             self.progress.expanded(node, node.name, length)
-        if node.given_children is not None and len(node.given_children) == length:
-            self._reuse_children(node, node.given_children)
+        given = node.given_children  # a list of the same length, or {index: state} (resume)
+        if given is not None and (isinstance(given, dict) or len(given) == length):
+            self._reuse_children(node, given)
         for down, mode in node.downs:
             if mode == ELEMENT:
                 self._prerequisite_met(down)
@@ -598,11 +599,11 @@ class Core:
             if node.child_wait[i] == 0 and children[i] is None
         )
 
-    def _reuse_children(self, node: Node, given: list[State]) -> None:
+    def _reuse_children(self, node: Node, given: list[State] | dict[int, State]) -> None:
         """Take the finished children of a given, partly finished Mapped state; the
         others run. Copies, so that releasing their results leaves the caller's alone."""
-        for i, child in enumerate(given):
-            if child.is_finished():
+        for i, child in given.items() if isinstance(given, dict) else enumerate(given):
+            if i < len(node.children) and child.is_finished():
                 node.children[i] = copy.copy(child)
                 node.remaining -= 1
                 self._started(node, i)

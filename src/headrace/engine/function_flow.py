@@ -55,9 +55,11 @@ from headrace.engine.calls import (
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext, flow_run_var
 from headrace.engine.core import INTERRUPTED, Core
+from headrace.engine.entry import entry_point
 from headrace.engine.names import new_run_id, slug
 from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
+from headrace.engine.resume import resuming
 from headrace.engine.task_run import TaskSpec, TriggerFailedError
 from headrace.engine.throttle import Throttle
 from headrace.errors import ParameterError
@@ -124,6 +126,7 @@ class FunctionRun:
         self.key: str | None = None  # as a subflow: its key in the parent's attempt
         self.called_with: tuple = ((), {})  # as a subflow: its arguments, futures resolved
         self.upstream: list[str] = []  # as a subflow: the task runs it waited for
+        self.resume = resuming.get() if parent is None else None  # a ResumePlan, or None
         self.entries: list[Node | TaskRunRecord] = []
         self._finished = 0  # task runs, for the log level of their lines
         self._producers: dict[int, tuple[str, Any]] = {}
@@ -218,6 +221,8 @@ class FunctionRun:
     def _add(self, node: Node) -> None:
         if self._reusable:
             self._reuse(node)
+        elif self.resume is not None:
+            self.resume.give(node, self.recorder, self.id)
         self.entries.append(node)
         self.core.post((self.core.add_one, node))
 
@@ -573,6 +578,8 @@ def _start(flow, args: tuple, kwargs: dict, clock, wait_for, key) -> tuple:
     flow_run_started(
         run.recorder, run.id, run.name, flow.name, "function", parameters,
         parent.id if parent else None, flow.executor, run.upstream,
+        run.resume.run.id if run.resume else None,
+        entry_point(flow, flow.fn.__module__) if parent is None else None,
     )  # fmt: skip
     if parent is None:
         logs.ENGINE.info(

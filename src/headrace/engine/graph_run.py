@@ -16,6 +16,7 @@ from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
 from headrace.engine.context import FlowRunContext
 from headrace.engine.core import INTERRUPTED, Core
+from headrace.engine.entry import entry_point
 from headrace.engine.names import new_run_id, slug
 from headrace.engine.nodes import Input, Node, give_state
 from headrace.engine.recorder import flow_run_ended, flow_run_started
@@ -50,8 +51,10 @@ class GraphRun:
         return_tasks: list,
         clock,
         recorder,
+        resume=None,
     ):
         self.flow = flow
+        self.resume = resume  # an engine.resume.ResumePlan, or None
         self.flow_ctx = FlowRunContext(
             flow_run_id=new_run_id(),
             flow_run_name=slug(),
@@ -98,7 +101,11 @@ class GraphRun:
                 value = self.flow_ctx.parameters[task.name]
                 presets[node] = Completed("Parameter resolved.", value)
                 continue
-            give_state(node, None if runnable and task in runnable else task_states.get(task))
+            given = None if runnable and task in runnable else task_states.get(task)
+            if given is None and self.resume is not None:
+                self.resume.give(node, self.core.recorder, self.flow_ctx.flow_run_id)
+            else:
+                give_state(node, given)
             if node.given is not None:
                 presets[node] = node.given
             elif node.given_children is None and runnable is not None and task not in runnable:
@@ -205,10 +212,12 @@ def run_flow(
     return_tasks=None,
     clock=None,
     recorder=None,
+    resume=None,
 ) -> FlowState:
     """Run a graph flow (see `Flow.run` for the keywords) and return its FlowState.
 
-    `recorder` receives the run's history (default: the settings' store)."""
+    `recorder` receives the run's history (default: the settings' store); `resume` is
+    the ResumePlan of `Flow.resume`."""
     from headrace.executors import LocalExecutor
     from headrace.executors.base import check_executor
 
@@ -243,6 +252,7 @@ def run_flow(
         return_tasks,
         clock or SYSTEM_CLOCK,
         recorder,
+        resume,
     )
     logs.configure()
     ctx = graph_run.flow_ctx
@@ -250,8 +260,10 @@ def run_flow(
     if owned:  # before the run is recorded: an executor that cannot start runs nothing
         executor.start()
     flow_run_started(
-        recorder, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor
-    )
+        recorder, ctx.flow_run_id, ctx.flow_run_name, flow.name, "graph", values, None, executor,
+        resumed_from=resume.run.id if resume is not None else None,
+        entry_point=entry_point(flow, flow.module),
+    )  # fmt: skip
     logs.ENGINE.info(
         "Created flow run %r for flow %r",
         ctx.flow_run_name,

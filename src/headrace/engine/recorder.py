@@ -18,7 +18,8 @@ from headrace.store.records import FlowRun, StateRecord, TaskRun
 
 def flow_run_started(
     store: Recorder, run_id: str, name: str, flow_name: str, style: str, parameters: dict,
-    parent_id: str | None, executor, upstream: list[str] = (),
+    parent_id: str | None, executor, upstream: list[str] = (), resumed_from: str | None = None,
+    entry_point: str | None = None,
 ) -> float:  # fmt: skip
     start = time.time()
     store.flow_run_started(
@@ -34,6 +35,8 @@ def flow_run_started(
             host=socket.gethostname(),
             pid=os.getpid(),
             upstream=list(upstream),
+            resumed_from=resumed_from,
+            entry_point=entry_point,
         )  # fmt: skip
     )
     return start

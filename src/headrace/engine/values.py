@@ -17,6 +17,8 @@ def value_of(state: State) -> Any:
         return state.exception
     value = state._value
     if value.__class__ is _Released:
+        if state.ref is not None:  # persisted: read it again
+            return state.ref.load()
         raise ResultReleasedError(value.task_name)
     return value
 
