@@ -1,8 +1,12 @@
-"""Whether a process id names a live process, for the store and the process executor."""
+"""This process's host, and whether a process id names a live process: for the store,
+the process executor and result storage."""
 
 from __future__ import annotations
 
 import os
+import socket
+
+HOST = socket.gethostname()
 
 
 def alive(pid: int) -> bool:

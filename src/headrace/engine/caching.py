@@ -28,6 +28,7 @@ from typing import Any
 from headrace.cache import digests
 from headrace.errors import ResultUnreadableError
 from headrace.results.persist import CACHE_FOLDER, ResultRef, persist
+from headrace.results.storage import StorageUnreachableError
 from headrace.states import Cached, Failed, State
 from headrace.store.cache import CacheEntry
 
@@ -109,7 +110,8 @@ class CachePlan:
         spec = self.spec
         name = hashlib.sha256(self.key.encode()).hexdigest()
         try:
-            ref = persist(state._value, spec.serializer, spec.storage, f"{CACHE_FOLDER}/{name}")
+            ref = persist(state._value, spec.serializer, spec.storage, f"{CACHE_FOLDER}/{name}",
+                          self.flow_ctx.host)  # fmt: skip
             now = self.store.clock()
             expires = None if spec.cache.expiration is None else now + spec.cache.expiration
             self.store.put(
@@ -124,6 +126,8 @@ class CachePlan:
                     expires,
                 )  # fmt: skip
             )
+        except StorageUnreachableError as exc:
+            return Failed(str(exc), exception=exc)
         except Exception as exc:
             self.logger.warning("The result of task %r was not cached (%s: %s).",
                                 spec.name, type(exc).__name__, exc)  # fmt: skip

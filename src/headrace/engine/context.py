@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
+from headrace._pid import HOST
 from headrace.errors import ContextError
 
 
 class FlowRunContext:
     __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints",
-                 "persist_result", "cache_url")  # fmt: skip
+                 "persist_result", "cache_url", "host")  # fmt: skip
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class FlowRunContext:
         from headrace.store import database_url
 
         self.cache_url = database_url()  # where the run's tasks find their cache entries
+        self.host = HOST  # where the run reads its results (workers may be elsewhere)
 
 
 class TaskRunContext:

@@ -16,7 +16,8 @@ from typing import Any
 from headrace.engine import logs
 from headrace.results import LocalStorage
 from headrace.results.persist import PICKLE, ResultRef
-from headrace.states import Cached, Completed, State
+from headrace.results.storage import StorageUnreachableError, check_reachable
+from headrace.states import Cached, Completed, Failed, State
 
 _TARGETS = LocalStorage()  # $HEADRACE_HOME/results, synced: a target is the user's file
 
@@ -50,9 +51,12 @@ class TargetPlan:
     def ref(self) -> ResultRef:
         return ResultRef(self.serializer, None, self.storage, self.key)
 
-    def write(self, state: State, logger) -> State:
+    def write(self, state: State, logger, client_host: str | None = None) -> State:
         try:
+            check_reachable(self.storage, client_host)
             self.storage.write(self.key, self.serializer.dumps(state._value))
+        except StorageUnreachableError as exc:
+            return Failed(str(exc), exception=exc)
         except Exception as exc:
             logger.warning(
                 "Target %s was not written (%s: %s); the run's result is kept in memory only.",

@@ -33,6 +33,7 @@ from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var
 from headrace.engine.targets import TargetPlan, target_logger
 from headrace.errors import HeadraceError
 from headrace.results.persist import persist
+from headrace.results.storage import StorageUnreachableError
 from headrace.states import (
     Completed,
     Crashed,
@@ -341,7 +342,7 @@ def run_task(
             state = _attempt(spec, arguments, task_ctx)
             if not state.is_completed():
                 return state
-            return target.write(state, target_logger(run_name, run_id, flow_ctx))
+            return target.write(state, target_logger(run_name, run_id, flow_ctx), flow_ctx.host)
         if spec.cache is not None:
             return _run_cached(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
         return _run_plain(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
@@ -430,7 +431,9 @@ def _persisted(state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: st
     serializer (or storage) cannot write warns once per task, and the state says so."""
     try:
         state.ref = persist(state._value, spec.serializer, spec.storage,
-                            f"{flow_ctx.flow_run_id}/{run_id}")  # fmt: skip
+                            f"{flow_ctx.flow_run_id}/{run_id}", flow_ctx.host)  # fmt: skip
+    except StorageUnreachableError as exc:
+        return Failed(str(exc), exception=exc)
     except Exception as exc:
         problem = f"{type(exc).__name__}: {exc}"
         if spec.name not in _NOT_PERSISTED:

@@ -25,7 +25,7 @@ from typing import Any
 
 from headrace.errors import ResultUnreadableError
 from headrace.results.serializers import PickleSerializer, Serializer, serializer_named
-from headrace.results.storage import LocalStorage, Storage, storage_at
+from headrace.results.storage import LocalStorage, Storage, check_reachable, storage_at
 
 INLINE_BYTES = 1024  # a serialised value up to this size is kept inline, not as a file
 
@@ -84,14 +84,16 @@ class ResultRef:
 
 
 def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
-            key: str) -> ResultRef:  # fmt: skip
+            key: str, client_host: str | None = None) -> ResultRef:  # fmt: skip
     """Serialise `value` and keep it inline or write it under `key`; raises what the
-    serializer or the storage raises."""
+    serializer or the storage raises, and StorageUnreachableError for a LocalStorage
+    on a host other than `client_host`, the flow run's."""
     serializer = serializer or PICKLE
     data = serializer.dumps(value)
     if len(data) <= INLINE_BYTES:
         return ResultRef(serializer, data)
     storage = storage or RESULTS
+    check_reachable(storage, client_host)
     storage.write(key, data)
     return ResultRef(serializer, None, storage, key)
 

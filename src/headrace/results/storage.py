@@ -18,7 +18,9 @@ under the key.
 
 Both are small picklable objects: process and Dask workers write results
 themselves. A `LocalStorage` path is a path on the machine that writes, so a
-remote worker needs an `FSSpecStorage` both sides reach.
+worker on another host than the flow run's refuses to write to one
+(`StorageUnreachableError`, naming FSSpecStorage), unless it is declared
+`LocalStorage(path, shared=True)`: a filesystem every host mounts at that path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,26 @@ import uuid
 from pathlib import Path
 
 from headrace._optional import require
+from headrace._pid import HOST
+from headrace.errors import HeadraceError
+
+
+class StorageUnreachableError(HeadraceError):
+    """A worker on another host than the flow run would write where the run cannot read."""
+
+
+def check_reachable(storage: Storage, client_host: str | None) -> None:
+    """Refuse a LocalStorage write on a host other than the flow run's (see above)."""
+    if client_host is None or client_host == HOST or not isinstance(storage, LocalStorage):
+        return
+    if storage.shared:
+        return
+    raise StorageUnreachableError(
+        f"This worker runs on host {HOST!r}, where {storage!r} writes to {HOST}'s own disk; "
+        f"the flow run on host {client_host!r} cannot read it there. Give the task or flow "
+        "a storage both reach: result_storage=FSSpecStorage('s3://bucket/results') (any "
+        "fsspec URL), or LocalStorage(path, shared=True) for a filesystem every host mounts."
+    )
 
 
 class Storage:
@@ -86,9 +108,11 @@ class LocalStorage(Storage):
     machine): what headrace persists by default does, since a result a power cut damaged
     is read as missing and computed again."""
 
-    def __init__(self, path: str | os.PathLike | None = None, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike | None = None, fsync: bool = True,
+                 shared: bool = False):  # fmt: skip
         self.path = None if path is None else os.fspath(path)
         self.fsync = fsync
+        self.shared = shared  # on a filesystem every host mounts at this path
 
     @property
     def root(self) -> Path:
