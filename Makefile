@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/styles.py
+	$(PY) benchmarks/caching.py
 
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh

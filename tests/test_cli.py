@@ -983,8 +983,8 @@ def test_docs_page_names_only_real_commands_and_options():
         for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
             assert option in options, f"{line}: {option}"
     assert seen == {
-        "version", "run", "runs ls", "runs show", "runs logs", "db prune", "db reset",
-        "db upgrade",
+        "version", "run", "runs ls", "runs show", "runs logs", "runs resume", "cache ls",
+        "cache clear", "db prune", "db reset", "db upgrade",
     }  # fmt: skip
 
 

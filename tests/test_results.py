@@ -350,6 +350,7 @@ def test_a_target_is_read_in_a_new_process_without_running_the_task(style, tmp_p
 )  # fmt: skip
 def test_the_results_page_examples_run(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))  # no cache entries yet
     exec(compile(code, str(RESULTS_PAGE), "exec"), {"__name__": "results_example"})
 
 

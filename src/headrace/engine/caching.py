@@ -64,7 +64,7 @@ class CachePlan:
         """Cached from an entry that holds, or None (the reason kept in `why`)."""
         entry = self.store.get(self.key)
         if entry is None:
-            self.why = self._changed() or "no entry"
+            self.why = "no entry" if quiet else self._changed() or "no entry"
             return None
         if entry.expired(self.store.clock()):
             self.why = "expired"

@@ -417,7 +417,7 @@ def _run_cached(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
             cached = plan.look_up(quiet=True)  # written by the run we waited for?
             if cached is not None:
                 return cached
-            plan.why = why
+            plan.why = why  # the first look's, which says what changed
             plan.missed()
         state = _attempt(spec, arguments, task_ctx)
         return plan.write(state) if state.is_completed() else state

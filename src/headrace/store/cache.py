@@ -168,9 +168,13 @@ def file_claims(folder: Path) -> Callable[[str], contextlib.AbstractContextManag
     A waiter that wakes holding a file its holder already removed tries again
     on the path's new file, so two holders never hold one key at once."""
 
+    made = []
+
     @contextlib.contextmanager
     def claim(key: str) -> Iterator[None]:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.append(folder)
         path = folder / f"{lock_number(key) & (1 << 64) - 1:016x}"
         while True:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
