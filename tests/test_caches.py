@@ -8,10 +8,12 @@ counts, the states, the entries in the store and the log line of each miss.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -443,3 +445,32 @@ def test_db_prune_keeps_cached_results_and_reset_drops_them(home):
     assert invoke("db", "reset", "--yes").exit_code == 0
     assert not path.exists()
     assert invoke("cache", "ls").output == "No cache entries.\n"
+
+
+def test_a_claim_dies_with_the_process_holding_it(url, tmp_path):
+    held = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import pathlib, time
+        from headrace.engine.caching import cache_store
+        with cache_store({url!r}).claim("the-key"):
+            pathlib.Path({str(held)!r}).write_text("yes")
+            time.sleep(60)
+        """)])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not held.exists():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.01)
+        waiter = threading.Thread(target=lambda: cache_store(url).claim("the-key").__enter__())
+        waiter.daemon = True
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()  # held by the other process
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        waiter.join(5)
+        assert not waiter.is_alive()
+        assert time.monotonic() - killed < 1.0
+    finally:
+        holder.kill()
