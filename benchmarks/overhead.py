@@ -7,6 +7,9 @@
     runs the history holds afterwards;
 (k) the 100,000-item map + reduce, history on, with results persisted (the
     default) and not (HEADRACE_PERSIST_RESULTS=off);
+(n) a 2,000-item map whose children return bytes of 256 B to 16 KiB, each
+    result kept inline in the history or written as a file (INLINE_BYTES set
+    past or below the size): the measurement behind INLINE_BYTES;
 (g) a function flow calling a trivial task 10,000 times directly, against a
     graph flow of 10,000 tasks (built and run: the same 10,000 task runs, each
     its own node, key and record), and against the graph flow's 10,000-item
@@ -76,6 +79,28 @@ assert sum(state[t].result() for t in runs) == sum(range(1, n + 1))
 print(json.dumps({"seconds": seconds, "recorded": n}))
 """
 
+SIZED = """
+import json, sys, time
+import headrace.results.persist as persist
+from headrace import Flow, task
+n, size, inline = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "inline"
+persist.INLINE_BYTES = 1 << 30 if inline else 0
+@task
+def blob(i):
+    return bytes(size)
+@task
+def count(blobs):
+    return len(blobs)
+with Flow("sized") as flow:
+    t = count(blob.map(list(range(n))))
+t0 = time.perf_counter()
+state = flow.run()
+assert state[t].result() == n
+from headrace.store import get_store
+get_store().flush()  # the rows are written: the history's share of the cost counts
+print(json.dumps({"seconds": time.perf_counter() - t0, "recorded": n}))
+"""
+
 FUNCTION = """
 import json, sys, time
 from headrace import flow, task
@@ -95,7 +120,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "recorded": n}))
 """
 
 
-def run(script: str, n: int, history: bool, persist: bool = True) -> dict:
+def run(script: str, n: int, history: bool, persist: bool = True, extra=()) -> dict:
     runs = []
     for _ in range(3):
         home = tempfile.mkdtemp(prefix="headrace-bench-")
@@ -109,7 +134,10 @@ def run(script: str, n: int, history: bool, persist: bool = True) -> dict:
         }
         try:
             out = subprocess.run(
-                [sys.executable, "-c", script, str(n)], env=env, capture_output=True, text=True
+                [sys.executable, "-c", script, str(n), *extra],
+                env=env,
+                capture_output=True,
+                text=True,
             )
         finally:
             shutil.rmtree(home, ignore_errors=True)
@@ -135,6 +163,14 @@ def main() -> None:
     persisted = run(GRAPH, 100_000, history=True, persist=True)
     cost = persisted["per_task_us"] - kept["per_task_us"]
     persist_ok = cost <= 10 and persisted["seconds"] < 5
+    sized = []
+    for size in (256, 1024, 4096, 16384):
+        inline = run(SIZED, 2_000, history=True, extra=(str(size), "inline"))
+        filed = run(SIZED, 2_000, history=True, extra=(str(size), "file"))
+        sized.append(
+            f"| {size:,} B | {inline['per_task_us']:.1f} µs | {filed['per_task_us']:.1f} µs "
+            f"| {'inline' if inline['per_task_us'] <= filed['per_task_us'] else 'file'} |"
+        )
     graph = run(GRAPH, 10_000, history=True)
     tasks = run(TASKS, 10_000, history=True)
     direct = run(FUNCTION, 10_000, history=True)
@@ -158,6 +194,14 @@ def main() -> None:
         f"| 100,000-item map + reduce | {kept['seconds']:.2f} s · {kept['per_task_us']:.1f} µs "
         f"| {persisted['seconds']:.2f} s · {persisted['per_task_us']:.1f} µs | {cost:+.1f} µs "
         f"| {'PASS' if persist_ok else 'FAIL'} |",
+        "",
+        "(n) a 2,000-item map returning bytes of each size, history on (flushed), "
+        "LocalExecutor: every result inline in the history against every result a file; "
+        "INLINE_BYTES is 1,024.",
+        "",
+        "| result size | inline, per task | as files, per task | cheaper |",
+        "|---|---|---|---|",
+        *sized,
         "",
         "(g) 10,000 trivial tasks, history on, LocalExecutor; targets: a function flow's "
         "direct calls cost no more per task than a graph flow of as many tasks (built and "
