@@ -120,12 +120,16 @@ PEER_ENV = {
 PEER_HOME = {"dask": None, "prefect1": "PREFECT__HOME_DIR", "prefect3": "PREFECT_HOME"}
 
 
+HOME = "HEADRACE_HOME"  # each headrace run records into a new, empty home, removed after it
+
+
 def headrace_cases(python: str) -> list[list[Case]]:
     """Series of cases (one series = one row of a table, sizes ascending)."""
     script = "workloads_headrace.py"
 
     def fn(workload, config, function, items=None, **kwargs):
-        return Case(workload, "headrace", config, python, items, script, function, kwargs)
+        return Case(workload, "headrace", config, python, items, script, function, kwargs,
+                    fresh_home=HOME)  # fmt: skip
 
     series: list[list[Case]] = []
     for ex in ("LocalExecutor", "ThreadExecutor"):
@@ -143,7 +147,9 @@ def headrace_cases(python: str) -> list[list[Case]]:
         ),
     ):
         code = TWO_TASKS["headrace"].format(imports=imports, run_args=run_args)
-        series.append([Case("c", "headrace", ex, python, code=code, expect_stdout="2")])
+        series.append(
+            [Case("c", "headrace", ex, python, code=code, expect_stdout="2", fresh_home=HOME)]
+        )
     workers = SLEEPERS["workers"]
     series.append([fn("d", f"ThreadExecutor({workers})", "sleepers", **SLEEPERS)])
     series.append(

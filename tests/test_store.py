@@ -449,10 +449,16 @@ def test_retention_prunes_old_finished_runs_when_a_store_is_opened(home, monkeyp
     before = rows_of(home, old)
     assert before["task_runs"] == 1 and before["task_run_states"] == 1 and before["logs"] >= 3
 
+    results = home.parent / "results"
+    for run in (old, recent):  # persisted results (as a result too large to keep inline is)
+        (results / run).mkdir(parents=True)
+        (results / run / f"{run}-0").write_bytes(b"x" * 2000)
+
     monkeypatch.setenv("HEADRACE_HISTORY_RETENTION", "30d")
     open_recorder()
     store = open_reader()
     assert rows_of(home, old) == dict.fromkeys(before, 0)
+    assert sorted(p.name for p in results.iterdir()) == [recent]  # the old run's results went
     assert [r.id for r in sorted(store.flow_runs(), key=lambda r: r.start_time)] == [
         "going",
         recent,

@@ -120,6 +120,15 @@ def remove_unowned(known: Callable[[str], bool], cached: set[str] = frozenset())
     return removed
 
 
+def remove_results_of(run_ids: list[str]) -> None:
+    """Delete the persisted results (under the default storage) of these flow runs."""
+    import shutil
+
+    for run_id in run_ids:
+        if run_id and "/" not in run_id and run_id not in (".", "..", CACHE_FOLDER):
+            shutil.rmtree(RESULTS.root / run_id, ignore_errors=True)
+
+
 _ON, _OFF = ("", "on", "true", "1", "yes"), ("off", "false", "0", "no")
 
 

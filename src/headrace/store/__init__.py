@@ -6,7 +6,8 @@ this process's `Recorder`, opened on first use; `open_reader()` opens a
 else `$HEADRACE_HOME/headrace.db` (HEADRACE_HOME defaults to ~/.headrace).
 HEADRACE_HISTORY=off turns recording off. HEADRACE_HISTORY_RETENTION ("30d";
 units s, m, h, d; unset keeps everything) prunes finished runs that ended
-longer ago than that whenever a recorder is opened. A store that cannot be
+longer ago than that, and their persisted results, whenever a recorder is
+opened. A store that cannot be
 written (read-only directory, full disk) is reported once and runs go on;
 one that is not headrace's, or is newer, raises StoreError when opened.
 
@@ -92,8 +93,10 @@ def open_recorder(url: str | None = None, clock=None):
         store = open_sqlite(url[len(_SQLITE) :], clock)
     else:
         raise _not_understood(url)
-    if keep is not None:
-        store.prune(time.time() - keep)
+    if keep is not None and store.prune(time.time() - keep):
+        from headrace.results.persist import remove_results_of
+
+        remove_results_of(store.last_pruned)  # their persisted results go with them
     return store
 
 

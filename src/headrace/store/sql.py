@@ -744,6 +744,7 @@ class SQLRecorder(Recorder):
                 (older_than, "RUNNING"),
             )
             ids = [(row[0],) for row in cur.fetchall()]
+            self.last_pruned = [i for (i,) in ids]
             for table, column in (
                 ("logs", "flow_run_id"),
                 ("task_run_states", "flow_run_id"),
