@@ -1,5 +1,6 @@
 """Running a flow in a fresh Python at a log level, for test_function_logs.py and
-faults/test_logs.py.
+faults/test_logs.py; and `log`, a fixture holding the records headrace's loggers
+emit during a test (they do not propagate to the root logger, so caplog misses them).
 
 The level is read from HEADRACE_LOGGING_LEVEL once per process, so a test of
 a level runs a child Python: `run_child(code, level)`. `LEVEL_SCRIPT` is such
@@ -8,10 +9,34 @@ code, a function flow that logs a warning and runs `{n}` tasks.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.INFO) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+@pytest.fixture(name="log")
+def log_fixture():
+    """The records of headrace's loggers while the test runs (import with `# noqa: F401`)."""
+    lines, root = Lines(), logging.getLogger("headrace")
+    root.addHandler(lines)
+    yield lines
+    root.removeHandler(lines)
 
 
 def run_child(code: str, level: str) -> subprocess.CompletedProcess:

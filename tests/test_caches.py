@@ -24,6 +24,7 @@ from headrace.cache import FLOW_PARAMETERS, INPUTS, NO_CACHE, TASK_SOURCE
 from headrace.engine.caching import cache_store
 from headrace.executors import ProcessExecutor, ThreadExecutor
 from headrace.store import open_reader
+from log_helpers import log_fixture  # noqa: F401  (a fixture)
 
 BIG = "x" * 5000  # serialised past INLINE_BYTES: kept in a file
 
@@ -34,24 +35,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def log():
-    """The records of headrace's loggers while the test runs."""
-    lines, root = Lines(), logging.getLogger("headrace")
-    root.addHandler(lines)
-    yield lines
-    root.removeHandler(lines)
 
 
 def misses(log) -> list[str]:
@@ -356,6 +339,8 @@ def test_cache_options_are_checked_when_the_task_is_made():
         task(f, cache_policy=INPUTS, persist_result=False)
     with pytest.raises(ValueError, match="cache_expiration must be a timedelta or seconds"):
         task(f, cache_policy=INPUTS, cache_expiration=-1)
+    with pytest.raises(TypeError, match="give target= or the cache options, not both"):
+        task(f, cache_policy=INPUTS, target="out_{x}.json")
     with pytest.raises(TypeError, match="refresh_cache=True needs a cache_policy"):
         task(f, refresh_cache=True)
     with pytest.raises(TypeError, match="cache_policy must be"):

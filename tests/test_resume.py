@@ -8,6 +8,7 @@ as completed never runs again, and that the reduce still receives every input.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -23,6 +24,7 @@ from cli_helpers import home_fixture, invoke  # noqa: F401  (a fixture)
 from headrace import Flow, Parameter, flow, task
 from headrace.engine.resume import ResumeError
 from headrace.store import open_reader
+from log_helpers import log_fixture  # noqa: F401  (a fixture)
 
 BIG = "y" * 5000  # kept in a file, not inline
 
@@ -109,7 +111,7 @@ def test_function_flow_resume_and_a_chain(home):
     assert [third.resumed_from, second.resumed_from] == [second.id, first.id]
 
 
-def test_an_unreadable_result_runs_again_and_so_does_its_downstream(home):
+def test_an_unreadable_result_runs_again_and_so_does_its_downstream(home, log):
     calls = []
 
     @task
@@ -144,6 +146,9 @@ def test_an_unreadable_result_runs_again_and_so_does_its_downstream(home):
     calls.clear()
     assert pipeline.resume(run.id) == 5000
     assert calls == ["source", "size", "fail"]
+    [warning] = log.messages(logging.WARNING)
+    assert warning.startswith("Task run 'source-0' is not reused: The persisted result at ")
+    assert warning.endswith("it was deleted or damaged. It runs again.")
 
 
 def test_resume_refuses_what_it_cannot_resume(home):

@@ -356,6 +356,11 @@ class CacheOptions:
             raise TypeError(f"{where} give cache_policy or cache_key_fn, not both.")
         if policy is None and key_fn is None:
             raise TypeError(f"{where} refresh_cache=True needs a cache_policy or cache_key_fn.")
+        if task.target is not None:
+            raise TypeError(
+                f"{where} a target is already its task's cache (the file is read when it "
+                "exists); give target= or the cache options, not both."
+            )
         if task.persist_result is False:
             raise TypeError(
                 f"{where} a cached task's result is read from where it was persisted; drop "

@@ -23,6 +23,7 @@ import contextvars
 import time
 from dataclasses import dataclass, field
 
+from headrace.engine import logs
 from headrace.errors import HeadraceError, ResultUnreadableError
 from headrace.results.persist import ResultRef
 from headrace.states import Cached, MappedState, State, _Released
@@ -162,7 +163,8 @@ def _readable(record) -> State | None:
     try:
         ref = ResultRef.parse(record.result_ref)
         value = ref.load()
-    except (ResultUnreadableError, ValueError):
+    except (ResultUnreadableError, ValueError) as exc:
+        logs.ENGINE.warning("Task run %r is not reused: %s It runs again.", record.name, exc)
         return None
     kept = value if ref.data is not None else _Released(record.name)  # files: read when needed
     state = Cached(f"Reused from task run {record.id} (resumed).", kept)
