@@ -2,8 +2,10 @@
 
     decide_before_run   upstream check -> skip on upstream skip -> trigger
                         (in the core, before anything is submitted)
-    run_task            running -> call (timeout) -> signal/exception ->
-                        loop, or retry decision -> state
+    run_task            target or cache lookup (a hit is Cached) -> call
+                        (timeout) -> signal/exception -> loop, or retry
+                        decision -> state -> target, cache entry or
+                        persisted result written
                         (in the worker: inline, a thread, a process)
 
 `run_task` never raises for anything the task does: every outcome is a
