@@ -45,13 +45,14 @@ NEEDS = [
     ),
     ("pandas", "pandas", "from headrace.results import PandasSerializer; PandasSerializer('csv')"),
     ("fsspec", "fsspec", "from headrace.results import FSSpecStorage; FSSpecStorage('memory://x')"),
+    ("starlette", "server", "from headrace.server import create_app; create_app()"),
 ]
 
 
 @pytest.mark.parametrize(
     ("module", "extra", "code"),
     NEEDS,
-    ids=["DaskExecutor()", "flow.run", "PandasSerializer()", "FSSpecStorage()"],
+    ids=["DaskExecutor()", "flow.run", "PandasSerializer()", "FSSpecStorage()", "create_app()"],
 )
 def test_a_missing_optional_dependency_names_the_extra_to_install(module, extra, code):
     done = run_without(module, code)

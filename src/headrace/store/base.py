@@ -118,9 +118,13 @@ class Reader(abc.ABC):
     def flow_runs(
         self, flow_name: str | None = None, state: str | None = None, limit: int | None = 50,
         before: float | None = None, parent_id: str | None = None,
+        after_cursor: tuple[float, str] | None = None, text: str | None = None,
+        since: float | None = None,
     ) -> list[FlowRun]:  # fmt: skip
         """Flow runs newest first: of one flow, in one state (a type or a name, any case),
-        started before `before` (epoch seconds: the next page), children of `parent_id`."""
+        started before `before` (epoch seconds), children of `parent_id`; the page after
+        `after_cursor` (the last run's `(start_time, id)`: keyset paging, never OFFSET);
+        whose name or flow name contains `text`; started at or after `since`."""
 
     @abc.abstractmethod
     def flow_run(self, ref: str) -> FlowRun:
@@ -146,9 +150,23 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def logs(
-        self, flow_run_id: str, after: int = 0, limit: int | None = None
-    ) -> list[tuple[int, LogRecord]]:
-        """Log lines of a flow run (and its task runs) after log id `after`, oldest first."""
+        self, flow_run_id: str, after: int = 0, limit: int | None = None,
+        level: int | None = None, task_run_id: str | None = None, text: str | None = None,
+    ) -> list[tuple[int, LogRecord]]:  # fmt: skip
+        """Log lines of a flow run (and its task runs) after log id `after`, oldest first:
+        at `level` or above, of one task run, containing `text` (any case)."""
+
+    def task_run(self, task_run_id: str) -> TaskRun | None:
+        """One task run by id (None when there is none)."""
+        return None
+
+    def map_children(
+        self, flow_run_id: str, task_key: str, after_index: int = -1, limit: int = 100,
+        state: str | None = None,
+    ) -> list[TaskRun]:  # fmt: skip
+        """Children of one mapped task (by task key) in map-index order, after
+        `after_index` (keyset paging), in one state name when given."""
+        return []
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -167,7 +185,8 @@ class EmptyReader(Reader):
     def __init__(self, where: str):
         self.where = where
 
-    def flow_runs(self, flow_name=None, state=None, limit=50, before=None, parent_id=None):
+    def flow_runs(self, flow_name=None, state=None, limit=50, before=None, parent_id=None,
+                  after_cursor=None, text=None, since=None):  # fmt: skip
         return []
 
     def flow_run(self, ref: str) -> FlowRun:
@@ -182,7 +201,7 @@ class EmptyReader(Reader):
     def states(self, task_run_id: str) -> list[StateRecord]:
         return []
 
-    def logs(self, flow_run_id, after=0, limit=None):
+    def logs(self, flow_run_id, after=0, limit=None, level=None, task_run_id=None, text=None):
         return []
 
     def close(self) -> None:

@@ -110,8 +110,19 @@ class SQLReader(Reader):
                     run.state_message = CRASHED_MESSAGE
         return runs
 
-    def flow_runs(self, flow_name=None, state=None, limit=50, before=None, parent_id=None):
+    def flow_runs(self, flow_name=None, state=None, limit=50, before=None, parent_id=None,
+                  after_cursor=None, text=None, since=None):  # fmt: skip
         where, params = [], []
+        if after_cursor is not None:
+            start, run_id = after_cursor
+            where.append("(start_time < ? OR (start_time = ? AND id < ?))")
+            params += [start, start, run_id]
+        if text:
+            where.append("(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(flow_name) LIKE ? ESCAPE '\\')")
+            params += [_contains(text)] * 2
+        if since is not None:
+            where.append("start_time >= ?")
+            params.append(since)
         if flow_name:
             where.append("flow_name = ?")
             params.append(flow_name)
@@ -224,14 +235,48 @@ class SQLReader(Reader):
         last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
         return [first, *middle, last]
 
-    def logs(self, flow_run_id, after=0, limit=None):
+    def logs(self, flow_run_id, after=0, limit=None, level=None, task_run_id=None, text=None):
+        where, params = ["flow_run_id = ?", "id > ?"], [flow_run_id, after]
+        if level is not None:
+            where.append("level >= ?")
+            params.append(int(level))
+        if task_run_id is not None:
+            where.append("task_run_id = ?")
+            params.append(task_run_id)
+        if text:
+            where.append("LOWER(message) LIKE ? ESCAPE '\\'")
+            params.append(_contains(text))
         sql = (
-            f"SELECT id, {', '.join(LOG_COLUMNS)} FROM logs WHERE flow_run_id = ? AND id > ? "
-            "ORDER BY id"
+            f"SELECT id, {', '.join(LOG_COLUMNS)} FROM logs WHERE {' AND '.join(where)} ORDER BY id"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [(row[0], LogRecord(*row[1:])) for row in self._rows(sql, (flow_run_id, after))]
+        return [(row[0], LogRecord(*row[1:])) for row in self._rows(sql, tuple(params))]
+
+    def task_run(self, task_run_id):
+        rows = self._rows(
+            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE id = ?", (task_run_id,)
+        )
+        return task_run_record(rows[0]) if rows else None
+
+    def map_children(self, flow_run_id, task_key, after_index=-1, limit=100, state=None):
+        where = "flow_run_id = ? AND task_key = ? AND map_index > ?"
+        params = [flow_run_id, task_key, after_index]
+        if state:
+            where += " AND state_name = ?"
+            params.append(state)
+        rows = self._rows(
+            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE {where} "
+            f"ORDER BY map_index LIMIT {int(limit)}",
+            tuple(params),
+        )
+        return [task_run_record(row) for row in rows]
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern for `text` anywhere, lower-cased: its % and _ match themselves."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _least(a, b):
