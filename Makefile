@@ -29,7 +29,7 @@ clean:
 
 # Benchmarks (benchmarks/bench.py writes benchmarks/RESULTS.md and prints it).
 # `bench` needs no peer; it merges the figures of the last `bench-peers` run.
-.PHONY: bench bench-peers
+.PHONY: bench bench-peers screenshots
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
@@ -40,3 +40,8 @@ bench: $(STAMP)
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh
 	$(PY) benchmarks/bench.py --peers
+
+# The pictures in docs/ui.md, taken by the browser test.
+screenshots: $(STAMP)
+	mkdir -p docs/images
+	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_server.py -k browser

@@ -8,6 +8,7 @@ hostile: markup, script and control characters must reach the browser as text.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -214,10 +215,19 @@ def test_pages_escape_every_recorded_string(server, history):
         assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
         assert "<script>alert" not in text
     _, _, body = get(f"{server}/runs/{first}?q=item%203%20")
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; item 3" in body.decode()
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; item 3 \\x1b[31mred" in body.decode()
+    assert "\x1b" not in body.decode()  # a control character is shown, never sent
 
 
 # -- in a real browser --------------------------------------------------------------------------
+
+SHOTS = os.environ.get("HEADRACE_UI_SCREENSHOTS")  # `make screenshots` sets it to docs/images
+
+
+def shoot(page, name: str) -> None:
+    """Save what the browser shows, for docs/ui.md, when asked to."""
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/ui-{name}.png", full_page=False)
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +244,14 @@ def browser():
 
 def test_the_browser_shows_hostile_text_as_text_and_runs_no_script(server, history, browser):
     _, first = history
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     dialogs, violations = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on(
         "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
     )
     page.goto(server + "/")
+    shoot(page, "runs")
     links = page.locator("#runs a", has_text="onerror")
     assert links.count() == 2
     assert links.first.text_content() == HOSTILE
@@ -248,12 +259,15 @@ def test_the_browser_shows_hostile_text_as_text_and_runs_no_script(server, histo
     page.wait_for_url(f"**/runs/{first}")
     assert page.locator("h1").text_content().startswith(HOSTILE)
     assert "250 children" in page.locator("#task-runs").text_content()
+    assert page.locator("#graph .node").count() == 1 and page.locator("#timeline rect").count() == 2
+    shoot(page, "run")
     page.fill("input[name=q]", "item 7 ")
     page.click("text=Search")
     logs = page.locator("#logs").text_content()
     assert "<script>alert('x')</script> item 7" in logs
     page.click("a.map")
     assert page.locator("#children tbody tr").count() == 100
+    shoot(page, "map")
     page.click("a[rel=next]")
     assert page.locator("#children tbody tr").count() == 100
     assert dialogs == [] and violations == []
@@ -281,3 +295,42 @@ def test_a_host_beyond_the_loopback_is_warned_of(home):
         said = invoke("server", "--host", "0.0.0.0", "--port", str(port))
     assert "The UI has no authentication" in said.output
     assert said.exit_code == 1  # the port was taken: it stops there
+
+
+def test_a_running_run_s_page_follows_it_live(server, browser):
+    gate = threading.Event()
+
+    @task
+    def quick():
+        return 1
+
+    @task
+    def waits(x):
+        assert gate.wait(30)
+        return x
+
+    @flow
+    def live_run():
+        return waits(quick())
+
+    runner = threading.Thread(target=live_run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 20
+    while True:
+        running = api(server, "/api/runs?q=live-run&state=running")["runs"]
+        if running and api(server, f"/api/runs/{running[0]['id']}/task-runs")["task_runs"]:
+            break
+        assert time.monotonic() < deadline, "the run did not show as Running"
+        time.sleep(0.05)
+    page = browser.new_page()
+    page.goto(f"{server}/runs/{running[0]['id']}")
+    assert page.locator("body[data-events]").count() == 1
+    assert "waits" not in page.locator("#task-runs").text_content()
+    gate.set()
+    deadline = time.monotonic() + 10  # (how fast: benchmarks/ui.py measures it)
+    while "Completed" not in page.locator("h1").text_content():
+        assert time.monotonic() < deadline, "the page did not follow the run to its end"
+        page.wait_for_timeout(50)
+    assert "waits" in page.locator("#task-runs").text_content()
+    runner.join(10)
+    page.close()

@@ -19,6 +19,7 @@ GET /api/openapi.json               this, as OpenAPI
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -225,6 +226,40 @@ def logs(request: Request) -> JSONResponse:
     return JSONResponse({"logs": lines, "next": page[-1][0] if len(rows) > limit else None})
 
 
+POLL_SECONDS = 0.5  # how often a live run's history is asked for news
+
+
+async def events(request: Request):
+    """Server-sent events while the run is Running: `change` when its state, task runs or
+    log lines changed (at most every POLL_SECONDS), then `end` once it ended."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import StreamingResponse
+
+    reader = request.app.state.reader()
+    found = await run_in_threadpool(find, request)
+
+    def look():
+        now = reader.flow_run(found.id)
+        return now.state_type, now.state_name, *reader.activity(found.id)
+
+    async def stream():
+        seen = None
+        while not await request.is_disconnected():
+            news = await run_in_threadpool(look)
+            if news != seen:
+                seen = news
+                yield f"event: change\ndata: {json.dumps(list(news))}\n\n"
+            if news[0] != "RUNNING":
+                yield "event: end\ndata: {}\n\n"
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store"})  # fmt: skip
+
+
 def task_run(request: Request) -> JSONResponse:
     """One task run: its fields, its states in order, where its result is."""
     reader = request.app.state.reader()
@@ -249,6 +284,7 @@ ENDPOINTS = [
     ("/api/runs/{run}/maps/{key}", children, ["after", "limit", "state"]),
     ("/api/runs/{run}/edges", edges, []),
     ("/api/runs/{run}/logs", logs, ["after", "limit", "level", "task_run", "q"]),
+    ("/api/runs/{run}/events", events, []),
     ("/api/task-runs/{task_run}", task_run, []),
 ]
 

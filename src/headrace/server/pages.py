@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, StreamingResponse
 
 from headrace.server import api
 from headrace.server.app import HERE
+from headrace.text import safe
 
 
 def templates():
@@ -31,11 +32,22 @@ def templates():
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # every recorded string is hostile
         undefined=jinja2.StrictUndefined,
+        # ... and shown with its control characters visible (an ESC as \x1b), lines kept
+        finalize=_visible,
     )
     env.filters["time"] = _time
     env.filters["duration"] = _duration
     env.filters["json"] = lambda value: json.dumps(value, indent=1, sort_keys=True)
     return env
+
+
+def _visible(value):
+    """A recorded string with its control characters shown; markup made here as it is."""
+    import markupsafe
+
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return safe(value, lines=True)
+    return value
 
 
 def _time(epoch) -> str:
@@ -82,15 +94,23 @@ def run_page(request: Request) -> HTMLResponse:
         api.level_of(params.get("level")), params.get("task_run") or None,
         params.get("q") or None,
     )  # fmt: skip
+    from headrace.server.graph import layout, nodes_and_edges, timeline
+
+    nodes, edges = nodes_and_edges(reader.task_runs(found.id))
+    width, height = layout(nodes, edges)
+    lanes, origin, span = timeline(nodes)
     return render(
         request, "run.html", run=api.run_dict(found),
+        graph={"nodes": nodes, "edges": edges, "width": width, "height": height},
+        lanes=lanes, span=span,
         subflows=reader.flow_runs(parent_id=found.id, limit=None),
         chain=api.chain(reader, found),
         task_runs=reader.task_runs(found.id, children=False),
         maps={g.task_key: g for g in reader.map_groups(found.id)},
         logs=lines[: api.LOGS_PAGE], more_logs=len(lines) > api.LOGS_PAGE,
         filters={k: params.get(k, "") for k in ("q", "level")},
-        live=found.state_type == "RUNNING",
+        live=found.is_running(),
+        events=f"/api/runs/{found.id}/events" if found.is_running() else None,
     )  # fmt: skip
 
 

@@ -160,6 +160,11 @@ class Reader(abc.ABC):
         """One task run by id (None when there is none)."""
         return None
 
+    def activity(self, flow_run_id: str) -> tuple:
+        """What changes while a run goes on (task runs recorded, the last log line's id):
+        cheap to ask every half second."""
+        return ()
+
     def map_children(
         self, flow_run_id: str, task_key: str, after_index: int = -1, limit: int = 100,
         state: str | None = None,

@@ -259,6 +259,11 @@ class SQLReader(Reader):
         )
         return task_run_record(rows[0]) if rows else None
 
+    def activity(self, flow_run_id):
+        tasks = self._rows("SELECT COUNT(*) FROM task_runs WHERE flow_run_id = ?", (flow_run_id,))
+        last = self._rows("SELECT MAX(id) FROM logs WHERE flow_run_id = ?", (flow_run_id,))
+        return tasks[0][0], last[0][0]
+
     def map_children(self, flow_run_id, task_key, after_index=-1, limit=100, state=None):
         where = "flow_run_id = ? AND task_key = ? AND map_index > ?"
         params = [flow_run_id, task_key, after_index]
