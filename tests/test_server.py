@@ -176,6 +176,15 @@ def test_logs_are_filtered_and_paged_on_the_server(server, history):
     assert body.decode().count("\n") == 1 and "item 12" in body.decode()
 
 
+def test_flows_are_summarised(server):
+    flows = {f["flow_name"]: f for f in api(server, "/api/flows")["flows"]}
+    assert flows["plain"]["runs"] == 7 and flows["plain"]["completed"] == 7
+    assert flows["hostile"]["runs"] == 2 and flows["hostile"]["completed"] == 1
+    assert flows["plain"]["median_duration"] > 0
+    _, _, body = get(server + "/flows")
+    assert "100%" in body.decode() and "50%" in body.decode()
+
+
 def test_bad_input_gets_a_clear_error(server):
     status, _, body = get(f"{server}/api/runs?limit=ten")
     assert status == 400 and json.loads(body) == {

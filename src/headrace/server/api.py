@@ -226,6 +226,11 @@ def logs(request: Request) -> JSONResponse:
     return JSONResponse({"logs": lines, "next": page[-1][0] if len(rows) > limit else None})
 
 
+def flows(request: Request) -> JSONResponse:
+    """Per flow: runs, success rate, median duration."""
+    return JSONResponse({"flows": request.app.state.reader().flow_summaries()})
+
+
 POLL_SECONDS = 0.5  # how often a live run's history is asked for news
 
 
@@ -286,6 +291,7 @@ ENDPOINTS = [
     ("/api/runs/{run}/logs", logs, ["after", "limit", "level", "task_run", "q"]),
     ("/api/runs/{run}/events", events, []),
     ("/api/task-runs/{task_run}", task_run, []),
+    ("/api/flows", flows, []),
 ]
 
 

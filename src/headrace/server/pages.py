@@ -85,6 +85,10 @@ def runs_page(request: Request) -> HTMLResponse:
     )  # fmt: skip
 
 
+def flows_page(request: Request) -> HTMLResponse:
+    return render(request, "flows.html", flows=request.app.state.reader().flow_summaries())
+
+
 def run_page(request: Request) -> HTMLResponse:
     reader = request.app.state.reader()
     found = api.find(request)

@@ -160,6 +160,11 @@ class Reader(abc.ABC):
         """One task run by id (None when there is none)."""
         return None
 
+    def flow_summaries(self) -> list[dict]:
+        """Per flow: its runs, how many completed, and the median duration of its newest
+        1,000 finished runs (top-level runs; subflows are their parents' business)."""
+        return []
+
     def activity(self, flow_run_id: str) -> tuple:
         """What changes while a run goes on (task runs recorded, the last log line's id):
         cheap to ask every half second."""

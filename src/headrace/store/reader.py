@@ -259,6 +259,29 @@ class SQLReader(Reader):
         )
         return task_run_record(rows[0]) if rows else None
 
+    def flow_summaries(self):
+        counted = self._rows(
+            "SELECT flow_name, COUNT(*), SUM(CASE WHEN state_type = 'COMPLETED' THEN 1 ELSE 0 "
+            "END), MAX(start_time) FROM flow_runs WHERE parent_id IS NULL GROUP BY flow_name "
+            "ORDER BY MAX(start_time) DESC"
+        )
+        durations: dict[str, list[float]] = {}
+        for name, seconds in self._rows(
+            "SELECT flow_name, d FROM (SELECT flow_name, end_time - start_time AS d, "
+            "ROW_NUMBER() OVER (PARTITION BY flow_name ORDER BY start_time DESC) AS n "
+            "FROM flow_runs WHERE parent_id IS NULL AND end_time IS NOT NULL) AS recent "
+            "WHERE n <= 1000"
+        ):
+            durations.setdefault(name, []).append(seconds)
+        import statistics
+
+        return [
+            {"flow_name": name, "runs": runs, "completed": completed or 0, "last_start": last,
+             "median_duration": statistics.median(durations[name]) if name in durations
+             else None}
+            for name, runs, completed, last in counted
+        ]  # fmt: skip
+
     def activity(self, flow_run_id):
         tasks = self._rows("SELECT COUNT(*) FROM task_runs WHERE flow_run_id = ?", (flow_run_id,))
         last = self._rows("SELECT MAX(id) FROM logs WHERE flow_run_id = ?", (flow_run_id,))
