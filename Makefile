@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/styles.py
 	$(PY) benchmarks/caching.py
+	$(PY) benchmarks/ui.py
 
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh

@@ -115,7 +115,8 @@ class SQLReader(Reader):
         where, params = [], []
         if after_cursor is not None:
             start, run_id = after_cursor
-            where.append("(start_time < ? OR (start_time = ? AND id < ?))")
+            # (start_time <= ? first: a range on the start index, not an OR across it)
+            where.append("start_time <= ? AND (start_time < ? OR id < ?)")
             params += [start, start, run_id]
         if text:
             where.append("(LOWER(name) LIKE ? ESCAPE '\\' OR LOWER(flow_name) LIKE ? ESCAPE '\\')")
