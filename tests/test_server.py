@@ -131,6 +131,9 @@ def test_runs_are_paged_by_cursor_newest_first_without_gaps(server):
     starts = [r["start_time"] for r in every]
     assert starts == sorted(starts, reverse=True)
     assert {r["flow_name"] for r in api(server, "/api/runs?flow=plain")["runs"]} == {"plain"}
+    middle = every[4]["start_time"]
+    window = api(server, f"/api/runs?since={every[6]['start_time']}&until={middle}")["runs"]
+    assert [r["id"] for r in window] == [r["id"] for r in every[5:7]]
     assert len(api(server, "/api/runs?q=ONERROR")["runs"]) == 2
     assert [r["state_name"] for r in api(server, "/api/runs?q=onerror&state=failed")["runs"]] == [
         "Failed"
@@ -154,6 +157,7 @@ def test_a_run_its_map_children_and_its_resume_chain(server, history):
     assert bad["map_index"] == 7 and "bad <b>7</b>" in bad["state_message"]
     detail = api(server, f"/api/task-runs/{bad['id']}")
     assert [s["name"] for s in detail["states"]] == ["Running", "Failed"]
+    assert "Traceback" in detail["errors"][0] and "bad <b>7</b>" in detail["errors"][0]
     good = api(server, f"/api/task-runs/{page['children'][0]['id']}")
     assert good["result"] == {"kind": "inline", "serializer": "pickle", "bytes": 5,
                               "preview": None}  # fmt: skip
@@ -343,3 +347,42 @@ def test_a_running_run_s_page_follows_it_live(server, browser):
     assert "waits" in page.locator("#task-runs").text_content()
     runner.join(10)
     page.close()
+
+
+def test_the_ui_reads_a_postgresql_history(pg_url, monkeypatch):
+    import uvicorn
+
+    from headrace.server import create_app
+
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
+
+    @task
+    def one():
+        return 1
+
+    @flow
+    def on_postgres():
+        return one()
+
+    state = on_postgres(return_state=True)
+    from headrace.store import get_store
+
+    get_store().flush()
+    port = free_port()
+    served = uvicorn.Server(uvicorn.Config(create_app(pg_url), port=port, log_level="warning"))
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    try:
+        while not served.started:
+            assert thread.is_alive()
+            time.sleep(0.02)
+        base = f"http://127.0.0.1:{port}"
+        [run] = api(base, "/api/runs")["runs"]
+        assert run["id"] == state.flow_run_id and run["flow_name"] == "on-postgres"
+        [task_run] = api(base, f"/api/runs/{run['id']}/task-runs")["task_runs"]
+        assert task_run["state_name"] == "Completed"
+        status, _, body = get(f"{base}/runs/{run['id']}")
+        assert status == 200 and b"on-postgres" in body
+    finally:
+        served.should_exit = True
+        thread.join(10)

@@ -123,6 +123,7 @@ def runs(request: Request) -> JSONResponse:
         after_cursor=parse_cursor(params.get("cursor")),
         text=params.get("q") or None,
         since=number(request, "since"),
+        before=number(request, "until"),
     )
     page = found[:limit]
     following = cursor_of(page[-1]) if len(found) > limit else None
@@ -272,7 +273,9 @@ def task_run(request: Request) -> JSONResponse:
     if found is None:
         raise HTTPException(404, f"No task run has id {request.path_params['task_run']!r}.")
     states = [_state(s) for s in reader.states(found.id)]
-    return JSONResponse({**task_run_dict(found), "states": states})
+    errors = reader.logs(found.flow_run_id, 0, 20, logging.ERROR, found.id)  # its traceback
+    return JSONResponse({**task_run_dict(found), "states": states,
+                         "errors": [record.message for _, record in errors]})  # fmt: skip
 
 
 def _state(record) -> dict[str, Any]:
@@ -282,7 +285,7 @@ def _state(record) -> dict[str, Any]:
 
 # (path, view, query parameters) of every endpoint, for the schema
 ENDPOINTS = [
-    ("/api/runs", runs, ["flow", "state", "q", "since", "limit", "cursor"]),
+    ("/api/runs", runs, ["flow", "state", "q", "since", "until", "limit", "cursor"]),
     ("/api/runs/{run}", run, []),
     ("/api/runs/{run}/task-runs", task_runs, []),
     ("/api/runs/{run}/maps", maps, []),
