@@ -324,7 +324,7 @@ def test_a_running_run_s_page_follows_it_live(server, browser):
 
     @flow
     def live_run():
-        return waits(quick())
+        return waits.submit(quick.submit()).result()  # futures: the edge is recorded
 
     runner = threading.Thread(target=live_run, daemon=True)
     runner.start()
@@ -345,6 +345,15 @@ def test_a_running_run_s_page_follows_it_live(server, browser):
         assert time.monotonic() < deadline, "the page did not follow the run to its end"
         page.wait_for_timeout(50)
     assert "waits" in page.locator("#task-runs").text_content()
+    assert page.locator("#graph .node").count() == 2 and page.locator("#graph .edge").count() == 1
+    run_id = running[0]["id"]
+    assert [t["name"] for t in api(server, f"/api/runs/{run_id}/task-runs")["task_runs"]] == [
+        "quick-0",
+        "waits-0",
+    ]
+    page_one = api(server, f"/api/runs/{run_id}/task-runs?limit=1")
+    assert [t["name"] for t in page_one["task_runs"]] == ["quick-0"] and page_one["next"] == 1
+    assert api(server, f"/api/runs/{run_id}/task-runs?state=failed")["task_runs"] == []
     runner.join(10)
     page.close()
 

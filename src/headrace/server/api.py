@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 RUNS_PAGE, RUNS_LIMIT = 50, 500
 LOGS_PAGE, LOGS_LIMIT = 200, 5000
 CHILDREN_PAGE, CHILDREN_LIMIT = 100, 1000
+TASKS_PAGE, TASKS_LIMIT = 500, 5000
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -166,11 +167,18 @@ def run(request: Request) -> JSONResponse:
 
 
 def task_runs(request: Request) -> JSONResponse:
-    """A run's task runs, map children left out (see /maps)."""
+    """A run's task runs in start order, map children left out (see /maps)."""
     reader = request.app.state.reader()
     found = find(request)
+    limit = max(1, integer(request, "limit", TASKS_PAGE, TASKS_LIMIT))
+    offset = max(0, integer(request, "offset", 0))
+    state = (request.query_params.get("state") or "").lower()
     rows = reader.task_runs(found.id, children=False)
-    return JSONResponse({"task_runs": [task_run_dict(t) for t in rows]})
+    if state:
+        rows = [t for t in rows if state in (t.state_name.lower(), t.state_type.lower())]
+    page = rows[offset : offset + limit]
+    following = offset + limit if len(rows) > offset + limit else None
+    return JSONResponse({"task_runs": [task_run_dict(t) for t in page], "next": following})
 
 
 def maps(request: Request) -> JSONResponse:
@@ -287,7 +295,7 @@ def _state(record) -> dict[str, Any]:
 ENDPOINTS = [
     ("/api/runs", runs, ["flow", "state", "q", "since", "until", "limit", "cursor"]),
     ("/api/runs/{run}", run, []),
-    ("/api/runs/{run}/task-runs", task_runs, []),
+    ("/api/runs/{run}/task-runs", task_runs, ["state", "limit", "offset"]),
     ("/api/runs/{run}/maps", maps, []),
     ("/api/runs/{run}/maps/{key}", children, ["after", "limit", "state"]),
     ("/api/runs/{run}/edges", edges, []),
