@@ -52,35 +52,78 @@ class _LabelFormatter(logging.Formatter):
         return super().format(record)
 
 
+def run_record(record: logging.LogRecord):
+    """The history's LogRecord of a line logged for a run; None for a line of no run."""
+    flow_run_id = getattr(record, "flow_run_id", None)
+    if flow_run_id is None:
+        ctx = flow_run_var.get()
+        if ctx is None:
+            return None  # not a run's line
+        flow_run_id = ctx.flow_run_id
+    from headrace.store.records import LogRecord
+
+    message = record.getMessage()
+    if record.exc_info:
+        message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    return LogRecord(
+        flow_run_id,
+        getattr(record, "task_run_id", None),
+        record.levelno,
+        record.created,
+        getattr(record, "run_label", record.name),
+        message,
+    )
+
+
 class StoreHandler(logging.Handler):
     """Records every line logged for a run in the run history."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        flow_run_id = getattr(record, "flow_run_id", None)
-        if flow_run_id is None:
-            ctx = flow_run_var.get()
-            if ctx is None:
-                return  # not a run's line
-            flow_run_id = ctx.flow_run_id
-        from headrace.store import default_recorder
-        from headrace.store.records import LogRecord
-
         try:
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            default_recorder().log(
-                LogRecord(
-                    flow_run_id,
-                    getattr(record, "task_run_id", None),
-                    record.levelno,
-                    record.created,
-                    getattr(record, "run_label", record.name),
-                    message,
-                )
-            )
+            found = run_record(record)
+            if found is not None:
+                from headrace.store import default_recorder
+
+                default_recorder().log(found)
         except Exception:
             self.handleError(record)
+
+
+# -- lines logged on a worker of another process (Dask), sent back with the task run -------
+
+captured_var: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "headrace_captured_logs", default=None
+)
+
+
+class CaptureHandler(logging.Handler):
+    """Keeps a run's lines in the list `captured_var` holds (one per task run running here)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kept = captured_var.get()
+        if kept is None:
+            return
+        try:
+            found = run_record(record)
+            if found is not None:
+                kept.append(found)
+        except Exception:
+            self.handleError(record)
+
+
+_capturing = False
+
+
+def capture_here() -> None:
+    """In a worker process that has no history of its own: keep run lines for sending back
+    (see `captured_var`) instead of printing them to the worker's stderr."""
+    global _capturing
+    if _capturing:
+        return
+    _capturing = True
+    ROOT.setLevel(min(_level("HEADRACE_LOGGING_LEVEL"), _level("HEADRACE_HISTORY_LOGGING_LEVEL")))
+    ROOT.addHandler(CaptureHandler())
+    ROOT.propagate = False
 
 
 _configured = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import logging
 import os
 import signal
 import threading
@@ -37,12 +38,56 @@ CLOSE_SECONDS = 30.0  # a cluster's close, before its workers are killed
 CANCEL_SECONDS = 2.0  # the same after an interrupt
 
 
-def _run_on_worker(client_pid: int, paths: list, fn, *args):
-    """Worker side: unwrap upstream states at `paths` into their values, then run."""
-    if os.getpid() != client_pid:  # a worker process: forking a child to kill is safe
-        from headrace.engine.task_run import enable_kill_on_timeout
+LOG_TOPIC = "headrace-logs"  # the Dask event topic that carries workers' run lines home
 
-        enable_kill_on_timeout()
+
+def _run_on_worker(client_pid: int, paths: list, fn, *args):
+    """Worker side: unwrap upstream states at `paths` into their values, then run. In a
+    worker process the run's log lines are kept and sent to the client in one event."""
+    if os.getpid() == client_pid:
+        return _run_unwrapped(paths, fn, *args)
+    from headrace.engine import logs
+    from headrace.engine.task_run import enable_kill_on_timeout
+
+    enable_kill_on_timeout()  # a worker process: forking a child to kill is safe
+    logs.capture_here()
+    kept: list = []
+    token = logs.captured_var.set(kept)
+    try:
+        return _run_unwrapped(paths, fn, *args)
+    finally:
+        logs.captured_var.reset(token)
+        if kept:
+            from dataclasses import astuple
+
+            from distributed import get_worker
+
+            get_worker().log_event(LOG_TOPIC, [astuple(record) for record in kept])
+
+
+def _record_logs(event) -> None:
+    """Client side: the run lines a worker sent, into this process's history, in order, and
+    on its console as a line logged here would be."""
+    from headrace.engine import logs
+    from headrace.store import default_recorder
+    from headrace.store.records import LogRecord
+
+    recorder = default_recorder()
+    shown = [h for h in logs.ROOT.handlers if not isinstance(h, logs.StoreHandler)]
+    for fields in event[1]:
+        record = LogRecord(*fields)
+        recorder.log(record)
+        if shown and logs.TASK_RUNS.isEnabledFor(record.level):
+            line = logging.LogRecord(logs.TASK_RUNS.name, record.level, "", 0, record.message,
+                                     None, None)  # fmt: skip
+            line.created, line.msecs = record.time, (record.time % 1) * 1000
+            line.run_label = record.logger
+            for handler in shown:
+                if record.level >= handler.level:
+                    handler.handle(line)
+
+
+def _run_unwrapped(paths: list, fn, *args):
     if paths:
         arguments = dict(args[1])
         for key, index in paths:
@@ -209,6 +254,7 @@ class DaskExecutor(Executor):
                 ) from None
         threads = self.client.nthreads()
         self._workers = max(1, sum(threads.values()))
+        self.client.subscribe_topic(LOG_TOPIC, _record_logs)
         from distributed import as_completed
 
         self._finished = as_completed([], with_results=True, raise_errors=False)

@@ -1,0 +1,76 @@
+"""Lines logged inside process and Dask workers are recorded under their task runs, in order.
+
+`get_run_logger()` and `log_prints` in a task run on `ProcessExecutor`, on a
+`LocalCluster` and on a cluster of real `dask scheduler` / `dask worker` processes
+(which share nothing with the test but the network): every line reaches the run
+history, with its task run's id, in the order it was logged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dask_processes import dask_cluster_fixture  # noqa: F401  (a fixture)
+from headrace import flow, get_run_logger, task
+from headrace.executors import DaskExecutor, ProcessExecutor
+from headrace.store import get_store, open_reader
+
+
+@task
+def chatty(i):
+    logger = get_run_logger()
+    logger.info("first line of %d", i)
+    print(f"printed by {i}")
+    logger.warning("last line of %d", i)
+    return i
+
+
+def run_on(executor) -> dict[str, list[str]]:
+    @flow(executor=executor, log_prints=True)
+    def talks():
+        return [f.result() for f in chatty.map(range(4))]
+
+    state = talks(return_state=True)
+    assert state.is_successful(), state.message
+    get_store().flush()
+    with open_reader() as reader:
+        names = {t.id: t.name for t in reader.task_runs(state.flow_run_id)}
+        lines: dict[str, list[str]] = {}
+        for _, record in reader.logs(state.flow_run_id):
+            if record.task_run_id in names:
+                lines.setdefault(names[record.task_run_id], []).append(record.message)
+    return lines
+
+
+def expected() -> dict[str, list[str]]:
+    return {
+        f"chatty[{i}]": [f"first line of {i}", f"printed by {i}", f"last line of {i}"]
+        for i in range(4)
+    }
+
+
+def contains_in_order(lines: dict[str, list[str]]) -> bool:
+    want = expected()
+    return all(
+        [m for m in lines.get(name, []) if m in wanted] == wanted for name, wanted in want.items()
+    )
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HEADRACE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HEADRACE_PROGRESS", "off")
+
+
+def test_process_workers_lines_are_recorded(home):
+    assert contains_in_order(run_on(ProcessExecutor(2)))
+
+
+def test_local_cluster_workers_lines_are_recorded(home):
+    executor = DaskExecutor(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
+    assert contains_in_order(run_on(executor))
+
+
+def test_dask_worker_processes_lines_are_recorded(home, dask_cluster):
+    assert contains_in_order(run_on(DaskExecutor(address=dask_cluster)))
