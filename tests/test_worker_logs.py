@@ -74,3 +74,69 @@ def test_local_cluster_workers_lines_are_recorded(home):
 
 def test_dask_worker_processes_lines_are_recorded(home, dask_cluster):
     assert contains_in_order(run_on(DaskExecutor(address=dask_cluster)))
+
+
+# -- Dask resources from tags -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """A scheduler with two worker processes: one with resource GPU=1, one without."""
+    from distributed import Client
+
+    from dask_processes import free_port, start, stop
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    scheduler = start("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                      "--no-dashboard")  # fmt: skip
+    common = ("--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1")
+    gpu = start("worker", address, "--name", "gpu", "--resources", "GPU=1", *common)
+    plain = start("worker", address, "--name", "plain", *common)
+    try:
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in (gpu, plain, scheduler):
+            stop(process)
+
+
+def test_dask_resource_tags_place_task_runs_on_workers_that_have_them(home, gpu_cluster):
+    @task(tags=["dask-resource:GPU=1"])
+    def on_gpu(i):
+        from distributed import get_worker
+
+        return get_worker().name
+
+    @task
+    def anywhere(i):
+        from distributed import get_worker
+
+        return get_worker().name
+
+    @flow(executor=DaskExecutor(address=gpu_cluster))
+    def placed():
+        return [f.result() for f in on_gpu.map(range(8))], [
+            f.result() for f in anywhere.map(range(8))
+        ]
+
+    gpus, others = placed()
+    assert set(gpus) == {"gpu"}
+    assert set(others) <= {"gpu", "plain"}
+
+
+def test_a_malformed_resource_tag_crashes_its_run_naming_it(home, gpu_cluster):
+    @task(tags=["dask-resource:GPU"])
+    def bad():
+        return 1
+
+    seen = []
+
+    @flow(executor=DaskExecutor(address=gpu_cluster))
+    def refused():
+        seen.append(bad.submit().wait())
+
+    refused(return_state=True)
+    [state] = seen
+    assert state.is_crashed()
+    assert "dask-resource:NAME=AMOUNT" in state.message

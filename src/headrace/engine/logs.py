@@ -115,15 +115,46 @@ _capturing = False
 
 
 def capture_here() -> None:
-    """In a worker process that has no history of its own: keep run lines for sending back
-    (see `captured_var`) instead of printing them to the worker's stderr."""
-    global _capturing
+    """In a worker process: keep run lines for sending back with the run (see
+    `captured_var`), instead of printing or recording them here. Handlers a forked worker
+    inherited from its parent are dropped: the parent records and shows the lines."""
+    global _capturing, _configured
     if _capturing:
         return
-    _capturing = True
+    _capturing = _configured = True  # (configure() must not add its handlers here later)
+    for handler in list(ROOT.handlers):
+        ROOT.removeHandler(handler)
     ROOT.setLevel(min(_level("HEADRACE_LOGGING_LEVEL"), _level("HEADRACE_HISTORY_LOGGING_LEVEL")))
     ROOT.addHandler(CaptureHandler())
     ROOT.propagate = False
+
+
+def replay(lines) -> None:
+    """In the flow's process: lines a worker kept (LogRecord fields), into the history and
+    onto the console, in order, as if they had been logged here."""
+    from headrace.store import default_recorder
+    from headrace.store.records import LogRecord
+
+    recorder = default_recorder()
+    shown = [h for h in ROOT.handlers if not isinstance(h, StoreHandler)]
+    for fields in lines:
+        record = LogRecord(*fields)
+        recorder.log(record)
+        if shown and TASK_RUNS.isEnabledFor(record.level):
+            line = logging.LogRecord(TASK_RUNS.name, record.level, "", 0, record.message,
+                                     None, None)  # fmt: skip
+            line.created, line.msecs = record.time, (record.time % 1) * 1000
+            line.run_label = record.logger
+            for handler in shown:
+                if record.level >= handler.level:
+                    handler.handle(line)
+
+
+def kept_lines(kept: list) -> list[tuple]:
+    """What a worker sends back of the lines it kept: plain tuples, for any transport."""
+    from dataclasses import astuple
+
+    return [astuple(record) for record in kept]
 
 
 _configured = False

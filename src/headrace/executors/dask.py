@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import logging
 import os
 import signal
 import threading
@@ -36,6 +35,29 @@ from headrace.states import RemoteValue
 
 CLOSE_SECONDS = 30.0  # a cluster's close, before its workers are killed
 CANCEL_SECONDS = 2.0  # the same after an interrupt
+
+
+RESOURCE_TAG = "dask-resource:"
+
+
+def resources_of(tags) -> dict[str, float] | None:
+    """Dask worker resources a task's tags ask for: `dask-resource:GPU=1` asks one GPU (as
+    Prefect 1 read them). None when it asks none; a malformed one is refused by name."""
+    asked = {}
+    for tag in tags:
+        if not tag.startswith(RESOURCE_TAG):
+            continue
+        name, sep, amount = tag[len(RESOURCE_TAG) :].partition("=")
+        try:
+            asked[name] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(
+                f"Tag {tag!r} is not a Dask resource: write dask-resource:NAME=AMOUNT, "
+                "e.g. dask-resource:GPU=1 (and start workers with --resources GPU=1)."
+            )
+    return asked or None
 
 
 LOG_TOPIC = "headrace-logs"  # the Dask event topic that carries workers' run lines home
@@ -58,33 +80,16 @@ def _run_on_worker(client_pid: int, paths: list, fn, *args):
     finally:
         logs.captured_var.reset(token)
         if kept:
-            from dataclasses import astuple
-
             from distributed import get_worker
 
-            get_worker().log_event(LOG_TOPIC, [astuple(record) for record in kept])
+            get_worker().log_event(LOG_TOPIC, logs.kept_lines(kept))
 
 
 def _record_logs(event) -> None:
-    """Client side: the run lines a worker sent, into this process's history, in order, and
-    on its console as a line logged here would be."""
+    """Client side: the run lines a worker sent (`event` is Dask's (time, message))."""
     from headrace.engine import logs
-    from headrace.store import default_recorder
-    from headrace.store.records import LogRecord
 
-    recorder = default_recorder()
-    shown = [h for h in logs.ROOT.handlers if not isinstance(h, logs.StoreHandler)]
-    for fields in event[1]:
-        record = LogRecord(*fields)
-        recorder.log(record)
-        if shown and logs.TASK_RUNS.isEnabledFor(record.level):
-            line = logging.LogRecord(logs.TASK_RUNS.name, record.level, "", 0, record.message,
-                                     None, None)  # fmt: skip
-            line.created, line.msecs = record.time, (record.time % 1) * 1000
-            line.run_label = record.logger
-            for handler in shown:
-                if record.level >= handler.level:
-                    handler.handle(line)
+    logs.replay(event[1])
 
 
 def _run_unwrapped(paths: list, fn, *args):
@@ -306,9 +311,16 @@ class DaskExecutor(Executor):
             args = (args[0], arguments, *args[2:])
         # Keys must be unique per submission: Dask must never merge two task runs.
         key = f"{args[2] if len(args) > 2 else fn.__name__}-{self._run}-{next(self._counter)}"
+        try:
+            resources = resources_of(getattr(args[0], "tags", ()) if args else ())
+        except ValueError as exc:  # the run crashes, naming the tag; nothing is sent
+            refused: Future = Future()
+            refused.set_exception(exc)
+            return refused
         full = self.client.submit(
-            _run_on_worker, os.getpid(), paths, fn, *args, key=key, pure=False
-        )
+            _run_on_worker, os.getpid(), paths, fn, *args, key=key, pure=False,
+            resources=resources,
+        )  # fmt: skip
         light = self.client.submit(_without_value, full, key=f"{key}-state", pure=False)
         outer: Future = Future()
         with self._lock:

@@ -42,6 +42,9 @@ def _worker_init(holdings: str) -> None:
     from headrace.engine.task_run import enable_kill_on_timeout
 
     enable_kill_on_timeout()
+    from headrace.engine import logs
+
+    logs.capture_here()  # this worker's run lines go back to the flow's process
     path = os.path.join(holdings, str(os.getpid()))
     _HOLDING = path, os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     signal.signal(signal.SIGTERM, _terminated)
@@ -74,11 +77,17 @@ def _run_pickled(token: int, blob: bytes) -> bytes:
     what it returned. If the worker dies of the run, its file still names the run."""
     import cloudpickle
 
+    from headrace.engine import logs
+
     os.pwrite(_HOLDING[1], str(token).encode().ljust(len(_BLANK)), 0)
+    kept: list = []
+    marker = logs.captured_var.set(kept)  # the run's log lines go back with its state
     try:
         fn, args = cloudpickle.loads(blob)
-        return cloudpickle.dumps(fn(*args))
+        state = fn(*args)
+        return cloudpickle.dumps((state, logs.kept_lines(kept)))
     finally:
+        logs.captured_var.reset(marker)
         os.pwrite(_HOLDING[1], _BLANK, 0)
 
 
@@ -174,7 +183,12 @@ class ProcessExecutor(PoolExecutor):
 
         def unwrap(done: Future) -> None:
             try:
-                outer.set_result(cloudpickle.loads(done.result()))
+                state, lines = cloudpickle.loads(done.result())
+                if lines:
+                    from headrace.engine import logs
+
+                    logs.replay(lines)  # before the state: a run's lines precede its end
+                outer.set_result(state)
             except BrokenProcessPool:
                 self._sort_out(pool, token, blob, outer)
             except BaseException as exc:
