@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/styles.py
 	$(PY) benchmarks/caching.py
 	$(PY) benchmarks/ui.py
+	$(PY) benchmarks/store_rate.py
 
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh

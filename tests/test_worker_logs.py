@@ -140,3 +140,15 @@ def test_a_malformed_resource_tag_crashes_its_run_naming_it(home, gpu_cluster):
     [state] = seen
     assert state.is_crashed()
     assert "dask-resource:NAME=AMOUNT" in state.message
+
+
+def test_the_scale_page_example_defines_its_flow():
+    from pathlib import Path
+
+    from markdown_blocks import python_blocks
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "scale.md"
+    [(_, _, code)] = python_blocks(page.read_text())
+    namespace: dict = {}
+    exec(compile(code, str(page), "exec"), namespace)
+    assert namespace["nightly"].executor.address == "tcp://10.0.0.5:8786"
