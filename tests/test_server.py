@@ -21,15 +21,10 @@ import pytest
 
 from cli_helpers import home_fixture, invoke  # noqa: F401  (a fixture)
 from headrace import Flow, Parameter, flow, get_run_logger, task
+from ui_helpers import free_port, serving
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,24 +74,14 @@ def history(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(history):
     """The base URL of a uvicorn serving the UI over `history`; stopped at the end."""
-    import uvicorn
-
     from headrace.server import create_app
     from headrace.server.security import allowed_hosts_for
 
     home, _ = history
     port = free_port()
     app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
-    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not served.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    served.should_exit = True
-    thread.join(10)
+    with serving(app, port) as base:
+        yield base
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -359,8 +344,6 @@ def test_a_running_run_s_page_follows_it_live(server, browser):
 
 
 def test_the_ui_reads_a_postgresql_history(pg_url, monkeypatch):
-    import uvicorn
-
     from headrace.server import create_app
 
     monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
@@ -377,21 +360,10 @@ def test_the_ui_reads_a_postgresql_history(pg_url, monkeypatch):
     from headrace.store import get_store
 
     get_store().flush()
-    port = free_port()
-    served = uvicorn.Server(uvicorn.Config(create_app(pg_url), port=port, log_level="warning"))
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    try:
-        while not served.started:
-            assert thread.is_alive()
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{port}"
+    with serving(create_app(pg_url)) as base:
         [run] = api(base, "/api/runs")["runs"]
         assert run["id"] == state.flow_run_id and run["flow_name"] == "on-postgres"
         [task_run] = api(base, f"/api/runs/{run['id']}/task-runs")["task_runs"]
         assert task_run["state_name"] == "Completed"
         status, _, body = get(f"{base}/runs/{run['id']}")
         assert status == 200 and b"on-postgres" in body
-    finally:
-        served.should_exit = True
-        thread.join(10)

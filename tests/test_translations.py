@@ -158,12 +158,7 @@ def _(form, ns, capsys):
 def _(form, ns, capsys):
     # The last cell: the UI over this notebook's runs, where "the subflow shows up".
     import json
-    import socket
-    import threading
-    import time
     import urllib.request
-
-    import uvicorn
 
     run(
         "from headrace import flow\n"
@@ -173,26 +168,15 @@ def _(form, ns, capsys):
         ns,
     )
     run(form[0], ns)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     from headrace.store import get_store
+    from ui_helpers import serving
 
     get_store().flush()
-    served = uvicorn.Server(uvicorn.Config(ns["create_app"](), port=port, log_level="warning"))
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    try:
-        while not served.started:
-            assert thread.is_alive()
-            time.sleep(0.02)
+    with serving(ns["create_app"]()) as base:
         parent_id = ns["parent_state"].flow_run_id
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs/{parent_id}") as r:
+        with urllib.request.urlopen(f"{base}/api/runs/{parent_id}") as r:
             shown = json.loads(r.read())
         assert [s["flow_name"] for s in shown["subflows"]] == ["child"]
-    finally:
-        served.should_exit = True
-        thread.join(10)
 
 
 @translates("@flow")
