@@ -15,6 +15,7 @@ This module must not write, and must not import a database driver.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ class SQLReader(Reader):
         self.dialect = dialect
         self._connect = connect
         self._conn = None
+        self._lock = threading.Lock()
         self.where = where
         self.host = socket.gethostname()
 
@@ -68,14 +70,16 @@ class SQLReader(Reader):
 
     # -- connections -----------------------------------------------------------------------
     def _with_connection(self, work: Callable[[Any], Any]) -> Any:
-        """Run `work(conn)` in one read transaction on the reader's connection."""
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
-        try:
-            return work(conn)
-        finally:
-            conn.rollback()  # end the transaction: the next query sees new rows
+        """Run `work(conn)` in one read transaction on the reader's connection, one thread
+        at a time (the UI's requests share a reader)."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                return work(conn)
+            finally:
+                conn.rollback()  # end the transaction: the next query sees new rows
 
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         def run(conn):
