@@ -8,7 +8,6 @@ them and calls the few methods here that resolve a call's arguments.
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -249,6 +248,8 @@ class TaskFuture:
         return state.result(raise_on_failure=raise_on_failure)
 
     def __await__(self):
+        import asyncio  # (only async flows await futures)
+
         return asyncio.to_thread(self.result).__await__()
 
     def __repr__(self) -> str:
@@ -284,6 +285,8 @@ class FutureList(list):
 
     def __await__(self):
         """In an async flow: wait without blocking the loop, then the list of results."""
+        import asyncio  # (only async flows await futures)
+
         return asyncio.to_thread(self.result).__await__()
 
 

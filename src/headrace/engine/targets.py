@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from headrace.engine import logs
 from headrace.results import LocalStorage
 from headrace.results.persist import PICKLE, ResultRef
 from headrace.results.storage import StorageUnreachableError, check_reachable
@@ -68,7 +67,3 @@ class TargetPlan:
             )
         state.ref = self.ref()  # the target is where the result is read again
         return state
-
-
-def target_logger(run_name: str, run_id: str | None, flow_ctx):
-    return logs.task_logger(run_name, run_id, getattr(flow_ctx, "flow_run_id", None))

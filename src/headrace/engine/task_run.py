@@ -18,7 +18,6 @@ Retries are decided here but waited for in the core, on its clock.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import os
@@ -32,7 +31,6 @@ from typing import Any
 from headrace import signals
 from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
-from headrace.engine.targets import TargetPlan, target_logger
 from headrace.errors import HeadraceError
 from headrace.results.persist import persist
 from headrace.results.storage import StorageUnreachableError
@@ -158,6 +156,8 @@ def call_function(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
 
 def _run_coroutine(coroutine) -> Any:
     """Run a coroutine to completion from sync code, also under a running loop."""
+    import asyncio  # (only async tasks need it: a graph flow's process never imports it)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -344,7 +344,7 @@ def run_task(
             state = _attempt(spec, arguments, task_ctx)
             if not state.is_completed():
                 return state
-            return target.write(state, target_logger(run_name, run_id, flow_ctx), flow_ctx.host)
+            return target.write(state, _logger(run_name, run_id, flow_ctx), flow_ctx.host)
         if spec.cache is not None:
             return _run_cached(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
         return _run_plain(spec, arguments, task_ctx, flow_ctx, run_id or run_name)
@@ -402,7 +402,7 @@ def _run_cached(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
     computed under its key's claim and its entry written."""
     from headrace.engine.caching import plan_cache
 
-    logger = target_logger(task_ctx.task_run_name, run_id, flow_ctx)
+    logger = _logger(task_ctx.task_run_name, run_id, flow_ctx)
     plan, decided = plan_cache(spec, arguments, flow_ctx, logger, run_id)
     if decided is not None:
         return decided
@@ -440,7 +440,7 @@ def _persisted(state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: st
         problem = f"{type(exc).__name__}: {exc}"
         if spec.name not in _NOT_PERSISTED:
             _NOT_PERSISTED.add(spec.name)
-            target_logger(run_name, run_id, flow_ctx).warning(
+            _logger(run_name, run_id, flow_ctx).warning(
                 "The result of task %r is not persisted (%s): it stays in memory only while "
                 "needed. Give the task a serializer that writes it, or persist_result=False.",
                 spec.name, problem,
@@ -449,16 +449,21 @@ def _persisted(state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: st
     return state
 
 
+def _logger(run_name: str, run_id: str | None, flow_ctx):
+    return logs.task_logger(run_name, run_id, getattr(flow_ctx, "flow_run_id", None))
+
+
 def _look_up_target(spec, arguments, flow_ctx, map_index, run_name, run_id) -> tuple:
     """(the run's TargetPlan, its Cached state if the target reads); a template that
     cannot be filled in fails the run, naming what it lacks."""
+    from headrace.engine.targets import TargetPlan
     from headrace.results.targets import TargetError
 
     try:
         target = TargetPlan(spec, arguments, flow_ctx, map_index)
     except TargetError as exc:
         return None, Failed(str(exc), exception=exc)
-    return target, target.look_up(target_logger(run_name, run_id, flow_ctx))
+    return target, target.look_up(_logger(run_name, run_id, flow_ctx))
 
 
 def outcome(future, run_count: int, retries: int) -> State:
