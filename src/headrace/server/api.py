@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -114,6 +115,13 @@ def result_summary(ref: str | None) -> dict[str, Any] | None:
 
 def runs(request: Request) -> JSONResponse:
     """Flow runs, newest first, one page."""
+    page, following = runs_page(request)
+    return JSONResponse({"runs": [run_dict(r) for r in page], "next": following})
+
+
+def runs_page(request: Request) -> tuple[list, str | None]:
+    """The page of flow runs the request's filters and cursor ask for, and the next
+    page's cursor (None on the last page)."""
     reader = request.app.state.reader()
     limit = max(1, integer(request, "limit", RUNS_PAGE, RUNS_LIMIT))
     params = request.query_params
@@ -127,8 +135,7 @@ def runs(request: Request) -> JSONResponse:
         before=number(request, "until"),
     )
     page = found[:limit]
-    following = cursor_of(page[-1]) if len(found) > limit else None
-    return JSONResponse({"runs": [run_dict(r) for r in page], "next": following})
+    return page, cursor_of(page[-1]) if len(found) > limit else None
 
 
 def find(request: Request):
@@ -185,16 +192,7 @@ def maps(request: Request) -> JSONResponse:
     """Per mapped task: its children counted by state, first start, last end."""
     reader = request.app.state.reader()
     found = find(request)
-    return JSONResponse({"maps": [_group(g) for g in reader.map_groups(found.id)]})
-
-
-def _group(group) -> dict[str, Any]:
-    return {
-        "task_key": group.task_key, "task_name": group.task_name,
-        "parent_task_run_id": group.parent_task_run_id, "size": group.size,
-        "counts": group.counts, "start_time": group.start_time, "end_time": group.end_time,
-        "failed": group.failed,
-    }  # fmt: skip
+    return JSONResponse({"maps": [asdict(g) for g in reader.map_groups(found.id)]})
 
 
 def children(request: Request) -> JSONResponse:

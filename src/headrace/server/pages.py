@@ -76,12 +76,12 @@ def error_page(request: Request, status: int, detail: str) -> HTMLResponse:
 
 
 def runs_page(request: Request) -> HTMLResponse:
-    data = json.loads(api.runs(request).body)
+    page, following = api.runs_page(request)
     params = request.query_params
     return render(
-        request, "runs.html", runs=data["runs"], next=data["next"],
+        request, "runs.html", runs=[api.run_dict(r) for r in page], next=following,
         filters={k: params.get(k, "") for k in ("flow", "state", "q")},
-        live=any(r["state_type"] == "RUNNING" for r in data["runs"]),
+        live=any(r.is_running() for r in page),
     )  # fmt: skip
 
 
@@ -100,7 +100,8 @@ def run_page(request: Request) -> HTMLResponse:
     )  # fmt: skip
     from headrace.server.graph import layout, nodes_and_edges, timeline
 
-    nodes, edges = nodes_and_edges(reader.task_runs(found.id))
+    every = reader.task_runs(found.id)  # the children too: the graph folds them into maps
+    nodes, edges = nodes_and_edges(every)
     width, height = layout(nodes, edges)
     lanes, origin, span = timeline(nodes)
     return render(
@@ -109,7 +110,7 @@ def run_page(request: Request) -> HTMLResponse:
         lanes=lanes, span=span,
         subflows=reader.flow_runs(parent_id=found.id, limit=None),
         chain=api.chain(reader, found),
-        task_runs=reader.task_runs(found.id, children=False),
+        task_runs=[t for t in every if t.map_index is None],
         maps={g.task_key: g for g in reader.map_groups(found.id)},
         logs=lines[: api.LOGS_PAGE], more_logs=len(lines) > api.LOGS_PAGE,
         filters={k: params.get(k, "") for k in ("q", "level")},
