@@ -16,6 +16,7 @@ HEADRACE_LOGGING_FORMAT. `log_prints=True` on a flow or task sends its
 from __future__ import annotations
 
 import builtins
+import contextlib
 import contextvars
 import logging
 import os
@@ -150,11 +151,19 @@ def replay(lines) -> None:
                     handler.handle(line)
 
 
-def kept_lines(kept: list) -> list[tuple]:
-    """What a worker sends back of the lines it kept: plain tuples, for any transport."""
+@contextlib.contextmanager
+def kept_lines():
+    """In a worker: the block's run lines, kept (see `capture_here`). Yields the list the
+    lines will be in, as plain tuples once the block ends, for any transport."""
     from dataclasses import astuple
 
-    return [astuple(record) for record in kept]
+    kept: list = []
+    token = captured_var.set(kept)
+    try:
+        yield kept
+    finally:
+        captured_var.reset(token)
+        kept[:] = [astuple(record) for record in kept]
 
 
 _configured = False

@@ -73,16 +73,14 @@ def _run_on_worker(client_pid: int, paths: list, fn, *args):
 
     enable_kill_on_timeout()  # a worker process: forking a child to kill is safe
     logs.capture_here()
-    kept: list = []
-    token = logs.captured_var.set(kept)
     try:
-        return _run_unwrapped(paths, fn, *args)
+        with logs.kept_lines() as kept:
+            return _run_unwrapped(paths, fn, *args)
     finally:
-        logs.captured_var.reset(token)
         if kept:
             from distributed import get_worker
 
-            get_worker().log_event(LOG_TOPIC, logs.kept_lines(kept))
+            get_worker().log_event(LOG_TOPIC, kept)
 
 
 def _record_logs(event) -> None:

@@ -80,14 +80,12 @@ def _run_pickled(token: int, blob: bytes) -> bytes:
     from headrace.engine import logs
 
     os.pwrite(_HOLDING[1], str(token).encode().ljust(len(_BLANK)), 0)
-    kept: list = []
-    marker = logs.captured_var.set(kept)  # the run's log lines go back with its state
     try:
-        fn, args = cloudpickle.loads(blob)
-        state = fn(*args)
-        return cloudpickle.dumps((state, logs.kept_lines(kept)))
+        with logs.kept_lines() as kept:  # the run's log lines go back with its state
+            fn, args = cloudpickle.loads(blob)
+            state = fn(*args)
+        return cloudpickle.dumps((state, kept))
     finally:
-        logs.captured_var.reset(marker)
         os.pwrite(_HOLDING[1], _BLANK, 0)
 
 
