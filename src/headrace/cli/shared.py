@@ -161,31 +161,31 @@ def open_history():
         raise _cannot_open(url, exc) from None
 
 
-def open_recorder():
-    """The write side, for the `db` commands that look after the database."""
+def _opened(opener):
+    """`opener(url)` on the settings' database URL; what stops it is a ClickException."""
     from headrace.store import StoreError, database_url
-    from headrace.store import open_recorder as open_write_side
 
     url = database_url()
     try:
-        return open_write_side(url)
+        return opener(url)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # unwritable directory, no server: say where and why
         raise _cannot_open(url, exc) from None
 
 
+def open_recorder():
+    """The write side, for the `db` commands that look after the database."""
+    from headrace.store import open_recorder as open_write_side
+
+    return _opened(open_write_side)
+
+
 def open_cache_entries():
     """The cache's entries in the store the settings name."""
-    from headrace.store import StoreError, database_url, open_cache
+    from headrace.store import open_cache
 
-    url = database_url()
-    try:
-        return open_cache(url)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:
-        raise _cannot_open(url, exc) from None
+    return _opened(open_cache)
 
 
 def find_run(reader, ref: str):

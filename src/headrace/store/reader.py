@@ -160,8 +160,8 @@ class SQLReader(Reader):
         if not runs and ref:  # (an empty prefix would be every run's)
             # LOWER: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             # The ref is text, not a pattern: its % and _ match themselves.
-            pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            runs = self._flow_runs(" WHERE LOWER(id) LIKE LOWER(?) ESCAPE '\\'", (pattern + "%",))
+            pattern = _escaped(ref) + "%"
+            runs = self._flow_runs(" WHERE LOWER(id) LIKE LOWER(?) ESCAPE '\\'", (pattern,))
         if len(runs) > 1:
             shown = ", ".join(f"{r.name} ({r.id[:8]})" for r in runs[:5])
             raise StoreError(f"{ref!r} matches {len(runs)} flow runs: {shown}. Use a longer id.")
@@ -306,10 +306,14 @@ class SQLReader(Reader):
         return [task_run_record(row) for row in rows]
 
 
+def _escaped(text: str) -> str:
+    """`text` for a LIKE pattern with ESCAPE '\\': its %, _ and \\ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _contains(text: str) -> str:
-    """A LIKE pattern for `text` anywhere, lower-cased: its % and _ match themselves."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    """A LIKE pattern for `text` anywhere, lower-cased."""
+    return f"%{_escaped(text.lower())}%"
 
 
 def _least(a, b):
