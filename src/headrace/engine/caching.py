@@ -69,10 +69,10 @@ class CachePlan:
         if entry.expired(self.store.clock()):
             self.why = "expired"
             return None
-        ref = ResultRef.parse(entry.result_ref, self.spec.serializer)
         try:
+            ref = ResultRef.parse(entry.result_ref, self.spec.serializer)
             value = ref.load()
-        except ResultUnreadableError as exc:
+        except (ResultUnreadableError, ValueError) as exc:  # gone, damaged, or not a ref
             self.why = "result unreadable"
             if not quiet:
                 self.logger.warning("Cache entry %s… is unusable, so the task runs again: %s",
