@@ -5,7 +5,9 @@
 
 The workloads, each a function in a workloads module and one table in RESULTS.md:
 
-    (a) a trivial task mapped over 1,000 / 10,000 / 100,000 items, then a reduce
+    (a) a trivial task mapped over 1,000 / 10,000 / 100,000 items, then a reduce;
+        ProcessExecutor and DaskExecutor over 2,000 / 10,000, next to their bare
+        engines driven the same way (ProcessPoolExecutor, raw client.submit)
     (b) a chain of 200 dependent tasks
     (c) the whole process: `python -c "import headrace; <two-task flow run>"`
     (d) 200 tasks sleeping 50 ms on 16 threads, then with throttle {"tag": 3}
@@ -40,7 +42,7 @@ RESULTS = HERE / "results"
 PEERS = HERE / ".peers"
 
 SIZES = (1_000, 10_000, 100_000)
-POOL_SIZES = (1_000, 10_000)  # ProcessExecutor / DaskExecutor
+POOL_SIZES = (2_000, 10_000)  # ProcessExecutor / DaskExecutor, and their bare engines
 CHAIN = 200
 SLEEPERS = {"n": 200, "seconds": 0.05, "workers": 16}
 THROTTLE = 3
@@ -179,8 +181,20 @@ def bare_cases(python: str) -> list[list[Case]]:
         return Case(workload, "bare", config, python, items, script, function, kwargs)
 
     workers = SLEEPERS["workers"]
+    cpus = os.cpu_count() or 1
     series = [
         [fn("a", label, "map_reduce", n, n=n) for n in SIZES],
+        [fn("a", f"ProcessPoolExecutor({cpus})", "process_map_reduce", n, n=n) for n in POOL_SIZES],
+        [
+            fn(
+                "a",
+                f"client.submit, LocalCluster({cpus} procs x 1 thread)",
+                "dask_map_reduce",
+                n,
+                n=n,
+            )
+            for n in POOL_SIZES
+        ],
         [fn("b", label, "chain", CHAIN, n=CHAIN)],
         [Case("c", "bare", label, python, code=TWO_TASKS["bare"], expect_stdout="2")],
         [

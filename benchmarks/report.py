@@ -20,10 +20,11 @@ NAMES = {
     "prefect1": "Prefect 1.4.1",
     "prefect3": "Prefect 3.9.1",
 }
-SIZES = (1_000, 10_000, 100_000)
+SIZES = (1_000, 2_000, 10_000, 100_000)
 SLEEP_N, SLEEP_S, SLEEP_WORKERS, THROTTLE = 200, 0.05, 16, 3
 THROTTLE_TARGET = 3.4
 RSS_TARGET = 300e6
+CHAIN = 200
 
 
 class Notes:
@@ -291,24 +292,62 @@ def targets(records) -> tuple[list[list[str]], list[bool]]:
         verdicts.append(bool(ok))
         rows.append([name, measured, "PASS" if ok else "FAIL"])
 
-    bare = _find(records, "a", "bare", size=10_000)
-    for config, cap in (("LocalExecutor", 3), ("ThreadExecutor", 6)):
-        mine = _find(records, "a", "headrace", config, 10_000)
-        if mine and bare and "median" in mine and "median" in bare:
-            ratio = mine["median"] / bare["median"]
-            measured = (
-                f"{_micro(mine['median'] / 1e4)} vs {_micro(bare['median'] / 1e4)} "
-                f"per task = {ratio:.2f}×"
-            )
-            check(
-                f"10,000-item map + reduce, {config}: ≤ {cap}× the bare pool per task",
-                measured,
-                ratio <= cap,
-            )
+    def ratio(name, mine, floor, cap, per_task=None, key="median", unit=_seconds) -> None:
+        """A target `mine ≤ cap × floor`, on two records of this run."""
+        if not (mine and floor and key in mine and key in floor):
+            check(name, "not measured", False)
+            return
+        times = mine[key] / floor[key]
+        if per_task:
+            measured = f"{_micro(mine[key] / per_task)} vs {_micro(floor[key] / per_task)} per task"
         else:
-            check(
-                f"10,000-item map + reduce, {config}: ≤ {cap}× the bare pool", "not measured", False
+            measured = f"{unit(mine[key])} vs {unit(floor[key])}"
+        check(name, f"{measured} = {times:.2f}×", times <= cap)
+
+    thread_pool = "ThreadPoolExecutor()"
+    for config, cap in (("LocalExecutor", 1.5), ("ThreadExecutor", 2)):
+        for size in (10_000, 100_000):
+            ratio(
+                f"{size:,}-item map + reduce, {config}: ≤ {cap}× the bare thread pool",
+                _find(records, "a", "headrace", config, size),
+                _find(records, "a", "bare", thread_pool, size),
+                cap,
+                size,
             )
+    for config, floor, what in (
+        ("ProcessExecutor", "ProcessPoolExecutor", "a bare ProcessPoolExecutor"),
+        ("DaskExecutor", "client.submit", "raw client.submit on the same cluster"),
+    ):
+        bare_config = next((c for s_, c in _rows(records, {"a"}) if c.startswith(floor)), None)
+        for size in (2_000, 10_000):
+            ratio(
+                f"{size:,}-item map + reduce, {config}: ≤ 1.5× {what}",
+                _find(records, "a", "headrace", config, size),
+                _find(records, "a", "bare", bare_config, size),
+                1.5,
+                size,
+            )
+        if config == "DaskExecutor":
+            ratio(
+                "the same, 10,000 items: client peak RSS ≤ 1.5× raw dask's",
+                _find(records, "a", "headrace", config, 10_000),
+                _find(records, "a", "bare", bare_config, 10_000),
+                1.5,
+                key="maxrss",
+                unit=_mb,
+            )
+    ratio(
+        f"chain of {CHAIN} dependent tasks, LocalExecutor: ≤ 2× the bare thread pool",
+        _find(records, "b", "headrace", "LocalExecutor"),
+        _find(records, "b", "bare", thread_pool),
+        2,
+    )
+    ratio(
+        "whole process, import + two-task flow (LocalExecutor): ≤ 2.5× the bare pool's",
+        _find(records, "c", "headrace", "LocalExecutor"),
+        _find(records, "c", "bare", thread_pool),
+        2.5,
+    )
     big = _find(records, "a", "headrace", "LocalExecutor", 100_000)
     ok = big and "median" in big and big["median"] < 5
     check(

@@ -2,14 +2,18 @@
 
 What a user writes without an orchestrator: one `ThreadPoolExecutor` with its
 default size (the same default as headrace's `ThreadExecutor`), `submit` per
-item, `result()` to collect. Standard library only.
+item, `result()` to collect. Standard library only, but for the engines under
+`ProcessExecutor` and `DaskExecutor`, driven the same way: a bare
+`ProcessPoolExecutor` and raw `client.submit` on the cluster `DaskExecutor`
+starts by default (both started before the clock, as headrace's are).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from _child import expected_map_reduce, main, make_blob, renew_blob
 
@@ -31,6 +35,42 @@ def map_reduce(n: int) -> dict:
         value = pool.submit(total, [f.result() for f in futures]).result()
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "check": value == expected_map_reduce(n)}
+
+
+def process_map_reduce(n: int) -> dict:
+    """(a) the same on a bare ProcessPoolExecutor of one worker per core."""
+    items = list(range(n))
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        t0 = time.perf_counter()
+        pool.submit(inc, 0).result()  # the workers are started, as headrace's are
+        startup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        futures = [pool.submit(inc, x) for x in items]
+        value = pool.submit(total, [f.result() for f in futures]).result()
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "check": value == expected_map_reduce(n), "startup": startup}
+
+
+def dask_map_reduce(n: int) -> dict:
+    """(a) the same with raw `client.submit` per item on the LocalCluster DaskExecutor
+    starts: one single-threaded worker process per core."""
+    from distributed import Client, LocalCluster
+
+    items = list(range(n))
+    t0 = time.perf_counter()
+    cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+                           processes=True, dashboard_address=None, host="127.0.0.1")  # fmt: skip
+    client = Client(cluster)
+    startup = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        futures = [client.submit(inc, x, pure=False) for x in items]
+        value = client.submit(total, futures).result()
+        seconds = time.perf_counter() - t0
+    finally:
+        client.close()
+        cluster.close()
+    return {"seconds": seconds, "check": value == expected_map_reduce(n), "startup": startup}
 
 
 def chain(n: int) -> dict:

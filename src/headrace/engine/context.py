@@ -15,9 +15,13 @@ from typing import Any
 
 from headrace._pid import HOST
 from headrace.errors import ContextError
+from headrace.executors.base import Shared
 
 
-class FlowRunContext:
+class FlowRunContext(Shared):
+    """The flow run as its task runs see it. Shared by them all, so a worker in another
+    process receives it (and the parameters) once."""
+
     __slots__ = ("flow_run_id", "flow_run_name", "flow_name", "parameters", "log_prints",
                  "persist_result", "cache_url", "host")  # fmt: skip
 

@@ -44,7 +44,8 @@ Core fields (state)
                  holds its throttle slots until it returns.
     in_flight    units on the executor, bounded by `executor.max_in_flight`:
                  depth-first, so chained maps release intermediate results
-                 early and memory stays flat.
+                 early and memory stays flat. After each round of submits
+                 the core calls `executor.flush()` (batches go out).
     unfinished   nodes not yet finished; the run ends at zero.
     events       (Attempt, state, future) of finished submissions, fed by
                  executor callbacks (or put inline).
@@ -354,6 +355,8 @@ class Core:
             event = clock.wait(self.events, seconds, busy=self.running > 0 or self.lingering > 0)
             if event is not None:
                 self.handle(event)
+                while not self.events.empty():  # what came meanwhile, before launching more
+                    self.handle(self.events.get_nowait())
                 if self._waiters:
                     self._moved_on()
         return None
@@ -383,6 +386,8 @@ class Core:
                 self.submit(attempt)
                 if inline:
                     self.handle(self.events.get())
+        if not inline:
+            self.executor.flush()
         return None
 
     def _start(self, node: Node, index: int | None) -> Attempt | None:
@@ -476,6 +481,7 @@ class Core:
                 continue
             attempt.run_count += 1
             self.submit(attempt)
+        self.executor.flush()
 
     # -- preparing a unit ------------------------------------------------------------------
     def prepare(self, node: Node, index: int | None) -> Attempt | None:

@@ -32,6 +32,7 @@ from headrace import signals
 from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
 from headrace.errors import HeadraceError
+from headrace.executors.base import Shared
 from headrace.results.persist import persist
 from headrace.results.storage import StorageUnreachableError
 from headrace.states import (
@@ -68,8 +69,9 @@ def when_body_returns(state: State) -> Callable[[Callable[[], None]], None] | No
     return getattr(state.exception, "when_body_returns", None) if state.is_timed_out() else None
 
 
-class TaskSpec:
-    """What a worker needs to run one node: no Task object, no flow."""
+class TaskSpec(Shared):
+    """What a worker needs to run one node: no Task object, no flow. Shared by the node's
+    runs, so a worker in another process receives it once."""
 
     __slots__ = (
         "name",

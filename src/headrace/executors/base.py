@@ -12,6 +12,10 @@ objects.
 the core then calls `fn` directly and skips the future.
 `max_in_flight` bounds how many runs are submitted and unfinished at once,
 which keeps chained maps depth-first and memory flat.
+
+Parts of a payload that many runs share unchanged (a task's spec, the flow
+run's context with its parameters) are `Shared`: an executor that crosses a
+process boundary sends each once per worker, and each run names it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from typing import Any
+
+
+class Shared:
+    """A payload part that many runs send unchanged. It must not change once a run that
+    carries it was submitted: a worker keeps the copy it received first."""
+
+    __slots__ = ("__weakref__",)
 
 
 class Executor(ABC):
@@ -54,6 +65,10 @@ class Executor(ABC):
     @abstractmethod
     def submit(self, fn, *args) -> Future:
         """Run `fn(*args)` and return a future of its result."""
+
+    def flush(self) -> None:
+        """The core has submitted what it can for now: send what `submit` held back to
+        send together (no-op)."""
 
     def __enter__(self) -> Executor:
         self.start()

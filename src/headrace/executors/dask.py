@@ -3,12 +3,19 @@
 Without `address` each run gets a temporary `LocalCluster` (worker
 processes, one thread each unless `cluster_kwargs` say otherwise); with
 `address` it connects to a running scheduler (`dask scheduler` /
-`dask worker`). Results stay on the workers: downstream runs receive them
-there (Dask moves data between workers), a result leaves the cluster's
-memory once the scheduler releases it, and only the results the caller
-keeps, and the lists a map must count, come back to this process. Every submission has a unique key, so Dask never merges
-two task runs that look alike. A worker that dies raises in the future;
-the scheduler records that run as Crashed (and retries it per the task's
+`dask worker`).
+
+One Dask task per task run. Its result is the run's state with the value,
+kept on the worker; what the client needs (the state without the value, and
+the run's log lines) comes home in one Dask event, which Dask delivers before
+the task's own completion. Downstream runs receive upstream values on the
+workers (Dask moves data between them); only the results the caller keeps,
+and the lists a map must count, come back to this process. A task's spec and
+the flow run's context (with its parameters) are Dask tasks of their own,
+copied to every worker once, not sent with each run. Every submission has a
+unique key that Dask groups by task (`inc-7-...`: `inc` on its dashboard), so
+Dask never merges two task runs that look alike. A worker that dies fails the
+Dask task; the run is recorded as Crashed (and retried per the task's
 `retries`), never as the task's own failure.
 
 Throttling stays in headrace's core, so it needs no Dask server
@@ -22,19 +29,22 @@ import contextlib
 import copy
 import itertools
 import os
+import pickle
 import signal
 import threading
 import uuid
+import weakref
 from concurrent.futures import Future
 
 from headrace._optional import require
 from headrace.errors import HeadraceError
-from headrace.executors.base import Executor
-from headrace.executors.processes import check_picklable
+from headrace.executors.base import Executor, Shared
+from headrace.executors.processes import check_picklable, dumps
 from headrace.states import RemoteValue
 
 CLOSE_SECONDS = 30.0  # a cluster's close, before its workers are killed
 CANCEL_SECONDS = 2.0  # the same after an interrupt
+UNHEARD_SECONDS = 5.0  # a finished run whose state event has not come: fetch its state
 
 
 RESOURCE_TAG = "dask-resource:"
@@ -60,34 +70,42 @@ def resources_of(tags) -> dict[str, float] | None:
     return asked or None
 
 
-LOG_TOPIC = "headrace-logs"  # the Dask event topic that carries workers' run lines home
+STATE_TOPIC = "headrace-state"  # the Dask event topic that brings task runs' states home
 
 
 def _run_on_worker(client_pid: int, paths: list, fn, *args):
-    """Worker side: unwrap upstream states at `paths` into their values, then run. In a
-    worker process the run's log lines are kept and sent to the client in one event."""
-    if os.getpid() == client_pid:
-        return _run_unwrapped(paths, fn, *args)
-    from headrace.engine import logs
-    from headrace.engine.task_run import enable_kill_on_timeout
+    """Worker side: unwrap upstream states at `paths` into their values, run, and keep
+    the state with its value here, as this Dask task's result. What the client needs
+    travels in one event: the state without its value, and (in a worker process) the
+    run's log lines."""
+    from distributed import get_worker
 
-    enable_kill_on_timeout()  # a worker process: forking a child to kill is safe
-    logs.capture_here()
-    try:
+    from headrace.engine import logs
+
+    if os.getpid() == client_pid:  # the client's process: its lines are written here
+        state, kept = _run_unwrapped(paths, fn, *args), []
+    else:
+        from headrace.engine.task_run import enable_kill_on_timeout
+
+        enable_kill_on_timeout()  # a worker process: forking a child to kill is safe
+        logs.capture_here()
         with logs.kept_lines() as kept:
-            return _run_unwrapped(paths, fn, *args)
-    finally:
-        if kept:
-            from distributed import get_worker
+            state = _run_unwrapped(paths, fn, *args)
+    light, has_value = _without_value(state)
+    try:
+        message = dumps((light, has_value, kept))
+    except Exception as exc:  # an exception that will not pickle: say what it was
+        from headrace.states import Failed
 
-            get_worker().log_event(LOG_TOPIC, kept)
+        light = Failed(light.message, exception=RuntimeError(f"{light.exception!r} ({exc})"))
+        message = dumps((light, False, kept))
+    worker = get_worker()
+    worker.log_event(STATE_TOPIC, (worker.get_current_task(), message))
+    return state
 
 
-def _record_logs(event) -> None:
-    """Client side: the run lines a worker sent (`event` is Dask's (time, message))."""
-    from headrace.engine import logs
-
-    logs.replay(event[1])
+def _given(part):
+    return part
 
 
 def _run_unwrapped(paths: list, fn, *args):
@@ -217,7 +235,8 @@ class DaskExecutor(Executor):
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._more = threading.Event()
-        self._waiting: dict = {}  # key of a state future -> (the scheduler's future, full)
+        self._waiting: dict = {}  # a run's Dask key -> (the core's future, the Dask future)
+        self._shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # -> future
         self._relay_thread: threading.Thread | None = None
 
     @property
@@ -257,10 +276,10 @@ class DaskExecutor(Executor):
                 ) from None
         threads = self.client.nthreads()
         self._workers = max(1, sum(threads.values()))
-        self.client.subscribe_topic(LOG_TOPIC, _record_logs)
+        self.client.subscribe_topic(STATE_TOPIC, self._on_state)
         from distributed import as_completed
 
-        self._finished = as_completed([], with_results=True, raise_errors=False)
+        self._finished = as_completed([], with_results=False)
         self._stopping = False
         self._relay_thread = threading.Thread(target=self._relay, name="headrace-dask", daemon=True)
         self._relay_thread.start()
@@ -270,6 +289,7 @@ class DaskExecutor(Executor):
             self._stopping = True
             with self._lock:  # what is still on the cluster is cancelled, not waited for
                 pending = [full for _, full in self._waiting.values()]
+                self._shared.clear()
             if pending and self.client is not None:
                 self.client.cancel(pending)
             self._more.set()
@@ -307,56 +327,109 @@ class DaskExecutor(Executor):
         if len(args) > 1 and isinstance(args[1], dict):
             arguments, paths = _send_remote(args[1])
             args = (args[0], arguments, *args[2:])
-        # Keys must be unique per submission: Dask must never merge two task runs.
-        key = f"{args[2] if len(args) > 2 else fn.__name__}-{self._run}-{next(self._counter)}"
+        key = self._key(args[0] if args else None, args[3] if len(args) > 3 else None, fn)
         try:
             resources = resources_of(getattr(args[0], "tags", ()) if args else ())
         except ValueError as exc:  # the run crashes, naming the tag; nothing is sent
             refused: Future = Future()
             refused.set_exception(exc)
             return refused
+        args = tuple(self._scattered(a) if isinstance(a, Shared) else a for a in args)
         full = self.client.submit(
             _run_on_worker, os.getpid(), paths, fn, *args, key=key, pure=False,
             resources=resources,
         )  # fmt: skip
-        light = self.client.submit(_without_value, full, key=f"{key}-state", pure=False)
         outer: Future = Future()
         with self._lock:
-            self._waiting[light.key] = (outer, full)
-            self._finished.add(light)
+            self._waiting[key] = (outer, full)
+            self._finished.add(full)
         self._more.set()
         return outer
 
-    def _relay(self) -> None:
-        """Hand finished states to the core's futures, fetched in batches.
+    def _key(self, spec, index: int | None, fn) -> str:
+        """A new key per submission (Dask must never merge two task runs) that Dask groups
+        by task: `inc-7-<executor>-<n>` for `inc[7]`, shown as `inc` on its dashboard. (A
+        group per child would cost Dask's scheduler time in the number of groups.)"""
+        name = getattr(spec, "name", None) or fn.__name__
+        where = "" if index is None else f"{index}-"
+        return f"{name}-{where}{self._run}-{next(self._counter)}"
 
-        One thread reads `as_completed(with_results=True)`, which gathers many
-        results per round trip; fetching each result in its own callback costs
-        a round trip per task run and was ten times slower.
+    def _scattered(self, part):
+        """A shared part (a task's spec, the flow run's context) as a future of its copy on
+        every worker: sent once, not with every run. A Dask task that returns it, not
+        scattered data: if the workers holding it die, Dask makes it again."""
+        with self._lock:
+            future = self._shared.get(part)
+        if future is None:
+            key = f"{type(part).__name__}-{self._run}-{next(self._counter)}"
+            future = self.client.submit(_given, part, key=key, pure=False)
+            # On every worker: else Dask would place the runs on the one that has it.
+            self.client.replicate([future])
+            with self._lock:
+                future = self._shared.setdefault(part, future)
+        return future
+
+    def _on_state(self, event) -> None:
+        """Client side, on Dask's event loop: a run's state (its value stays on the
+        worker) and its log lines, in one event (Dask's (time, (key, message)))."""
+        key, message = event[1]
+        with self._lock:
+            waiting = self._waiting.pop(key, None)
+        if waiting is None:  # failed meanwhile, or a lost result computed again
+            return
+        outer, full = waiting
+        try:
+            state, has_value, lines = pickle.loads(message)
+            if lines:
+                from headrace.engine import logs
+
+                logs.replay(lines)  # before the state: a run's lines precede its end
+            if has_value:
+                state._value = _OnWorker(full)
+            outer.set_result(state)
+        except BaseException as exc:  # never raise into Dask's loop: the run would hang
+            if not outer.done():
+                outer.set_exception(exc)
+
+    def _relay(self) -> None:
+        """Fail the runs whose Dask task erred or was cancelled (a worker died, say).
+
+        Finished runs are told by their state event (`_on_state`), which Dask
+        delivers before the task's own completion; one whose event is missing
+        after UNHEARD_SECONDS has its state fetched from the worker instead.
         """
         finished = self._finished
         while not self._stopping:
             try:
-                light, result = next(finished)
+                full = next(finished)
             except StopIteration:  # nothing in flight: wait for the next submission
                 self._more.wait(0.5)
                 self._more.clear()
                 continue
+            if full.status == "finished":
+                if full.key in self._waiting:
+                    timer = threading.Timer(UNHEARD_SECONDS, self._fetch_unheard, (full.key,))
+                    timer.daemon = True
+                    timer.start()
+                continue
             with self._lock:
-                outer, full = self._waiting.pop(light.key)
-            try:
-                if light.status != "finished":  # erred or cancelled: a worker died, say
-                    outer.set_exception(_failure_of(light))
-                else:
-                    state, has_value = result
-                    if has_value:
-                        state._value = _OnWorker(full)
-                    outer.set_result(state)
-            except BaseException as exc:  # never let this thread die: the run would hang
-                if not outer.done():
-                    outer.set_exception(exc)
-            finally:
-                light.release()
+                waiting = self._waiting.pop(full.key, None)
+            if waiting is not None:
+                waiting[0].set_exception(_failure_of(full))
+
+    def _fetch_unheard(self, key) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(key, None)
+        if waiting is None:
+            return
+        outer, full = waiting
+        try:
+            state, has_value = _without_value(full.result())
+            if has_value:
+                state._value = _OnWorker(full)
+            outer.set_result(state)
+        except BaseException as exc:
+            outer.set_exception(exc)
 
     def localize(self, states: list) -> None:
         """Fetch every kept result from the cluster in one gather."""

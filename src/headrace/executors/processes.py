@@ -8,23 +8,34 @@ runs in a forked child of the worker that is killed when time is up.
 
 Workers are forked by default on POSIX, so they inherit what the parent
 imported; pass `mp_context="spawn"` for clean workers.
+
+Payloads are lean: a `Shared` part (a task's spec, the flow run's context
+and its parameters) is pickled once, to a file in the executor's directory,
+and a run's payload names the file; each worker reads it once.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import tempfile
 import threading
+import time
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from headrace._pid import alive
 from headrace.errors import HeadraceError
-from headrace.executors.base import PoolExecutor
+from headrace.executors.base import PoolExecutor, Shared
+
+SHORT = 0.001  # runs of a task that take less than this (on average) travel in batches
+BATCH_SECONDS = 0.002  # the time a batch of short runs takes on its worker
 
 
 class UnpicklableTaskError(HeadraceError, TypeError):
@@ -72,19 +83,59 @@ def _terminated(signum, frame) -> None:
     os._exit(1)
 
 
-def _run_pickled(token: int, blob: bytes) -> bytes:
-    """Worker side: say which run this worker holds, unpickle `fn(*args)`, run it, pickle
-    what it returned. If the worker dies of the run, its file still names the run."""
+def dumps(obj) -> bytes:
+    """Pickle with the standard pickler when it can (several times faster), else with
+    cloudpickle: for lambdas and closures, and for anything defined in a `__main__`
+    (a script, a notebook), which another process may not be able to import."""
+    try:
+        blob = pickle.dumps(obj, protocol=5)
+    except Exception:
+        blob = None
+    if blob is None or b"main__" in blob:  # __main__ or __mp_main__ named inside
+        import cloudpickle
+
+        blob = cloudpickle.dumps(obj, protocol=5)
+    return blob
+
+
+class _SharedFile:
+    """In a payload: a `Shared` part, pickled once to this file."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return _SharedFile, (self.path,)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_shared(path: str):
+    """Worker side: a shared part, read once per worker (the newest 256 are kept)."""
     import cloudpickle
 
+    with open(path, "rb") as file:
+        return cloudpickle.load(file)
+
+
+def _run_batch(runs: list[tuple[int, bytes]]) -> list[tuple[bytes, float]]:
+    """Worker side: run each pickled `fn(*args)` in turn; for each, what it returned
+    (pickled) and the seconds it took. Before each run the worker's holding file names
+    it, so if the worker dies of a run, the file still says which."""
     from headrace.engine import logs
 
-    os.pwrite(_HOLDING[1], str(token).encode().ljust(len(_BLANK)), 0)
+    done = []
     try:
-        with logs.kept_lines() as kept:  # the run's log lines go back with its state
-            fn, args = cloudpickle.loads(blob)
-            state = fn(*args)
-        return cloudpickle.dumps((state, kept))
+        for token, blob in runs:
+            os.pwrite(_HOLDING[1], str(token).encode().ljust(len(_BLANK)), 0)
+            began = time.perf_counter()
+            with logs.kept_lines() as kept:  # the run's log lines go back with its state
+                fn, args = pickle.loads(blob)
+                args = [_load_shared(a.path) if type(a) is _SharedFile else a for a in args]
+                state = fn(*args)
+            done.append((dumps((state, kept)), time.perf_counter() - began))
+        return done
     finally:
         os.pwrite(_HOLDING[1], _BLANK, 0)
 
@@ -98,13 +149,22 @@ class ProcessExecutor(PoolExecutor):
         super().__init__(max_workers, os.cpu_count() or 1)
         default = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self.mp_context = mp_context or default
+        self._lock = threading.Lock()
+        self._waiting: list = []  # short runs until the next flush
+
+    @property
+    def max_in_flight(self) -> int:
+        # Room for batches of short runs; a run waits here, not in the pool.
+        return 64 * self.max_workers
 
     def start(self) -> None:
         if self._pool is None:
             self._holdings = tempfile.mkdtemp(prefix="headrace-workers-")
+            os.mkdir(os.path.join(self._holdings, "shared"))
+            self._shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
             self._tokens = itertools.count()
-            self._lock = threading.Lock()
             self._broken: dict[int, list] = {}  # id of a broken pool -> its runs to sort out
+            self._seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # kind -> s
             self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -151,58 +211,106 @@ class ProcessExecutor(PoolExecutor):
         check_picklable(flow)
 
     def submit(self, fn, *args) -> Future:
-        import cloudpickle
-
         self._started_pool()
         outer: Future = Future()
         try:
-            blob = cloudpickle.dumps((fn, args))
+            blob = dumps((fn, [self._lean(a) for a in args]))
         except Exception as exc:
             outer.set_exception(
                 UnpicklableTaskError(f"the inputs of a task run cannot be pickled: {exc}")
             )
             return outer
-        self._send(next(self._tokens), blob, outer)
+        kind = args[0] if args and isinstance(args[0], Shared) else None  # a task's spec
+        run = (next(self._tokens), blob, outer, kind)
+        if kind is not None and self._seconds.get(kind, SHORT) < SHORT:
+            with self._lock:
+                self._waiting.append(run)  # sent by `flush`, with the others of its turn
+        else:
+            self._send([run])
         return outer
 
-    def _send(self, token: int, blob: bytes, outer: Future) -> None:
-        import cloudpickle
+    def flush(self) -> None:
+        """Send the short runs submitted since the last flush, in batches that take about
+        BATCH_SECONDS each and give every worker a share."""
+        if not self._waiting:
+            return
+        with self._lock:
+            runs, self._waiting = self._waiting, []
+        if not runs:
+            return
+        seconds = max(max(self._seconds.get(run[3], SHORT) for run in runs), 1e-6)
+        size = max(1, min(int(BATCH_SECONDS / seconds), -(-len(runs) // self.max_workers)))
+        for start in range(0, len(runs), size):
+            self._send(runs[start : start + size])
 
+    def _lean(self, part):
+        """A shared part as the file it is pickled to (written on its first run)."""
+        if not isinstance(part, Shared):
+            return part
+        with self._lock:
+            file = self._shared.get(part)
+            if file is None:
+                import cloudpickle
+
+                path = os.path.join(self._holdings, "shared", str(next(self._tokens)))
+                with open(path + ".part", "wb") as out:
+                    cloudpickle.dump(part, out)
+                os.replace(path + ".part", path)  # a worker never reads half a file
+                file = self._shared[part] = _SharedFile(path)
+        return file
+
+    def _send(self, runs: list) -> None:
+        """Send runs (token, blob, outer future, kind) to the pool as one job."""
+        job = [(token, blob) for token, blob, _, _ in runs]
         with self._lock:
             pool = self._pool
             if pool is None:  # shut down meanwhile
-                outer.set_exception(RuntimeError("ProcessExecutor was shut down"))
+                for run in runs:
+                    run[2].set_exception(RuntimeError("ProcessExecutor was shut down"))
                 return
             try:
-                inner = pool.submit(_run_pickled, token, blob)
+                inner = pool.submit(_run_batch, job)
             except BrokenProcessPool:  # broke just now: its runs are being sorted out
                 self._pool = pool = self._new_pool()
-                inner = pool.submit(_run_pickled, token, blob)
+                inner = pool.submit(_run_batch, job)
 
         def unwrap(done: Future) -> None:
             try:
-                state, lines = cloudpickle.loads(done.result())
-                if lines:
-                    from headrace.engine import logs
-
-                    logs.replay(lines)  # before the state: a run's lines precede its end
-                outer.set_result(state)
+                results = done.result()
             except BrokenProcessPool:
-                self._sort_out(pool, token, blob, outer)
+                self._sort_out(pool, runs)
+                return
             except BaseException as exc:
-                outer.set_exception(exc)
+                for run in runs:
+                    run[2].set_exception(exc)
+                return
+            for (_, _, outer, kind), (blob, seconds) in zip(runs, results):
+                try:
+                    state, lines = pickle.loads(blob)
+                    if lines:
+                        from headrace.engine import logs
+
+                        logs.replay(lines)  # before the state: a run's lines precede its end
+                    if kind is not None:  # a moving average: a task's runs change pace
+                        pace = self._seconds.get(kind, seconds)
+                        self._seconds[kind] = 0.8 * pace + 0.2 * seconds
+                    outer.set_result(state)
+                except BaseException as exc:
+                    outer.set_exception(exc)
 
         inner.add_done_callback(unwrap)
 
-    def _sort_out(self, pool, token: int, blob: bytes, outer: Future) -> None:
+    def _sort_out(self, pool, runs: list) -> None:
         """A worker of `pool` died, and the pool failed every run it had. Once the pool
         has stopped its other workers, the run whose worker died of it is the one still
         named in a holding file: that run fails (Crashed, retried per its retries); the
-        others go again on a new pool."""
+        others go again on a new pool (those that had finished earlier in the dead
+        worker's batch too: their results died with it)."""
         with self._lock:
-            runs = self._broken.setdefault(id(pool), [])
-            runs.append((token, blob, outer))
-            if len(runs) > 1:
+            broken = self._broken.setdefault(id(pool), [])
+            first = not broken
+            broken += runs
+            if not first:
                 return
             if self._pool is pool:
                 self._pool = self._new_pool()
@@ -218,7 +326,8 @@ class ProcessExecutor(PoolExecutor):
                     held[int(token)] = pid
         with self._lock:
             runs = self._broken.pop(id(pool), [])
-        for token, blob, outer in runs:
+        for run in runs:
+            token, _, outer, _ = run
             if token in held:
                 outer.set_exception(
                     WorkerDiedError(
@@ -227,7 +336,7 @@ class ProcessExecutor(PoolExecutor):
                     )
                 )
             else:
-                self._send(token, blob, outer)
+                self._send([run])
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers}, mp_context={self.mp_context!r})"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from headrace.store.reader import SQLReader
@@ -76,6 +77,20 @@ def _reserve(path: Path) -> Path:
     return reserve
 
 
+def _journal_to_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL. Several processes opening a new file at once can each be refused
+    the switch at once (SQLite skips the busy handler there, to avoid a deadlock): retry
+    for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _connector(path: Path):
     def connect(wal: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
@@ -83,7 +98,7 @@ def _connector(path: Path):
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("SELECT count(*) FROM sqlite_master")  # "not a database" shows here
             if wal:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _journal_to_wal(conn)
                 if mode.lower() != "wal" and path.exists():
                     conn.execute("PRAGMA journal_mode = DELETE")
             conn.execute("PRAGMA synchronous = NORMAL")
