@@ -32,6 +32,7 @@ clean:
 .PHONY: bench bench-peers screenshots
 
 bench: $(STAMP)
+	$(PY) -m compileall -q src  # as an installed package is: no compiling inside the timings
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/styles.py

@@ -14,7 +14,9 @@ import pytest
 
 from dask_processes import dask_cluster_fixture  # noqa: F401  (a fixture)
 from headrace import Flow, Parameter, task, unmapped
-from headrace.executors import DaskExecutor, ProcessExecutor
+from headrace.engine.task_run import TaskSpec
+from headrace.executors import DaskExecutor, ProcessExecutor, ThreadExecutor
+from headrace.executors.base import Batcher
 
 
 class Tracked:
@@ -67,14 +69,36 @@ def test_flow_parameters_reach_each_worker_once_not_with_every_run(kind, tmp_pat
     assert 1 <= len(pids) <= 4, pids
 
 
-def test_short_runs_travel_in_batches_and_each_keeps_its_own_state(home):
+def test_the_batcher_holds_only_runs_of_a_kind_known_to_be_short():
+    batcher = Batcher(workers=2)
+    short, slow = TaskSpec(double), TaskSpec(total)
+    assert Batcher.kind_of((short, {}, "double[0]")) is short
+    assert Batcher.kind_of(("not shared",)) is None
+    assert not batcher.hold(short, "first")  # not timed yet: sent alone, at once
+    assert not batcher.hold(None, "no kind")
+    batcher.timed(short, 0.0001)
+    batcher.timed(slow, 0.5)
+    assert not batcher.hold(slow, "slow")
+    for i in range(10):
+        assert batcher.hold(short, i)
+    batches = batcher.take()
+    assert [run for batch in batches for run in batch] == list(range(10))  # in order
+    assert len(batches) == 2  # one per worker: 10 runs of 0.1 ms fit one 2 ms batch
+    assert batcher.take() == []
+    batcher.timed(short, 0.5)  # it slowed down: the average moves over the line
+    batcher.timed(short, 0.5)
+    assert not batcher.hold(short, "now slow")
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_short_runs_travel_in_batches_and_each_keeps_its_own_state(kind, home):
     jobs: list[int] = []
-    executor = ProcessExecutor(2)
+    executor = ProcessExecutor(2) if kind == "process" else ThreadExecutor(4)
     send = executor._send
 
-    def counted(runs):
-        jobs.append(len(runs))
-        send(runs)
+    def counted(*args):
+        jobs.append(len(args[-1]))
+        send(*args)
 
     executor._send = counted
     with Flow("batches") as flow:

@@ -20,6 +20,8 @@ process boundary sends each once per worker, and each run names it.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from typing import Any
@@ -30,6 +32,55 @@ class Shared:
     carries it was submitted: a worker keeps the copy it received first."""
 
     __slots__ = ("__weakref__",)
+
+
+class Batcher:
+    """Runs of a short task travel together: what a pool pays per job (a future, a
+    wake-up, for processes a pipe write) is paid once per batch.
+
+    Per kind of run (a task's spec: the first `Shared` part of its payload) it keeps a
+    moving average of the seconds a run takes. A run of a kind known to take under SHORT
+    seconds is held by `hold` until `take`, which cuts what was held into batches of
+    about BATCH seconds, at least one per worker. A run of a kind not yet timed, or
+    slower, goes alone at once.
+    """
+
+    SHORT = 0.001
+    BATCH = 0.002
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pace: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # kind -> s
+        self._held: list = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def kind_of(args: tuple):
+        return args[0] if args and isinstance(args[0], Shared) else None
+
+    def hold(self, kind, run) -> bool:
+        """Hold `run` for the next batch if its kind is short; False: send it now."""
+        if kind is None or self._pace.get(kind, self.SHORT) >= self.SHORT:
+            return False
+        with self._lock:
+            self._held.append((kind, run))
+        return True
+
+    def take(self) -> list[list]:
+        """What was held, in batches."""
+        if not self._held:
+            return []
+        with self._lock:
+            held, self._held = self._held, []
+        seconds = max(max(self._pace.get(kind, self.SHORT) for kind, _ in held), 1e-6)
+        size = max(1, min(int(self.BATCH / seconds), -(-len(held) // self.workers)))
+        runs = [run for _, run in held]
+        return [runs[start : start + size] for start in range(0, len(runs), size)]
+
+    def timed(self, kind, seconds: float) -> None:
+        """A run of `kind` took `seconds` (a moving average: a task's runs change pace)."""
+        if kind is not None:
+            self._pace[kind] = 0.8 * self._pace.get(kind, seconds) + 0.2 * seconds
 
 
 class Executor(ABC):

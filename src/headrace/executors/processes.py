@@ -32,10 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from headrace._pid import alive
 from headrace.errors import HeadraceError
-from headrace.executors.base import PoolExecutor, Shared
-
-SHORT = 0.001  # runs of a task that take less than this (on average) travel in batches
-BATCH_SECONDS = 0.002  # the time a batch of short runs takes on its worker
+from headrace.executors.base import Batcher, PoolExecutor, Shared
 
 
 class UnpicklableTaskError(HeadraceError, TypeError):
@@ -150,7 +147,7 @@ class ProcessExecutor(PoolExecutor):
         default = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self.mp_context = mp_context or default
         self._lock = threading.Lock()
-        self._waiting: list = []  # short runs until the next flush
+        self._batcher = Batcher(self.max_workers)
 
     @property
     def max_in_flight(self) -> int:
@@ -164,7 +161,6 @@ class ProcessExecutor(PoolExecutor):
             self._shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
             self._tokens = itertools.count()
             self._broken: dict[int, list] = {}  # id of a broken pool -> its runs to sort out
-            self._seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # kind -> s
             self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -220,28 +216,16 @@ class ProcessExecutor(PoolExecutor):
                 UnpicklableTaskError(f"the inputs of a task run cannot be pickled: {exc}")
             )
             return outer
-        kind = args[0] if args and isinstance(args[0], Shared) else None  # a task's spec
+        kind = Batcher.kind_of(args)
         run = (next(self._tokens), blob, outer, kind)
-        if kind is not None and self._seconds.get(kind, SHORT) < SHORT:
-            with self._lock:
-                self._waiting.append(run)  # sent by `flush`, with the others of its turn
-        else:
+        if not self._batcher.hold(kind, run):
             self._send([run])
         return outer
 
     def flush(self) -> None:
-        """Send the short runs submitted since the last flush, in batches that take about
-        BATCH_SECONDS each and give every worker a share."""
-        if not self._waiting:
-            return
-        with self._lock:
-            runs, self._waiting = self._waiting, []
-        if not runs:
-            return
-        seconds = max(max(self._seconds.get(run[3], SHORT) for run in runs), 1e-6)
-        size = max(1, min(int(BATCH_SECONDS / seconds), -(-len(runs) // self.max_workers)))
-        for start in range(0, len(runs), size):
-            self._send(runs[start : start + size])
+        """Send the short runs held since the last flush, in batches."""
+        for runs in self._batcher.take():
+            self._send(runs)
 
     def _lean(self, part):
         """A shared part as the file it is pickled to (written on its first run)."""
@@ -291,9 +275,7 @@ class ProcessExecutor(PoolExecutor):
                         from headrace.engine import logs
 
                         logs.replay(lines)  # before the state: a run's lines precede its end
-                    if kind is not None:  # a moving average: a task's runs change pace
-                        pace = self._seconds.get(kind, seconds)
-                        self._seconds[kind] = 0.8 * pace + 0.2 * seconds
+                    self._batcher.timed(kind, seconds)
                     outer.set_result(state)
                 except BaseException as exc:
                     outer.set_exception(exc)
