@@ -891,3 +891,33 @@ def test_the_history_is_readable_by_its_owner_only(tmp_path, monkeypatch):
     assert files and all(p.stat().st_mode & 0o777 == 0o600 for p in files), [
         (p.name, oct(p.stat().st_mode)) for p in files
     ]
+
+
+def test_a_run_faster_than_the_writer_keeps_a_bounded_backlog_and_loses_nothing(home):
+    """The writer falls behind a fast producer: the producer waits once BACKLOG rows are
+    queued (its run's end would wait for them anyway), so memory stays flat."""
+    from headrace.store.sql import BACKLOG, BATCH
+
+    store = open_recorder(f"sqlite:///{home}")
+    run_id = "ba0c" + "0" * 28
+    store.flow_run_started(FlowRun(run_id, "backlog", "backlog", "graph", start_time=time.time()))
+    seen = []
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.wait(0.002):
+            seen.append(store._queue.qsize())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    lines = 6 * BACKLOG
+    try:
+        for i in range(lines):
+            store.log(LogRecord(run_id, None, logging.INFO, time.time(), "flow", f"line {i}"))
+    finally:
+        sampling.set()
+        sampler.join()
+    store.flush()
+    assert max(seen) <= BACKLOG + BATCH, max(seen)
+    with open_reader(f"sqlite:///{home}") as reader:
+        assert len(list(reader.logs(run_id))) == lines

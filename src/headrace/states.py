@@ -191,13 +191,145 @@ class State:
         return f"{self.name}({', '.join(parts)})"
 
 
+SUCCEEDED = "Task run succeeded."  # the message of a plain Completed task run
+
+
+_AS_STORED, _HELD, _RELEASED = 0, 1, 2  # how ChildStates keeps a child
+
+
+class ChildStates:
+    """A mapped task's child states, read like a list, kept compactly.
+
+    A finished child that carries nothing of its own (Completed, the plain message, the
+    run id `<map's>.<index>`, its result inline) is kept as its value, and once the value
+    is released as nothing at all: its result's bytes go into one buffer for the whole
+    map. About 25 bytes a child, where its State with its result reference and run id
+    took about 300, and no object per child (a million small objects left behind would
+    keep the memory they are scattered over). Reading it makes that State again: equal
+    in every field, not the same object each time. The engine compacts a child when it
+    finishes, unless the caller keeps the map's result.
+    """
+
+    __slots__ = ("_items", "_how", "_data", "_start", "_size", "name", "run_id",
+                 "flow_run_id", "serializer")  # fmt: skip
+
+    def __init__(self, length: int, name: str, run_id: str):
+        from array import array
+
+        self._items: list = [None] * length  # a State, None, or a compacted child's value
+        self._how = bytearray(length)  # _AS_STORED, _HELD or _RELEASED
+        self._data = bytearray()  # compacted children's result bytes, one after another
+        self._start = array("Q", bytes(8 * length))
+        self._size = array("I", bytes(4 * length))
+        self.name, self.run_id = name, run_id
+        self.flow_run_id = self.serializer = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._items)))]
+        if self._how[index] == _AS_STORED:
+            return self._items[index]
+        return self._state(index % len(self._items))
+
+    def __setitem__(self, index: int, state: State | None) -> None:
+        self._items[index] = state
+        self._how[index] = _AS_STORED
+
+    def __iter__(self):
+        for index in range(len(self._items)):
+            yield self[index]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"<{len(self._items)} child states of {self.name!r}>"
+
+    def is_compact(self, index: int) -> bool:
+        return self._how[index] != _AS_STORED
+
+    def value(self, index: int, value_of):
+        """Child `index`'s value; `value_of(state)` for one kept as a State."""
+        how = self._how[index]
+        if how == _HELD:
+            return self._items[index]
+        if how == _RELEASED:
+            return self.serializer.loads(self._bytes(index))
+        return value_of(self._items[index])
+
+    def compact(self, index: int) -> None:
+        """Keep finished child `index` compactly, if it carries nothing of its own."""
+        state = self._items[index]
+        ref, value = state.ref, state._value
+        if (
+            state.__class__ is not State
+            or ref is None
+            or ref.data is None
+            or isinstance(value, RemoteValue)  # on a worker: downstreams read it there
+            or state.name != "Completed"
+            or state.message != SUCCEEDED
+            or state.exception is not None
+        ):
+            return
+        if self.serializer is None:
+            self.serializer, self.flow_run_id = ref.serializer, state.flow_run_id
+        if (
+            ref.serializer is self.serializer
+            and state.flow_run_id == self.flow_run_id
+            and state.task_run_id == f"{self.run_id}.{index}"
+        ):
+            self._start[index], self._size[index] = len(self._data), len(ref.data)
+            self._data += ref.data
+            if value.__class__ is _Released:
+                self._items[index], self._how[index] = None, _RELEASED
+            else:
+                self._items[index], self._how[index] = value, _HELD
+
+    def release(self, index: int) -> None:
+        """Drop child `index`'s value from memory (it is read again from its bytes)."""
+        how, item = self._how[index], self._items[index]
+        if how == _HELD:
+            self._items[index], self._how[index] = None, _RELEASED
+        elif how == _AS_STORED and item is not None and item._value is not None:
+            item._value = _Released(f"{self.name}[{index}]")
+
+    def failed(self) -> int:
+        return sum(
+            1
+            for how, s in zip(self._how, self._items)
+            if how == _AS_STORED and s is not None and s.type in _FAILED_TYPES
+        )
+
+    def _bytes(self, index: int) -> bytes:
+        start = self._start[index]
+        return bytes(self._data[start : start + self._size[index]])
+
+    def _state(self, index: int) -> State:
+        from headrace.results.persist import ResultRef
+
+        if self._how[index] == _HELD:
+            value = self._items[index]
+        else:
+            value = _Released(f"{self.name}[{index}]")
+        state = State(_COMPLETED, "Completed", SUCCEEDED, value)
+        state.ref = ResultRef(self.serializer, self._bytes(index))
+        state.flow_run_id, state.task_run_id = self.flow_run_id, f"{self.run_id}.{index}"
+        return state
+
+
 class MappedState(State):
     """The state of a mapped task: one child state per item in `map_states`."""
 
     __slots__ = ("map_states",)
 
-    def __init__(self, map_states: list[State], message: str | None = None):
-        failed = sum(1 for s in map_states if s.type in _FAILED_TYPES)
+    def __init__(self, map_states: list[State] | ChildStates, message: str | None = None):
+        if isinstance(map_states, ChildStates):
+            failed = map_states.failed()  # without making the compacted ones again
+        else:
+            failed = sum(1 for s in map_states if s.type in _FAILED_TYPES)
         if message is None:
             total = len(map_states)
             message = (

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.engine.core import INTERRUPTED
 from headrace.engine.nodes import ELEMENT, NOTHING, Node
-from headrace.states import Cancelled, Pending, State, StateType
+from headrace.states import Cancelled, ChildStates, Pending, State, StateType
 
 if TYPE_CHECKING:
     from headrace.engine.function_flow import FunctionRun
@@ -142,9 +142,18 @@ class TaskRunRecord:
         node = self.node
         if self.index is None:
             return node.state
-        if node.children is not None and node.children[self.index] is not None:
-            return node.children[self.index]
-        return node.state  # decided as a whole, or not yet
+        child = node.children[self.index] if node.children is not None else None
+        return child if child is not None else node.state  # decided as a whole, or not yet
+
+    def failed(self) -> bool:
+        """Whether the run failed (a compacted child did not: it is not made a State)."""
+        node = self.node
+        if self.run is None and self.index is not None and node.children is not None:
+            children = node.children
+            if children.__class__ is ChildStates and children.is_compact(self.index):
+                return False
+        state = self.state
+        return state is not None and state.is_failed()
 
     @property
     def upstream(self) -> list[str]:

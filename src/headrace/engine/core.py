@@ -22,7 +22,8 @@ Node fields (state)
                  upstream to finish; a mapped node waits to *expand*: for
                  whole upstreams to finish and element-wise ones to expand.
     state        the final State, once finished.
-    children     child states of an expanded mapped node (None = not done).
+    children     child states of an expanded mapped node (None = not done),
+                 a `ChildStates`: a plain child is kept as its value and bytes.
     child_wait   per child, element-wise upstream children not yet done.
     remaining    children not yet finished.
     started      children that have taken their inputs.
@@ -112,9 +113,9 @@ from headrace.engine.task_run import (
     run_task,
     when_body_returns,
 )
-from headrace.engine.values import local_value, release_value, value_of
+from headrace.engine.values import child_value, local_value, release_value, value_of
 from headrace.errors import MappingError, ResultReleasedError
-from headrace.states import Failed, MappedState, State
+from headrace.states import ChildStates, Failed, MappedState, State
 from headrace.tasks import check_lengths, check_mappable
 
 INTERRUPTED = "The flow run was interrupted (Ctrl-C) before it finished."
@@ -536,7 +537,7 @@ class Core:
                 continue
             up = inp.up
             if index is not None and inp.element_wise:
-                arguments[inp.key] = value_of(up.children[index])
+                arguments[inp.key] = child_value(up.children, index)
             else:
                 value = value_of(up.state)
                 arguments[inp.key] = (
@@ -579,7 +580,7 @@ class Core:
     def _expand(self, node: Node, sequences: dict, length: int) -> None:
         node.sequences = sequences
         node.spec = node.spec or TaskSpec(node.task)
-        node.children = children = [None] * length
+        node.children = children = ChildStates(length, node.name, node.run_id)
         node.remaining = length
         node.holds = [node.holds] * length
         elements = [up for up, mode in node.ups if mode == ELEMENT]
@@ -668,6 +669,8 @@ class Core:
                     self._prerequisite_met(down)
             return
         node.children[index] = state
+        if not node.keep and node.children.__class__ is ChildStates:
+            node.children.compact(index)  # (the caller's states stay the ones it was given)
         if self.progress is not None:
             self.progress.child_done(node, state.is_failed())
         for down, mode in node.downs:
@@ -708,9 +711,11 @@ class Core:
                 release_value(up.state, up.name)
         else:
             up.holds[index] -= 1
-            child = up.children[index]
-            if up.holds[index] == 0 and not up.keep and child is not None:
-                release_value(child, up.unit_name(index))
+            if up.holds[index] == 0 and not up.keep:
+                if up.children.__class__ is ChildStates:
+                    up.children.release(index)
+                elif up.children[index] is not None:
+                    release_value(up.children[index], up.unit_name(index))
 
     # -- throttling --------------------------------------------------------------------------
     def _free_slots(self, node: Node) -> None:

@@ -420,7 +420,7 @@ class FunctionRun:
         if returned_state and (value.is_failed() or value.is_cancelled()):
             return copy.copy(value)  # the flow's own state, apart from the run it came from
         records = self.records
-        unallowed = [r for r in records if r.state is not None and r.state.is_failed()]
+        unallowed = [r for r in records if r.failed()]
         unallowed = [r for r in unallowed if not r.allowed]
         if unallowed:
             first = [(r.name, r.state) for r in unallowed if not r.state.is_trigger_failed()]

@@ -36,6 +36,7 @@ from headrace.executors.base import Shared
 from headrace.results.persist import persist
 from headrace.results.storage import StorageUnreachableError
 from headrace.states import (
+    SUCCEEDED,
     Completed,
     Crashed,
     Failed,
@@ -367,13 +368,13 @@ def _attempt(spec: TaskSpec, arguments: dict[str, Any], task_ctx: TaskRunContext
                 value = _call_in_killable_child(spec, arguments)
             else:
                 value = _call_with_timeout(spec, arguments)
-            return Completed("Task run succeeded.", value)
+            return Completed(SUCCEEDED, value)
         except signals.LOOP as sig:
             task_ctx.task_loop_count += 1
             task_ctx.task_loop_result = sig.result
             task_ctx.task_run_count = 1
         except signals.SUCCESS as sig:
-            return Completed(sig.message or "Task run succeeded.", sig.result)
+            return Completed(sig.message or SUCCEEDED, sig.result)
         except signals.SKIP as sig:
             return Skipped(sig.message or "Task run was skipped.")
         except Exception as exc:

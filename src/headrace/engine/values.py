@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from headrace.errors import ResultReleasedError
-from headrace.states import MappedState, RemoteValue, State, StateType, _Released
+from headrace.states import ChildStates, MappedState, RemoteValue, State, StateType, _Released
 
 
 def value_of(state: State) -> Any:
     """The value a downstream receives from a finished upstream state."""
     if isinstance(state, MappedState):
-        return [value_of(s) for s in state.map_states]
+        children = state.map_states
+        if children.__class__ is ChildStates:
+            return [child_value(children, i) for i in range(len(children))]
+        return [value_of(s) for s in children]
     if state.type is StateType.FAILED or state.type is StateType.CRASHED:
         return state.exception
     value = state._value
@@ -21,6 +24,13 @@ def value_of(state: State) -> Any:
             return state.ref.load()
         raise ResultReleasedError(value.task_name)
     return value
+
+
+def child_value(children: ChildStates | list, index: int) -> Any:
+    """The value of a map's child `index` (read from its bytes if it was released)."""
+    if children.__class__ is ChildStates:
+        return children.value(index, value_of)
+    return value_of(children[index])
 
 
 def local_value(value: Any) -> Any:

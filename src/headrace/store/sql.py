@@ -52,6 +52,11 @@ BATCH = 5000
 HEARTBEAT_SECONDS = 15.0
 OUTAGE_SECONDS = 120  # how long the writer keeps reconnecting to a server that went away
 QUEUE_LIMIT = 100_000  # rows kept queued in an outage; past it rows are dropped, ends kept
+# Rows queued while the database answers, past which a run waits for the writer: the run's
+# end would wait for those rows anyway, so this costs no time and keeps memory flat. A
+# writer that frees no room within BACKLOG_WAIT seconds is stuck: then nothing waits.
+BACKLOG = 20_000
+BACKLOG_WAIT = 1.0
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
@@ -385,6 +390,8 @@ class SQLRecorder(Recorder):
         self._skipped: set[str] = set()  # kinds of unwritable rows already reported
         self._outage = False  # the writer is waiting for the database to answer again
         self._dropped = 0  # rows not queued, past QUEUE_LIMIT in an outage
+        self._room = threading.Event()  # set by the writer when fewer than BACKLOG wait
+        self._stuck = False  # the writer freed no room in BACKLOG_WAIT: nothing waits
         # The writer thread's own: runs it has seen start and not end, and of those the
         # ones that lost rows (-> why), whose end is marked "History incomplete".
         self._open: set[str] = set()
@@ -467,6 +474,10 @@ class SQLRecorder(Recorder):
         elif self._outage and kind not in _KEPT and self._queue.qsize() >= QUEUE_LIMIT:
             self._dropped += 1
         else:
+            if self._queue.qsize() >= BACKLOG and not self._stuck:
+                self._room.clear()
+                if self._queue.qsize() >= BACKLOG and not self._room.wait(BACKLOG_WAIT):
+                    self._stuck = True  # never wait again until the writer catches up
             self._queue.put((kind, row))
 
     def flow_run_started(self, run: FlowRun) -> None:
@@ -551,6 +562,9 @@ class SQLRecorder(Recorder):
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if self._queue.qsize() < BACKLOG:
+                self._stuck = False
+                self._room.set()  # the run goes on while this batch is written
             rows: dict[str, list] = {}
             waiters = []
             for kind, row in items:
