@@ -4,9 +4,17 @@ the process executor and result storage."""
 from __future__ import annotations
 
 import os
-import socket
 
-HOST = socket.gethostname()
+
+def _hostname() -> str:
+    if hasattr(os, "uname"):  # what socket.gethostname() says, without importing socket
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
+HOST = _hostname()
 
 
 def alive(pid: int) -> bool:

@@ -3,8 +3,8 @@ the one id format of flow runs in both styles."""
 
 from __future__ import annotations
 
+import os
 import random
-import uuid
 
 ADJECTIVES = [
     "adept",
@@ -210,5 +210,10 @@ def slug() -> str:
 
 
 def new_run_id() -> str:
-    """A fresh flow-run id, the same format for graph and function flows: a dashed uuid4."""
-    return str(uuid.uuid4())
+    """A fresh flow-run id, the same format for graph and function flows: a dashed uuid4
+    (made here: the uuid module imports platform, which costs the whole process 2 ms)."""
+    data = bytearray(os.urandom(16))
+    data[6] = data[6] & 0x0F | 0x40  # version 4
+    data[8] = data[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -8,9 +8,9 @@ business (`store.sql`).
 from __future__ import annotations
 
 import os
-import socket
 import time
 
+from headrace._pid import HOST
 from headrace.states import State
 from headrace.store.base import Recorder
 from headrace.store.records import FlowRun, StateRecord, TaskRun
@@ -32,7 +32,7 @@ def flow_run_started(
             parent_id,
             start_time=start,
             executor=repr(executor) if executor is not None else None,
-            host=socket.gethostname(),
+            host=HOST,
             pid=os.getpid(),
             upstream=list(upstream),
             resumed_from=resumed_from,

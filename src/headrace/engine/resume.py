@@ -23,6 +23,7 @@ import contextvars
 import time
 from dataclasses import dataclass, field
 
+from headrace._pid import HOST
 from headrace.engine import logs
 from headrace.errors import HeadraceError, ResultUnreadableError
 from headrace.results.persist import ResultRef
@@ -99,10 +100,9 @@ def plan_resume(reader, ref: str, flow_name: str | None = None,
             f"{run.parent_id[:8]}."
         )
     if run.is_running():
-        import socket
         import time
 
-        if not looks_crashed(run.host, run.pid, None, socket.gethostname(), time.time()):
+        if not looks_crashed(run.host, run.pid, None, HOST, time.time()):
             raise ResumeError(
                 f"Run {run.name!r} ({run.id[:8]}) is still running (pid {run.pid} on "
                 f"{run.host}). Wait for it to end, or stop it, then resume it."

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from pathlib import Path
 
 from headrace._optional import require
@@ -82,7 +81,7 @@ def _write_atomically(path: Path, data: bytes, fsync: bool = True) -> None:
     """Temp file beside `path`, fsync, rename over it, fsync the directory (without
     `fsync`, the rename alone: atomic for every process, not across a power cut)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
     try:
         with open(temporary, "wb") as f:
             f.write(data)

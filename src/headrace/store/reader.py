@@ -14,12 +14,12 @@ This module must not write, and must not import a database driver.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from headrace._pid import HOST
 from headrace.store import sql as schema
 from headrace.store.base import CRASHED_MESSAGE, Reader, StoreError, StoreMissing, no_such_run
 from headrace.store.records import FlowRun, LogRecord, MapGroup, StateRecord
@@ -47,7 +47,7 @@ class SQLReader(Reader):
         self._conn = None
         self._lock = threading.Lock()
         self.where = where
-        self.host = socket.gethostname()
+        self.host = HOST
 
     def schema_version(self) -> int | None:
         """The schema version written in the database (None: no headrace tables yet)."""

@@ -34,14 +34,13 @@ import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headrace._pid import alive
+from headrace._pid import HOST, alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
@@ -397,7 +396,7 @@ class SQLRecorder(Recorder):
         self._open: set[str] = set()
         self._incomplete: dict[str, str] = {}
         self._pid = os.getpid()
-        self.host = socket.gethostname()
+        self.host = HOST
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> SQLRecorder:
