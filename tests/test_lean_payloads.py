@@ -85,6 +85,8 @@ def test_the_batcher_holds_only_runs_of_a_kind_known_to_be_short():
     assert [run for batch in batches for run in batch] == list(range(10))  # in order
     assert len(batches) == 2  # one per worker: 10 runs of 0.1 ms fit one 2 ms batch
     assert batcher.take() == []
+    assert batcher.hold(short, "left") and batcher.drop() == ["left"]  # at shutdown
+    assert batcher.take() == []
     batcher.timed(short, 0.5)  # it slowed down: the average moves over the line
     batcher.timed(short, 0.5)
     assert not batcher.hold(short, "now slow")

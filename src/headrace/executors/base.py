@@ -77,6 +77,10 @@ class Batcher:
         runs = [run for _, run in held]
         return [runs[start : start + size] for start in range(0, len(runs), size)]
 
+    def drop(self) -> list:
+        """What was held, never to be sent (the executor is shutting down)."""
+        return [run for batch in self.take() for run in batch]
+
     def timed(self, kind, seconds: float) -> None:
         """A run of `kind` took `seconds` (a moving average: a task's runs change pace)."""
         if kind is not None:

@@ -172,6 +172,7 @@ class ProcessExecutor(PoolExecutor):
         )
 
     def shutdown(self) -> None:
+        self._drop_held()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -179,6 +180,7 @@ class ProcessExecutor(PoolExecutor):
 
     def cancel(self) -> None:
         """An interrupt: cancel what is queued and kill the workers, waiting for none."""
+        self._drop_held()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is None:
@@ -190,6 +192,10 @@ class ProcessExecutor(PoolExecutor):
             except OSError:
                 pass
         shutil.rmtree(self._holdings, ignore_errors=True)
+
+    def _drop_held(self) -> None:
+        for _, _, outer, _ in self._batcher.drop():
+            outer.cancel()
 
     def _held(self) -> dict[int, str]:
         """pid -> what its holding file says (a run's token, or blank), for every worker

@@ -24,6 +24,8 @@ class ThreadExecutor(PoolExecutor):
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="headrace")
 
     def shutdown(self) -> None:
+        for outer, _, _, _ in self._batcher.drop():  # held, never sent
+            outer.cancel()
         if self._pool is not None:
             # Abandoned (timed-out) threads must not hold up the caller.
             self._pool.shutdown(wait=False, cancel_futures=True)
