@@ -318,15 +318,18 @@ class Core:
 
         Inline units wait for a thread that drives: the one posting may be a flow's
         body about to add their consumers, which keeps chained maps depth-first."""
-        while True:
-            try:
-                self.handle(self.events.get_nowait())
-            except queue.Empty:
-                break
+        self._handle_queued()
         if self.dropped:
             self._release_dropped()
         if not self.executor.inline:
             self._launch(None)
+
+    def _handle_queued(self) -> None:
+        while True:
+            try:
+                self.handle(self.events.get_nowait())
+            except queue.Empty:
+                return
 
     def _turn_once(self, me: int, until: Callable[[], bool], nested: bool = False):
         """Holding the turn: run the loop until `until()` holds (None), another
@@ -356,8 +359,7 @@ class Core:
             event = clock.wait(self.events, seconds, busy=self.running > 0 or self.lingering > 0)
             if event is not None:
                 self.handle(event)
-                while not self.events.empty():  # what came meanwhile, before launching more
-                    self.handle(self.events.get_nowait())
+                self._handle_queued()  # what came meanwhile, before launching more
                 if self._waiters:
                     self._moved_on()
         return None

@@ -373,23 +373,7 @@ class DaskExecutor(Executor):
         """Client side, on Dask's event loop: a run's state (its value stays on the
         worker) and its log lines, in one event (Dask's (time, (key, message)))."""
         key, message = event[1]
-        with self._lock:
-            waiting = self._waiting.pop(key, None)
-        if waiting is None:  # failed meanwhile, or a lost result computed again
-            return
-        outer, full = waiting
-        try:
-            state, has_value, lines = pickle.loads(message)
-            if lines:
-                from headrace.engine import logs
-
-                logs.replay(lines)  # before the state: a run's lines precede its end
-            if has_value:
-                state._value = _OnWorker(full)
-            outer.set_result(state)
-        except BaseException as exc:  # never raise into Dask's loop: the run would hang
-            if not outer.done():
-                outer.set_exception(exc)
+        self._finish(key, lambda full: pickle.loads(message))
 
     def _relay(self) -> None:
         """Fail the runs whose Dask task erred or was cancelled (a worker died, say).
@@ -418,18 +402,29 @@ class DaskExecutor(Executor):
                 waiting[0].set_exception(_failure_of(full))
 
     def _fetch_unheard(self, key) -> None:
+        self._finish(key, lambda full: (*_without_value(full.result()), []))
+
+    def _finish(self, key, read) -> None:
+        """Give the core's future of run `key` the state `read(its Dask future)` gives, as
+        (state without its value, whether it had one, log lines). Never raises: it runs
+        on Dask's loop, where an error would leave the run hanging."""
         with self._lock:
             waiting = self._waiting.pop(key, None)
-        if waiting is None:
+        if waiting is None:  # failed meanwhile, or a lost result computed again
             return
         outer, full = waiting
         try:
-            state, has_value = _without_value(full.result())
+            state, has_value, lines = read(full)
+            if lines:
+                from headrace.engine import logs
+
+                logs.replay(lines)  # before the state: a run's lines precede its end
             if has_value:
                 state._value = _OnWorker(full)
             outer.set_result(state)
         except BaseException as exc:
-            outer.set_exception(exc)
+            if not outer.done():
+                outer.set_exception(exc)
 
     def localize(self, states: list) -> None:
         """Fetch every kept result from the cluster in one gather."""
