@@ -90,7 +90,7 @@ class StoreHandler(logging.Handler):
             self.handleError(record)
 
 
-# -- lines logged on a worker of another process (Dask), sent back with the task run -------
+# -- lines logged in a worker process (ProcessExecutor, Dask), sent back with the task run -
 
 captured_var: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "headrace_captured_logs", default=None
