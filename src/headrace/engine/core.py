@@ -38,7 +38,8 @@ Node fields (state)
 Core fields (state)
 -------------------
     ready        stack of units ready to run: the newest runs first, and a
-                 mapped node's children are pushed so child 0 pops first.
+                 mapped node's children are pushed so child 0 pops first
+                 (all of them at once as one `_Span` when all are ready).
     running      units started and not yet finished: on the executor, or
                  (direct calls) on their owner's thread.
     lingering    bodies a timeout abandoned on a thread, still running: each
@@ -384,7 +385,7 @@ class Core:
             self.handle((attempt, run_task(*self._payload(attempt)), None))
         ready, inline = self.ready, self.executor.inline
         while ready and self.in_flight < self.limit:
-            attempt = self._start(*ready.pop())
+            attempt = self._start(*self.pop_ready())
             if attempt is not None:
                 self.submit(attempt)
                 if inline:
@@ -392,6 +393,26 @@ class Core:
         if not inline:
             self.executor.flush()
         return None
+
+    def pop_ready(self) -> tuple[Node, int | None]:
+        """The next ready unit, off the top of the stack."""
+        top = self.ready[-1]
+        if top.__class__ is not _Span:
+            return self.ready.pop()
+        top.next += 1
+        if top.next == top.stop:
+            self.ready.pop()
+        return top.node, top.next - 1
+
+    def ready_units(self) -> list[tuple[Node, int | None]]:
+        """The ready stack unit by unit, bottom first (the last pops first)."""
+        units = []
+        for entry in self.ready:
+            if entry.__class__ is _Span:
+                units.extend((entry.node, i) for i in range(entry.stop - 1, entry.next - 1, -1))
+            else:
+                units.append(entry)
+        return units
 
     def _start(self, node: Node, index: int | None) -> Attempt | None:
         """The attempt that runs a ready unit: its due retry, or a new one (None when it
@@ -586,9 +607,11 @@ class Core:
         node.remaining = length
         node.holds = [node.holds] * length
         elements = [up for up, mode in node.ups if mode == ELEMENT]
-        node.child_wait = [
-            sum(1 for up in elements if up.children[i] is None) for i in range(length)
-        ]
+        node.child_wait = (
+            [sum(1 for up in elements if up.children[i] is None) for i in range(length)]
+            if elements
+            else [0] * length
+        )
         if self.progress is not None:
             self.progress.expanded(node, node.name, length)
         given = node.given_children  # a list of the same length, or {index: state} (resume)
@@ -601,6 +624,9 @@ class Core:
             self._started(node, None)
             self.finish(node, None, MappedState([]))
             self._record_whole(node)
+            return
+        if not elements and node.remaining == length:  # all of them: one entry, not `length`
+            self.ready.append(_Span(node, length))
             return
         self.ready.extend(
             (node, i)
@@ -800,6 +826,16 @@ class Core:
 
 
 _YIELD = object()  # a holder hands the turn to the thread whose unit it met
+
+
+class _Span:
+    """On the ready stack, every child of a mapped node that was ready as it expanded:
+    children `next` to `stop - 1`, popped in that order (one entry, not one per child)."""
+
+    __slots__ = ("node", "next", "stop")
+
+    def __init__(self, node: Node, stop: int):
+        self.node, self.next, self.stop = node, 0, stop
 
 
 def _hold(up: Node) -> None:
