@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import datetime
+import gc
 import inspect
 import os
 import re
@@ -775,6 +776,23 @@ def test_map_over_a_list_with_unmapped():
     assert mapped() == ([11, 12, 13], ["Completed"] * 3)
     runs = mapped.last_run.records
     assert [(r.name, r.map_index) for r in runs] == [("add[0]", 0), ("add[1]", 1), ("add[2]", 2)]
+
+
+def test_a_futures_list_is_a_sequence_that_makes_its_futures_as_they_are_read():
+    @flow
+    def mapped():
+        futures = add.map(range(10_000), y=unmapped(1))
+        made = sum(isinstance(o, TaskFuture) for o in gc.get_objects())
+        assert made < 10  # a million-item map holds no million futures either
+        assert len(futures) == 10_000 and futures[-1].name == "add[9999]"
+        assert [f.index for f in futures[2:5]] == [2, 3, 4] and futures[3] in futures
+        with pytest.raises(IndexError, match="index 10000 out of range"):
+            futures[10_000]
+        assert futures == futures and futures != list(futures)
+        assert [f.name for f in futures[:1] + futures[9_999:]] == ["add[0]", "add[9999]"]
+        return total(futures), futures[7].result(), futures.result()[:3]
+
+    assert mapped() == (sum(range(1, 10_001)), 8, [1, 2, 3])
 
 
 def test_map_over_a_futures_list_result():

@@ -685,7 +685,7 @@ def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
             "and mapping over characters is almost never meant. Wrap it in unmapped(...) "
             "to pass it whole, or pass a list."
         )
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | range):
         return value
     if isinstance(value, set | frozenset):
         raise MappingError(

@@ -9,6 +9,7 @@ them and calls the few methods here that resolve a call's arguments.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from headrace.engine.core import INTERRUPTED
@@ -199,6 +200,14 @@ class TaskFuture:
     def record(self) -> TaskRunRecord:
         return TaskRunRecord(self.node, self.index)
 
+    def __eq__(self, other) -> bool:  # two futures of one task run are the same
+        if isinstance(other, TaskFuture):
+            return self.node is other.node and self.index == other.index
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((id(self.node), self.index))
+
     def state_now(self) -> State | None:
         """The run's final state, or None while it is unfinished (read holding the turn)."""
         node = self.node
@@ -281,10 +290,51 @@ class Hold:
             pass
 
 
-class FutureList(list):
-    """The futures of a `task.map(...)` in a function flow."""
+class FutureList(Sequence):
+    """The futures of a `task.map(...)` in a function flow, child 0 first.
 
-    __slots__ = ("_hold",)
+    A read-only sequence: indexing, slicing and iterating make each child's
+    `TaskFuture` as it is read, so a map of a million items holds no million
+    objects for its caller. While the list or any of its futures lives, the
+    map's results stay in memory.
+    """
+
+    __slots__ = ("node", "_length", "_hold")
+
+    def __init__(self, node: Node, length: int, hold: Hold):
+        self.node, self._length, self._hold = node, length, hold
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [
+                TaskFuture(self.node, i, self._hold) for i in range(*index.indices(self._length))
+            ]
+        i = index.__index__()
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError(f"FutureList index {index} out of range (length {self._length})")
+        return TaskFuture(self.node, i, self._hold)
+
+    def __iter__(self):
+        node, hold = self.node, self._hold
+        return (TaskFuture(node, i, hold) for i in range(self._length))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, FutureList):
+            return self.node is other.node and self._length == other._length
+        return NotImplemented
+
+    __hash__ = None
+
+    def __add__(self, other) -> list:
+        return [*self, *other]
+
+    def __radd__(self, other) -> list:
+        return [*other, *self]
 
     def result(self, raise_on_failure: bool = True) -> list:
         return [f.result(raise_on_failure=raise_on_failure) for f in self]
@@ -298,11 +348,16 @@ class FutureList(list):
 
         return asyncio.to_thread(self.result).__await__()
 
+    def __repr__(self) -> str:
+        return f"<FutureList of {self._length} runs of {self.node.name}>"
+
 
 def futures_in(value: Any):
     """The futures in an argument: itself, or inside a list, tuple or dict."""
     if isinstance(value, TaskFuture):
         yield value
+    elif isinstance(value, FutureList):
+        yield from value
     elif isinstance(value, list | tuple):
         for v in value:
             if isinstance(v, TaskFuture):
@@ -321,6 +376,8 @@ def states_in(value: Any) -> list[State]:
 
 def children_of_one_map(value: Any) -> Node | None:
     """The mapped node whose futures, child 0 to n-1, `value` is; else None."""
+    if isinstance(value, FutureList):
+        return value.node
     if not isinstance(value, list) or not value or not isinstance(value[0], TaskFuture):
         return None
     node = value[0].node
@@ -338,6 +395,8 @@ def _resolve(value: Any) -> Any:
         return value_for(value.state_now())
     if isinstance(value, State):
         return value_for(value)
+    if isinstance(value, FutureList):
+        return [value_for(f.state_now()) for f in value]
     if isinstance(value, list | tuple):
         return type(value)(_resolve(v) for v in value)
     if isinstance(value, dict):

@@ -336,8 +336,7 @@ class FunctionRun:
         n = check_lengths(lengths, task.name)
         self._start_executor()
         hold = Hold(node)
-        futures = FutureList(TaskFuture(node, i, hold) for i in range(n))
-        futures._hold = hold
+        futures = FutureList(node, n, hold)
         self._add(node)
         return futures
 
