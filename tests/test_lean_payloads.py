@@ -90,6 +90,9 @@ def test_the_batcher_holds_only_runs_of_a_kind_known_to_be_short():
     batcher.timed(short, 0.5)  # it slowed down: the average moves over the line
     batcher.timed(short, 0.5)
     assert not batcher.hold(short, "now slow")
+    for _ in range(Batcher.PACES):  # an executor kept up across runs meets new specs
+        batcher.timed(TaskSpec(double), 0.0001)
+    assert len(batcher._pace) <= Batcher.PACES  # forgotten, to be timed again
 
 
 @pytest.mark.parametrize("kind", ["process", "thread"])

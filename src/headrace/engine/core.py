@@ -326,11 +326,9 @@ class Core:
             self._launch(None)
 
     def _handle_queued(self) -> None:
-        while True:
-            try:
-                self.handle(self.events.get_nowait())
-            except queue.Empty:
-                return
+        events = self.events  # only the turn's holder takes from it
+        while not events.empty():
+            self.handle(events.get_nowait())
 
     def _turn_once(self, me: int, until: Callable[[], bool], nested: bool = False):
         """Holding the turn: run the loop until `until()` holds (None), another

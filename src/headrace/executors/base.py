@@ -21,7 +21,6 @@ process boundary sends each once per worker, and each run names it.
 from __future__ import annotations
 
 import threading
-import weakref
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from typing import Any
@@ -47,10 +46,11 @@ class Batcher:
 
     SHORT = 0.001
     BATCH = 0.002
+    PACES = 4096  # kinds remembered: an executor kept up across many runs stays small
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pace: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # kind -> s
+        self._pace: dict = {}  # kind -> seconds; forgotten past PACES kinds (re-learnt)
         self._held: list = []
         self._lock = threading.Lock()
 
@@ -84,7 +84,10 @@ class Batcher:
     def timed(self, kind, seconds: float) -> None:
         """A run of `kind` took `seconds` (a moving average: a task's runs change pace)."""
         if kind is not None:
-            self._pace[kind] = 0.8 * self._pace.get(kind, seconds) + 0.2 * seconds
+            pace = self._pace
+            if kind not in pace and len(pace) >= self.PACES:
+                pace.clear()
+            pace[kind] = 0.8 * pace.get(kind, seconds) + 0.2 * seconds
 
 
 class Executor(ABC):

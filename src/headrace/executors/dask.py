@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from headrace._optional import require
 from headrace.errors import HeadraceError
 from headrace.executors.base import Executor, Shared
+from headrace.executors.futures import RunFuture
 from headrace.executors.processes import check_picklable, dumps
 from headrace.states import RemoteValue
 
@@ -339,7 +340,7 @@ class DaskExecutor(Executor):
             _run_on_worker, os.getpid(), paths, fn, *args, key=key, pure=False,
             resources=resources,
         )  # fmt: skip
-        outer: Future = Future()
+        outer = RunFuture()
         with self._lock:
             self._waiting[key] = (outer, full)
             self._finished.add(full)

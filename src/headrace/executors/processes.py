@@ -33,6 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from headrace._pid import alive
 from headrace.errors import HeadraceError
 from headrace.executors.base import Batcher, PoolExecutor, Shared
+from headrace.executors.futures import RunFuture
 
 
 class UnpicklableTaskError(HeadraceError, TypeError):
@@ -214,7 +215,7 @@ class ProcessExecutor(PoolExecutor):
 
     def submit(self, fn, *args) -> Future:
         self._started_pool()
-        outer: Future = Future()
+        outer = RunFuture()
         try:
             blob = dumps((fn, [self._lean(a) for a in args]))
         except Exception as exc:

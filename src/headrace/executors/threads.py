@@ -12,6 +12,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from headrace.executors.base import Batcher, PoolExecutor
+from headrace.executors.futures import RunFuture
 
 
 class ThreadExecutor(PoolExecutor):
@@ -37,7 +38,7 @@ class ThreadExecutor(PoolExecutor):
 
     def submit(self, fn, *args) -> Future:
         pool = self._started_pool()
-        outer: Future = Future()
+        outer = RunFuture()
         run = (outer, fn, args, Batcher.kind_of(args))
         if not self._batcher.hold(run[3], run):
             self._send(pool, [run])
