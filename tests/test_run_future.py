@@ -93,3 +93,6 @@ def test_wait_and_as_completed_work_on_it(make):
         cancelled.cancel()
         threading.Timer(0.05, cancelled.set_running_or_notify_cancel).start()
         assert wait([cancelled], timeout=10).done == {cancelled}
+        failed = make()
+        threading.Timer(0.05, failed.set_exception, (ValueError("late"),)).start()
+        assert list(as_completed([failed], timeout=10)) == [failed]

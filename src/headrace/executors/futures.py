@@ -118,22 +118,21 @@ class RunFuture(Future):
         raise RuntimeError(f"Future in unexpected state: {self._state}")
 
     def set_result(self, result) -> None:
-        with _LOCK:
-            if self._state in _ENDED:
-                raise InvalidStateError(f"{self._state}: {self!r}")
-            self._result, self._state = result, FINISHED
-            for waiter in self._waiting or ():
-                waiter.add_result(self)
-            self._wake()
-        self._invoke_callbacks()
+        self._finish(result, None)
 
     def set_exception(self, exception) -> None:
+        self._finish(None, exception)
+
+    def _finish(self, result, exception) -> None:
         with _LOCK:
             if self._state in _ENDED:
                 raise InvalidStateError(f"{self._state}: {self!r}")
-            self._exception, self._state = exception, FINISHED
+            self._result, self._exception, self._state = result, exception, FINISHED
             for waiter in self._waiting or ():
-                waiter.add_exception(self)
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
             self._wake()
         self._invoke_callbacks()
 
