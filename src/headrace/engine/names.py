@@ -4,7 +4,6 @@ the one id format of flow runs in both styles."""
 from __future__ import annotations
 
 import os
-import random
 
 ADJECTIVES = [
     "adept",
@@ -201,12 +200,12 @@ ANIMALS = [
     "zebra",
 ]
 
-_random = random.Random()
-
 
 def slug() -> str:
-    """A fresh two-word name, e.g. 'adept-capuchin'."""
-    return f"{_random.choice(ADJECTIVES)}-{_random.choice(ANIMALS)}"
+    """A fresh two-word name, e.g. 'adept-capuchin' (picked with os.urandom: the random
+    module costs the whole process 1.5 ms to import)."""
+    a, b = int.from_bytes(os.urandom(4)), int.from_bytes(os.urandom(4))
+    return f"{ADJECTIVES[a % len(ADJECTIVES)]}-{ANIMALS[b % len(ANIMALS)]}"
 
 
 def new_run_id() -> str:
