@@ -18,7 +18,7 @@ does (for the tasks that do not say), or HEADRACE_PERSIST_RESULTS=off.
 
 from __future__ import annotations
 
-import base64
+import binascii  # base64's own functions, without its module's cost
 import os
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +66,7 @@ class ResultRef:
         if serializer is None or serializer.name != name:
             serializer = serializer_named(name)
         if kind == "inline":
-            return cls(serializer, base64.b64decode(rest))
+            return cls(serializer, binascii.a2b_base64(rest))
         if kind != "file":
             raise ValueError(f"not a result reference: {text[:80]!r}")
         storage, key = storage_at(rest)
@@ -74,7 +74,7 @@ class ResultRef:
 
     def record(self) -> str:
         if self.data is not None:
-            encoded = base64.b64encode(self.data).decode("ascii")
+            encoded = binascii.b2a_base64(self.data, newline=False).decode("ascii")
             return f"inline:{self.serializer.name}:{encoded}"
         return f"file:{self.serializer.name}:{self.storage.locate(self.key)}"
 
