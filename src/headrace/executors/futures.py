@@ -1,7 +1,8 @@
-"""RunFuture: `concurrent.futures.Future` for one task run, at a third of its cost.
+"""RunFuture: `concurrent.futures.Future` for one task run, at under half its cost.
 
-The stdlib's Future makes a Condition (and its RLock) per future, which is
-most of what a short task run costs a thread pool. A RunFuture keeps the
+The stdlib's Future makes a Condition (and its RLock) per future: made,
+called back, started, finished and read, one costs 3.8 us here and a
+RunFuture 1.5 us (timeit). A RunFuture keeps the
 same contract (result, exception, callbacks, cancel; `concurrent.futures.wait`
 and `as_completed` work on it) with one lock shared by every RunFuture,
 held for a few bytecodes at a time. The Condition that `wait` and a blocking
