@@ -1,8 +1,8 @@
 """RunFuture: `concurrent.futures.Future` for one task run, at under half its cost.
 
 The stdlib's Future makes a Condition (and its RLock) per future: made,
-called back, started, finished and read, one costs 3.8 us here and a
-RunFuture 1.5 us (timeit). A RunFuture keeps the
+called back, started, finished and read, one costs 3.8 µs here and a
+RunFuture 1.5 µs (timeit). A RunFuture keeps the
 same contract (result, exception, callbacks, cancel; `concurrent.futures.wait`
 and `as_completed` work on it) with one lock shared by every RunFuture,
 held for a few bytecodes at a time. The Condition that `wait` and a blocking
