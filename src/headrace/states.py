@@ -296,12 +296,13 @@ class ChildStates:
         elif how == _AS_STORED and item is not None and item._value is not None:
             item._value = _Released(f"{self.name}[{index}]")
 
-    def failed(self) -> int:
-        return sum(
-            1
-            for how, s in zip(self._how, self._items)
+    def failed(self) -> list[int]:
+        """The indices of the failed children (a compacted child did not fail)."""
+        return [
+            i
+            for i, (how, s) in enumerate(zip(self._how, self._items))
             if how == _AS_STORED and s is not None and s.type in _FAILED_TYPES
-        )
+        ]
 
     def _bytes(self, index: int) -> bytes:
         start = self._start[index]
@@ -327,7 +328,7 @@ class MappedState(State):
 
     def __init__(self, map_states: list[State] | ChildStates, message: str | None = None):
         if isinstance(map_states, ChildStates):
-            failed = map_states.failed()  # without making the compacted ones again
+            failed = len(map_states.failed())  # without making the compacted ones again
         else:
             failed = sum(1 for s in map_states if s.type in _FAILED_TYPES)
         if message is None:

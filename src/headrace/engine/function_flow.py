@@ -66,6 +66,7 @@ from headrace.errors import ParameterError
 from headrace.results.persist import persist_default
 from headrace.states import (
     Cancelled,
+    ChildStates,
     Completed,
     Failed,
     MappedState,
@@ -169,6 +170,20 @@ class FunctionRun:
             else:  # a task run, or a map decided as a whole
                 out.append(TaskRunRecord(entry, None))
         return out
+
+    def _failed_records(self):
+        """The records that failed, in the order made, without a record per compacted
+        child (a million-item map's children are not walked one record at a time)."""
+        for entry in self.entries:
+            if entry.__class__ is TaskRunRecord:
+                candidates = (entry,)
+            elif entry.children is None:
+                candidates = (TaskRunRecord(entry, None),)
+            elif entry.children.__class__ is ChildStates:
+                candidates = (TaskRunRecord(entry, i) for i in entry.children.failed())
+            else:
+                candidates = (TaskRunRecord(entry, i) for i in range(len(entry.children)))
+            yield from (r for r in candidates if r.failed())
 
     def _run_name(self, parameters: dict) -> str:
         """The flow's run name; a callable naming it reads `context.parameters`."""
@@ -360,7 +375,10 @@ class FunctionRun:
             value = flatten_once(value, key, warn)
         items = check_mappable(value, key, node.task.name)
         node.iterated = {**node.iterated, key: items}
-        if any(True for item in items for _ in futures_in(item)):
+        if not isinstance(items, range) and any(
+            type(item) not in _SCALARS and next(futures_in(item), None) is not None
+            for item in items
+        ):
             call.each_child(key, items)  # each child resolves its own futures
             _wait_for_nodes(node, [f for item in items for f in futures_in(item)])
         return items
@@ -418,9 +436,7 @@ class FunctionRun:
         returned_state = isinstance(value, State)
         if returned_state and (value.is_failed() or value.is_cancelled()):
             return copy.copy(value)  # the flow's own state, apart from the run it came from
-        records = self.records
-        unallowed = [r for r in records if r.failed()]
-        unallowed = [r for r in unallowed if not r.allowed]
+        unallowed = [r for r in self._failed_records() if not r.allowed]
         if unallowed:
             first = [(r.name, r.state) for r in unallowed if not r.state.is_trigger_failed()]
             after = [(r.name, r.state) for r in unallowed if r.state.is_trigger_failed()]
@@ -430,7 +446,10 @@ class FunctionRun:
             return Failed(f"A returned future failed: {problem}", exception=problem)
         if returned_state:
             return copy.copy(value)
-        return Completed("All states completed." if records else None, value)
+        ran = any(
+            e.__class__ is TaskRunRecord or e.children is None or e.children for e in self.entries
+        )
+        return Completed("All states completed." if ran else None, value)
 
 
 def _reusable(entries: list) -> dict[str, tuple]:
