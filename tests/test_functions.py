@@ -788,6 +788,8 @@ def test_a_futures_list_is_a_sequence_that_makes_its_futures_as_they_are_read():
         assert [f.index for f in futures[2:5]] == [2, 3, 4] and futures[3] in futures
         with pytest.raises(IndexError, match="index 10000 out of range"):
             futures[10_000]
+        with pytest.raises(TypeError):
+            futures["1"]
         assert futures == futures and futures != list(futures)
         assert [f.name for f in futures[:1] + futures[9_999:]] == ["add[0]", "add[9999]"]
         return total(futures), futures[7].result(), futures.result()[:3]

@@ -676,7 +676,7 @@ def task(fn: Callable | None = None, **options) -> Task | Callable[[Callable], T
     return Task(fn, **options)
 
 
-def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple:
+def check_mappable(value: Any, key: str | None, task_name: str) -> list | tuple | range:
     """Return `value` as an indexable sequence, or raise a MappingError naming the input."""
     what = f"input {key!r}" if key else "an upstream task's result"
     if isinstance(value, str | bytes):

@@ -8,6 +8,7 @@ them and calls the few methods here that resolve a call's arguments.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -312,7 +313,7 @@ class FutureList(Sequence):
             return [
                 TaskFuture(self.node, i, self._hold) for i in range(*index.indices(self._length))
             ]
-        i = index.__index__()
+        i = operator.index(index)  # a TypeError for what is not an int
         if i < 0:
             i += self._length
         if not 0 <= i < self._length:
