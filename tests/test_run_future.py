@@ -96,3 +96,34 @@ def test_wait_and_as_completed_work_on_it(make):
         failed = make()
         threading.Timer(0.05, failed.set_exception, (ValueError("late"),)).start()
         assert list(as_completed([failed], timeout=10)) == [failed]
+
+
+def test_every_callback_runs_once_while_other_threads_finish_the_futures(make):
+    futures = [make() for _ in range(2_000)]
+    calls = [0] * len(futures)
+    lock = threading.Lock()
+    go = threading.Barrier(5)
+
+    def count(i):
+        def called(f):
+            with lock:
+                calls[i] += 1
+
+        return called
+
+    def finish(part):
+        go.wait()
+        for f in part:
+            f.set_running_or_notify_cancel()
+            f.set_result(1)
+
+    setters = [threading.Thread(target=finish, args=(futures[k::4],)) for k in range(4)]
+    for t in setters:
+        t.start()
+    go.wait()
+    for i, f in enumerate(futures):  # racing the setters: before, during or after each
+        f.add_done_callback(count(i))
+    for t in setters:
+        t.join()
+    assert calls == [1] * len(futures)
+    assert all(f.result(timeout=0) == 1 for f in futures)
