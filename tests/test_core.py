@@ -53,7 +53,7 @@ def make_core(throttle=None, clock=None):
 
 def step(core):
     """Take the next ready unit and run it to its event; return the unit."""
-    node, index = core.pop_ready()
+    node, index = core.ready.pop_unit()
     attempt = core.prepare(node, index)
     if attempt is not None:
         core.submit(attempt)
@@ -79,24 +79,24 @@ def test_a_chained_map_runs_depth_first_and_releases_each_input_once_consumed():
     assert a.children == [None, None, None] and a.holds == [1, 1, 1]
     assert b.children == [None, None, None] and b.child_wait == [1, 1, 1]
     assert c.waiting == 1 and core.unfinished == 3
-    assert names(core.ready_units()) == [("a", 2), ("a", 1), ("a", 0)]
+    assert names(core.ready.units()) == [("a", 2), ("a", 1), ("a", 0)]
     assert len(core.ready) == 1  # one entry for all of a's children, however many
 
     assert names([step(core)]) == [("a", 0)]
     assert a.children[0].result() == 2 and a.remaining == 2
     assert b.child_wait == [0, 1, 1]
-    assert names(core.ready_units()) == [("a", 2), ("a", 1), ("b", 0)]  # b[0] next: depth-first
+    assert names(core.ready.units()) == [("a", 2), ("a", 1), ("b", 0)]  # b[0] next: depth-first
 
     assert names([step(core)]) == [("b", 0)]
     assert b.children[0].result() == 4
     assert a.holds == [0, 1, 1] and a.children[0]._value.__class__ is _Released
-    assert names(core.ready_units()) == [("a", 2), ("a", 1)]
+    assert names(core.ready.units()) == [("a", 2), ("a", 1)]
 
-    while core.ready_units()[-1][0] is not c:
+    while core.ready.units()[-1][0] is not c:
         step(core)
     assert [s.result() for s in b.children] == [4, 8, 12]
     assert b.state.is_mapped() and a.state.is_mapped() and c.state is None
-    assert c.waiting == 0 and names(core.ready_units()) == [("c", None)]
+    assert c.waiting == 0 and names(core.ready.units()) == [("c", None)]
     assert core.unfinished == 1
 
     step(core)
@@ -111,7 +111,7 @@ def test_presets_finish_first_and_wake_what_waits_for_them():
 
     core.add([given, after], presets={given: Completed("reused", 21)})
     assert given.preset and given.state.result() == 21
-    assert after.waiting == 0 and names(core.ready_units()) == [("after", None)]
+    assert after.waiting == 0 and names(core.ready.units()) == [("after", None)]
     step(core)
     assert after.state.result() == 42 and core.unfinished == 0
 
@@ -147,18 +147,18 @@ def test_a_full_tag_parks_the_unit_until_a_holder_finishes():
     two = Node(fetch, "two", "r-1", constants={"x": 2})
     core = make_core(throttle={"web": 1})
     core.add([one, two])
-    assert names(core.ready_units()) == [("one", None), ("two", None)]
+    assert names(core.ready.units()) == [("one", None), ("two", None)]
 
-    node, index = core.pop_ready()
+    node, index = core.ready.pop_unit()
     assert core.throttle.take(node.task.tags, (core, "ready", (node, index)))
     attempt = core.prepare(node, index)
     core.submit(attempt)
     # While `two` holds the only slot, `one` is parked behind the tag.
-    parked = core.pop_ready()
+    parked = core.ready.pop_unit()
     assert not core.throttle.take(parked[0].task.tags, (core, "ready", parked))
     assert core.ready == [] and core.throttle.in_use == {"web": 1}
     core.handle(core.events.get_nowait())
-    assert two.state.result() == 2 and names(core.ready_units()) == [("one", None)]
+    assert two.state.result() == 2 and names(core.ready.units()) == [("one", None)]
     assert core.throttle.in_use == {"web": 0}
 
 

@@ -161,7 +161,7 @@ class TaskRunRecord:
     def upstream(self) -> list[str]:
         if self.run is not None:
             return self.run.upstream
-        return self.node.call.core.upstream_ids(self.node, self.index)
+        return self.node.upstream_ids(self.index)
 
     @property
     def allowed(self) -> bool:

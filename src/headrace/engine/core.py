@@ -39,7 +39,7 @@ Core fields (state)
 -------------------
     ready        stack of units ready to run: the newest runs first, and a
                  mapped node's children are pushed so child 0 pops first
-                 (all of them at once as one `_Span` when all are ready).
+                 (all of them as one entry when all are ready: `ReadyStack`).
     running      units started and not yet finished: on the executor, or
                  (direct calls) on their owner's thread.
     lingering    bodies a timeout abandoned on a thread, still running: each
@@ -104,7 +104,7 @@ from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import logs
-from headrace.engine.nodes import ELEMENT, NOTHING, WHOLE, Attempt, Node
+from headrace.engine.nodes import ELEMENT, NOTHING, WHOLE, Attempt, Node, ReadyStack
 from headrace.engine.recorder import task_run_done, task_state
 from headrace.engine.task_run import (
     TaskSpec,
@@ -136,7 +136,7 @@ class Core:
         self.clock = clock
         self.flow_ctx, self.recorder, self.progress = flow_ctx, recorder, progress
         self.nodes: list[Node] = []
-        self.ready: list[tuple[Node, int | None]] = []
+        self.ready = ReadyStack()
         self.running = 0  # units running: on the executor, or on their owner's thread
         self.in_flight = 0  # units on the executor, bounded by its max_in_flight
         self.lingering = 0  # abandoned (timed-out) bodies still running, holding slots
@@ -383,7 +383,7 @@ class Core:
             self.handle((attempt, run_task(*self._payload(attempt)), None))
         ready, inline = self.ready, self.executor.inline
         while ready and self.in_flight < self.limit:
-            attempt = self._start(*self.pop_ready())
+            attempt = self._start(*ready.pop_unit())
             if attempt is not None:
                 self.submit(attempt)
                 if inline:
@@ -391,26 +391,6 @@ class Core:
         if not inline:
             self.executor.flush()
         return None
-
-    def pop_ready(self) -> tuple[Node, int | None]:
-        """The next ready unit, off the top of the stack."""
-        top = self.ready[-1]
-        if top.__class__ is not _Span:
-            return self.ready.pop()
-        top.next += 1
-        if top.next == top.stop:
-            self.ready.pop()
-        return top.node, top.next - 1
-
-    def ready_units(self) -> list[tuple[Node, int | None]]:
-        """The ready stack unit by unit, bottom first (the last pops first)."""
-        units = []
-        for entry in self.ready:
-            if entry.__class__ is _Span:
-                units.extend((entry.node, i) for i in range(entry.stop - 1, entry.next - 1, -1))
-            else:
-                units.append(entry)
-        return units
 
     def _start(self, node: Node, index: int | None) -> Attempt | None:
         """The attempt that runs a ready unit: its due retry, or a new one (None when it
@@ -624,7 +604,7 @@ class Core:
             self._record_whole(node)
             return
         if not elements and node.remaining == length:  # all of them: one entry, not `length`
-            self.ready.append(_Span(node, length))
+            self.ready.push_all(node, length)
             return
         self.ready.extend(
             (node, i)
@@ -780,7 +760,7 @@ class Core:
             return
         task_run_done(
             self.recorder, node.run_id, self.flow_ctx.flow_run_id, node.task.name, node.name,
-            node.key, None, None, self.upstream_ids(node, None), node.task.tags, node.state,
+            node.key, None, None, node.upstream_ids(None), node.task.tags, node.state,
             None, 1,
         )  # fmt: skip
 
@@ -800,40 +780,12 @@ class Core:
             return
         task_run_done(
             self.recorder, run_id, flow_run_id, node.task.name, run_name, node.key, index,
-            node.run_id if index is not None else None, self.upstream_ids(node, index),
+            node.run_id if index is not None else None, node.upstream_ids(index),
             node.task.tags, state, start or time.time(), run_count,
         )  # fmt: skip
 
-    def upstream_ids(self, node: Node, index: int | None) -> list[str]:
-        """The run ids a unit's inputs came from: its recorded dependency edges."""
-        call = node.call
-        if call is not None:  # its inputs, then what it picked and traced
-            if not (node.inputs or call.picks or call.traced or call.per_child):
-                return []
-            ids = [
-                f"{inp.up.run_id}.{index}" if inp.element_wise else inp.up.run_id
-                for inp in node.inputs
-                if inp.key is not None and (index is not None or not inp.element_wise)
-            ]
-            return [*dict.fromkeys([*ids, *call.upstream_ids(index)])]
-        return [
-            up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
-            for up, mode in node.ups
-            if not up.preset
-        ]
-
 
 _YIELD = object()  # a holder hands the turn to the thread whose unit it met
-
-
-class _Span:
-    """On the ready stack, every child of a mapped node that was ready as it expanded:
-    children `next` to `stop - 1`, popped in that order (one entry, not one per child)."""
-
-    __slots__ = ("node", "next", "stop")
-
-    def __init__(self, node: Node, stop: int):
-        self.node, self.next, self.stop = node, 0, stop
 
 
 def _hold(up: Node) -> None:

@@ -124,6 +124,24 @@ class Node:
     def unit_name(self, index: int | None) -> str:
         return self.name if index is None else f"{self.name}[{index}]"
 
+    def upstream_ids(self, index: int | None) -> list[str]:
+        """The run ids a unit's inputs came from: its recorded dependency edges."""
+        call = self.call
+        if call is not None:  # its inputs, then what it picked and traced
+            if not (self.inputs or call.picks or call.traced or call.per_child):
+                return []
+            ids = [
+                f"{inp.up.run_id}.{index}" if inp.element_wise else inp.up.run_id
+                for inp in self.inputs
+                if inp.key is not None and (index is not None or not inp.element_wise)
+            ]
+            return [*dict.fromkeys([*ids, *call.upstream_ids(index)])]
+        return [
+            up.run_id if mode == WHOLE or index is None else f"{up.run_id}.{index}"
+            for up, mode in self.ups
+            if not up.preset
+        ]
+
     def __repr__(self) -> str:
         return f"<Node {self.key}>"
 
@@ -142,7 +160,7 @@ class Attempt:
         self.start = start
 
 
-__all__ = ["Node", "Input", "Attempt", "WHOLE", "ELEMENT"]
+__all__ = ["Node", "Input", "Attempt", "ReadyStack", "WHOLE", "ELEMENT"]
 
 
 def give_state(node: Node, state: State | None) -> None:
@@ -156,3 +174,38 @@ def give_state(node: Node, state: State | None) -> None:
         if isinstance(state, MappedState):
             node.children = list(state.map_states)
         node.given = state
+
+
+class ReadyStack(list):
+    """The units ready to run, `(node, index)`, the last pushed popped first. All the
+    children of a mapped node pushed at once are one entry, a `_Span`, not one each."""
+
+    def push_all(self, node: Node, length: int) -> None:
+        """Push children 0 to `length - 1` of `node`, to pop in that order."""
+        self.append(_Span(node, length))
+
+    def pop_unit(self) -> tuple[Node, int | None]:
+        top = self[-1]
+        if top.__class__ is not _Span:
+            return self.pop()
+        top.next += 1
+        if top.next == top.stop:
+            self.pop()
+        return top.node, top.next - 1
+
+    def units(self) -> list[tuple[Node, int | None]]:
+        """Unit by unit, bottom first (the last pops first)."""
+        out = []
+        for entry in self:
+            if entry.__class__ is _Span:
+                out.extend((entry.node, i) for i in range(entry.stop - 1, entry.next - 1, -1))
+            else:
+                out.append(entry)
+        return out
+
+
+class _Span:
+    __slots__ = ("node", "next", "stop")
+
+    def __init__(self, node: Node, stop: int):
+        self.node, self.next, self.stop = node, 0, stop
