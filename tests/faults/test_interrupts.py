@@ -119,7 +119,7 @@ def test_ctrl_c_stops_the_run_and_records_it_cancelled(style, executor, tmp_path
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["outcome"] == "interrupted"
+    assert result["outcome"] == "interrupted", (result, done.stderr[-3000:])  # where it went
     assert result["back"] < 5 and time.monotonic() - started < 30
     assert 0 < result["completed"] < 2000  # some ran, and the rest never started
     if executor in ("threads", "local"):  # (the others run task bodies in other processes)
