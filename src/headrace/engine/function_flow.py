@@ -161,29 +161,25 @@ class FunctionRun:
     @property
     def records(self) -> list[TaskRunRecord]:
         """Every task run and subflow run of the latest attempt, in the order made."""
-        out = []
+        return list(self._records())
+
+    def _records(self, failed: bool = False):
+        """The records in the order made; with `failed`, only those that failed, without
+        a record per compacted child (a million-item map is not walked record by record)."""
         for entry in self.entries:
             if entry.__class__ is TaskRunRecord:  # a subflow run
-                out.append(entry)
-            elif entry.children is not None:  # an expanded map
-                out.extend(TaskRunRecord(entry, i) for i in range(len(entry.children)))
-            else:  # a task run, or a map decided as a whole
-                out.append(TaskRunRecord(entry, None))
-        return out
-
-    def _failed_records(self):
-        """The records that failed, in the order made, without a record per compacted
-        child (a million-item map's children are not walked one record at a time)."""
-        for entry in self.entries:
-            if entry.__class__ is TaskRunRecord:
                 candidates = (entry,)
-            elif entry.children is None:
+            elif entry.children is None:  # a task run, or a map decided as a whole
                 candidates = (TaskRunRecord(entry, None),)
-            elif entry.children.__class__ is ChildStates:
-                candidates = (TaskRunRecord(entry, i) for i in entry.children.failed())
-            else:
-                candidates = (TaskRunRecord(entry, i) for i in range(len(entry.children)))
-            yield from (r for r in candidates if r.failed())
+            else:  # an expanded map
+                children = entry.children
+                indices = (
+                    children.failed()
+                    if failed and children.__class__ is ChildStates
+                    else range(len(children))
+                )
+                candidates = (TaskRunRecord(entry, i) for i in indices)
+            yield from (r for r in candidates if r.failed()) if failed else candidates
 
     def _run_name(self, parameters: dict) -> str:
         """The flow's run name; a callable naming it reads `context.parameters`."""
@@ -436,7 +432,7 @@ class FunctionRun:
         returned_state = isinstance(value, State)
         if returned_state and (value.is_failed() or value.is_cancelled()):
             return copy.copy(value)  # the flow's own state, apart from the run it came from
-        unallowed = [r for r in self._failed_records() if not r.allowed]
+        unallowed = [r for r in self._records(failed=True) if not r.allowed]
         if unallowed:
             first = [(r.name, r.state) for r in unallowed if not r.state.is_trigger_failed()]
             after = [(r.name, r.state) for r in unallowed if r.state.is_trigger_failed()]
@@ -446,9 +442,7 @@ class FunctionRun:
             return Failed(f"A returned future failed: {problem}", exception=problem)
         if returned_state:
             return copy.copy(value)
-        ran = any(
-            e.__class__ is TaskRunRecord or e.children is None or e.children for e in self.entries
-        )
+        ran = next(self._records(), None) is not None
         return Completed("All states completed." if ran else None, value)
 
 

@@ -14,7 +14,7 @@ def value_of(state: State) -> Any:
     if isinstance(state, MappedState):
         children = state.map_states
         if children.__class__ is ChildStates:
-            return [child_value(children, i) for i in range(len(children))]
+            return [children.value(i, value_of) for i in range(len(children))]
         return [value_of(s) for s in children]
     if state.type is StateType.FAILED or state.type is StateType.CRASHED:
         return state.exception
