@@ -6,11 +6,14 @@ A pure-Python loop stands in for a flow's thread; a SQLite Recorder in a fresh
 directory writes 300,000 task runs (as store_rate.py does). Each is timed alone,
 then both at once in one process. If the writer's work ran outside the
 interpreter lock, both at once would take as long as the longer one; if it all
-needs the lock, as long as the two one after the other. Medians of 3.
+needs the lock, as long as the two one after the other. Medians of 3, for each
+writer: HEADRACE_HISTORY_WRITER=thread (the recorder's thread writes) and
+=process (it hands the rows to a writer process).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -61,17 +64,20 @@ def both() -> float:
 
 
 def main() -> None:
-    runs: dict[str, list[float]] = {"spin": [], "write": [], "both": []}
-    for _ in range(3):
-        runs["spin"].append(spin())
-        runs["write"].append(write())
-        runs["both"].append(both())
-    spun, wrote, together = (statistics.median(runs[k]) for k in ("spin", "write", "both"))
-    overlap = (spun + wrote - together) / min(spun, wrote)
-    print(f"a busy thread alone:            {spun:.2f} s")
-    print(f"writing {ROWS:,} task runs alone: {wrote:.2f} s")
-    print(f"both at once:                   {together:.2f} s")
-    print(f"overlap: {overlap:.0%} of the shorter one ran beside the other (100%: all of it)")
+    for writer in ("thread", "process"):
+        os.environ["HEADRACE_HISTORY_WRITER"] = writer
+        runs: dict[str, list[float]] = {"spin": [], "write": [], "both": []}
+        for _ in range(3):
+            runs["spin"].append(spin())
+            runs["write"].append(write())
+            runs["both"].append(both())
+        spun, wrote, together = (statistics.median(runs[k]) for k in ("spin", "write", "both"))
+        overlap = (spun + wrote - together) / min(spun, wrote)
+        print(f"HEADRACE_HISTORY_WRITER={writer}")
+        print(f"  a busy thread alone:            {spun:.2f} s")
+        print(f"  writing {ROWS:,} task runs alone: {wrote:.2f} s")
+        print(f"  both at once:                   {together:.2f} s")
+        print(f"  overlap: {overlap:.0%} of the shorter one ran beside the other (100%: all)")
 
 
 if __name__ == "__main__":

@@ -75,10 +75,10 @@ def start(script: str, home, *args: str, **env) -> subprocess.Popen:
     )
 
 
-def run_child(script: str, home, *args: str) -> subprocess.CompletedProcess:
+def run_child(script: str, home, *args: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        env=child_env(home),
+        env=child_env(home, **env),
         capture_output=True,
         text=True,
         timeout=BACKSTOP,
@@ -295,11 +295,12 @@ f.run()
 """
 
 
-def test_kill_9_mid_run_leaves_a_clean_file_and_a_crashed_run(tmp_path):
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_mid_run_leaves_a_clean_file_and_a_crashed_run(tmp_path, writer):
     home = tmp_path / "home"
     fifo = tmp_path / "never"
     os.mkfifo(fifo)
-    child = start(BLOCKED, home, str(fifo))
+    child = start(BLOCKED, home, str(fifo), HEADRACE_HISTORY_WRITER=writer)
     try:
         assert child.stdout.readline().strip() == "BLOCKED", child.stderr.read()
         db = home / "headrace.db"
@@ -462,9 +463,9 @@ print("RESULT", state.name, state[t].result(), parent())
 """
 
 
-def assert_runs_and_warns_once(home, *expected: str, before: str = "") -> str:
+def assert_runs_and_warns_once(home, *expected: str, before: str = "", **env) -> str:
     """Run RUNS_ANYWAY (after `before`) with this HEADRACE_HOME; it completes and warns once."""
-    result = run_child(textwrap.dedent(before) + textwrap.dedent(RUNS_ANYWAY), home)
+    result = run_child(textwrap.dedent(before) + textwrap.dedent(RUNS_ANYWAY), home, **env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "RESULT Completed 2646700 [0, 1, 4]"
     [warning] = [line for line in result.stderr.splitlines() if WARNING in line]
@@ -565,12 +566,14 @@ def test_home_on_a_disk_too_full_to_create_the_database(tmpfs):
     assert_runs_and_warns_once(home, f"{home}/headrace.db", "full")
 
 
-def test_history_on_a_disk_that_fills_up(tmpfs):
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_history_on_a_disk_that_fills_up(tmpfs, writer):
     home = tmpfs("size=2m")
     make_history(home)
     warning = assert_runs_and_warns_once(
-        home, f"writing to {home}/headrace.db failed", before=FILL_AFTER_OPENING
-    )
+        home, f"writing to {home}/headrace.db failed", before=FILL_AFTER_OPENING,
+        HEADRACE_HISTORY_WRITER=writer,
+    )  # fmt: skip
     assert "database or disk is full" in warning
     (home / "filler").unlink()
     assert integrity(home / "headrace.db") == "ok"
@@ -681,10 +684,11 @@ print("RESULT", state.name, state.flow_run_id, flush=True)
 """
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 @pytest.mark.parametrize("style", ["graph", "function"])
-def test_a_run_that_outlives_a_full_disk_is_recorded_finished_not_crashed(tmpfs, style):
+def test_a_run_that_outlives_a_full_disk_is_recorded_finished_not_crashed(tmpfs, style, writer):
     home = tmpfs("size=2m")
-    result = run_child(FILLS_UP, home, style)
+    result = run_child(FILLS_UP, home, style, HEADRACE_HISTORY_WRITER=writer)
     assert result.returncode == 0, result.stderr
     written, ended = result.stdout.splitlines()
     outcome, state_name, run_id = ended.split()

@@ -7,7 +7,9 @@ else `$HEADRACE_HOME/headrace.db` (HEADRACE_HOME defaults to ~/.headrace).
 HEADRACE_HISTORY=off turns recording off. HEADRACE_HISTORY_RETENTION ("30d";
 units s, m, h, d; unset keeps everything) prunes finished runs that ended
 longer ago than that, and their persisted results, whenever a recorder is
-opened. A store that cannot be
+opened. HEADRACE_HISTORY_WRITER (auto, thread, process) says who writes a
+SQLite history: the recorder's thread, or a writer process for a busy run
+(`store.writer_process`). A store that cannot be
 written (read-only directory, full disk) is reported once and runs go on;
 one that is not headrace's, or is newer, raises StoreError when opened.
 

@@ -6,8 +6,10 @@ The read side is `store.reader.SQLReader`.
 
 Writes never block the engine. Each `Recorder` method turns its record into
 a row and appends it to a queue; one writer thread drains it, groups rows by
-statement and writes each batch in one transaction. `flush()` waits until
-everything recorded so far is written. A crash loses at most the batch being
+statement and writes each batch in one transaction. On SQLite, once the
+thread has written HANDOFF_ROWS rows, it hands the batches to a writer
+process instead (`store.writer_process`, which says why and how).
+`flush()` waits until everything recorded so far is written. A crash loses at most the batch being
 written; the next process to open the write side marks runs whose process is
 gone as Crashed.
 
@@ -56,6 +58,7 @@ QUEUE_LIMIT = 100_000  # rows kept queued in an outage; past it rows are dropped
 # writer that frees no room within BACKLOG_WAIT seconds is stuck: then nothing waits.
 BACKLOG = 20_000
 BACKLOG_WAIT = 1.0
+HANDOFF_ROWS = BATCH  # rows written by the thread before a writer process takes over
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
@@ -395,11 +398,20 @@ class SQLRecorder(Recorder):
         # ones that lost rows (-> why), whose end is marked "History incomplete".
         self._open: set[str] = set()
         self._incomplete: dict[str, str] = {}
+        # Who writes the batches (`store.writer_process`): this thread until a SQLite store
+        # has written HANDOFF_ROWS rows in it, then a child process.
+        self._writes = "thread" if dialect.name != "sqlite" else None
+        self._process = None
+        self._written_here = 0
         self._pid = os.getpid()
         self.host = HOST
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> SQLRecorder:
+        from headrace.store.writer_process import writer_setting
+
+        setting = writer_setting()  # a bad setting is refused for every store
+        self._writes = self._writes or setting
         conn = self._connect()
         try:
             self._check_schema(conn)
@@ -542,14 +554,18 @@ class SQLRecorder(Recorder):
     # Rows go in this order, so an end never lands before its start.
     _ORDER = ("flow_run", "task_run", "state", "log", "flow_run_end", "heartbeat")
 
-    def _write_loop(self) -> None:
+    def _writer_connection(self) -> tuple:
+        """(the writer's connection or None, its statements); None turns history off."""
         conn = None
         try:
             with _in_driver():
                 conn = self._connect()
         except Exception as exc:
             self._disable(f"cannot open {self.where}: {exc}")
-        statements = {k: self._sql(v) for k, v in self._STATEMENTS.items()}
+        return conn, {k: self._sql(v) for k, v in self._STATEMENTS.items()}
+
+    def _write_loop(self) -> None:
+        conn, statements = self._writer_connection()
         while True:
             try:
                 first = self._queue.get(timeout=HEARTBEAT_SECONDS)
@@ -576,9 +592,40 @@ class SQLRecorder(Recorder):
                 rows["heartbeat"] = [(now, run_id) for run_id in self._active]
                 self._active = dict.fromkeys(self._active, now)
             if rows and conn is not None:
-                conn = self._write_batch(conn, statements, rows)
+                conn = self._hand_over(conn, statements, rows, wait=bool(waiters))
             for waiter in waiters:
                 waiter.set()
+
+    def _hand_over(self, conn, statements: dict, rows: dict[str, list], wait: bool):
+        """Write one batch here, or have the writer process write it (`wait`: and every
+        batch before it)."""
+        if self._process is None and self._writes != "thread" and self._disabled is None:
+            self._written_here += sum(map(len, rows.values()))
+            if self._writes == "process" or self._written_here > HANDOFF_ROWS:
+                self._process = self._start_process()
+        if self._process is None or not self._process.ready(wait=self._writes == "process"):
+            if self._process is not None and self._process.ended:
+                self._process, self._writes = None, "thread"
+            return self._write_batch(conn, statements, rows)
+        self._open.update(row[0] for row in rows.get("flow_run", ()))
+        unwritten = self._process.write(rows, wait)
+        if unwritten is None:
+            self._open.difference_update(row[-1] for row in rows.get("flow_run_end", ()))
+            return conn
+        self._process, self._writes = None, "thread"  # it died: write here from now on
+        for batch in unwritten:
+            conn = self._write_batch(conn, statements, batch)
+        return conn
+
+    def _start_process(self):
+        from headrace.store.writer_process import WriterProcess
+
+        try:
+            return WriterProcess(self)
+        except OSError as exc:
+            self._writes = "thread"
+            log.warning("Run history: no writer process (%s); this process writes it.", exc)
+            return None
 
     def _write_batch(self, conn, statements: dict, rows: dict[str, list]):
         """Write one batch, keeping account of the runs it starts and ends and of the runs

@@ -119,19 +119,26 @@ def _checked(path: Path, store: SQLRecorder, connect) -> None:
         conn.close()
 
 
-def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
-    """The write side on the file at `path` (created, with its directory, when missing)."""
+def sqlite_recorder(path: str | Path, clock=None) -> SQLRecorder:
+    """The write side on the file at `path`, not yet opened: nothing is checked or made.
+    The writer process (`store.writer_process`) writes through one of these."""
     path = Path(path)
-    _private_file(path)
-    connect = _connector(path)
+    reserve = path.with_name(path.name + "-reserve")
 
     def make_room() -> None:
         with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
             os.unlink(reserve)
 
-    store = SQLRecorder(DIALECT, connect, str(path), make_room, clock)
-    _checked(path, store, connect)
-    reserve = _reserve(path)
+    return SQLRecorder(DIALECT, _connector(path), str(path), make_room, clock)
+
+
+def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
+    """The write side on the file at `path` (created, with its directory, when missing)."""
+    path = Path(path)
+    _private_file(path)
+    store = sqlite_recorder(path, clock)
+    _checked(path, store, store._connect)
+    _reserve(path)
     return store.open()
 
 
