@@ -97,6 +97,22 @@ def test_a_busy_recorder_hands_its_rows_to_a_child_that_writes_every_one(home, m
     assert (run.state_name, run.state_message) == ("Completed", None)
 
 
+def test_a_flush_alone_in_its_batch_waits_for_what_the_child_has_not_answered(home, monkeypatch):
+    """Regression: a flush that the writer thread took in a batch of its own (its rows
+    already sent) returned before the child had committed them (1 run in 15)."""
+    monkeypatch.setenv("HEADRACE_HISTORY_WRITER", "process")
+    store = open_recorder(f"sqlite:///{home}")
+    store.flow_run_started(FlowRun("alone", "alone", "alone", "graph", start_time=1.0))
+    store.flush()
+    assert store._process.writing
+    for i in range(sql.BATCH):
+        store.task_run(task_run("alone", i))
+    until(store._queue.empty, "the writer thread took the rows")  # sent, maybe not written
+    store.flush()
+    with open_reader(f"sqlite:///{home}") as reader:
+        assert len(reader.task_runs("alone")) == sql.BATCH
+
+
 def test_a_run_that_ends_before_the_child_is_ready_waits_for_nothing(home, monkeypatch):
     """The thread writes on until the child says it is ready; the child, given nothing
     to write, leaves when its parent's recorder goes."""

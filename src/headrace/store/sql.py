@@ -365,6 +365,20 @@ def looks_crashed(host, pid, heartbeat, here: str, now: float) -> bool:
     return stale or (host == here and pid is not None and not alive(pid))
 
 
+WRITERS = ("auto", "thread", "process")  # HEADRACE_HISTORY_WRITER
+
+
+def writer_setting() -> str:
+    """HEADRACE_HISTORY_WRITER: `auto` (the default), `thread` or `process`."""
+    setting = os.environ.get("HEADRACE_HISTORY_WRITER", "").strip().lower() or "auto"
+    if setting not in WRITERS:
+        raise StoreError(
+            f"HEADRACE_HISTORY_WRITER={setting!r} is not understood: use auto (the "
+            "default: a writer process once a run records many rows), thread or process."
+        )
+    return setting
+
+
 # -- the write side ---------------------------------------------------------------------------
 
 
@@ -408,8 +422,6 @@ class SQLRecorder(Recorder):
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> SQLRecorder:
-        from headrace.store.writer_process import writer_setting
-
         setting = writer_setting()  # a bad setting is refused for every store
         self._writes = self._writes or setting
         conn = self._connect()
@@ -591,14 +603,14 @@ class SQLRecorder(Recorder):
             if self._active and any(now - t > HEARTBEAT_SECONDS for t in self._active.values()):
                 rows["heartbeat"] = [(now, run_id) for run_id in self._active]
                 self._active = dict.fromkeys(self._active, now)
-            if rows and conn is not None:
+            if conn is not None and (rows or waiters and self._process is not None):
                 conn = self._hand_over(conn, statements, rows, wait=bool(waiters))
             for waiter in waiters:
                 waiter.set()
 
     def _hand_over(self, conn, statements: dict, rows: dict[str, list], wait: bool):
-        """Write one batch here, or have the writer process write it (`wait`: and every
-        batch before it)."""
+        """Write one batch here, or have the writer process write it; with `wait` (a
+        flush), once every batch it was given is written (`rows` may then be empty)."""
         if self._process is None and self._writes != "thread" and self._disabled is None:
             self._written_here += sum(map(len, rows.values()))
             if self._writes == "process" or self._written_here > HANDOFF_ROWS:
@@ -606,7 +618,7 @@ class SQLRecorder(Recorder):
         if self._process is None or not self._process.ready(wait=self._writes == "process"):
             if self._process is not None and self._process.ended:
                 self._process, self._writes = None, "thread"
-            return self._write_batch(conn, statements, rows)
+            return self._write_batch(conn, statements, rows) if rows else conn
         self._open.update(row[0] for row in rows.get("flow_run", ()))
         unwritten = self._process.write(rows, wait)
         if unwritten is None:

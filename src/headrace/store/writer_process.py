@@ -49,23 +49,9 @@ import weakref
 
 START_SECONDS = 30.0  # how long HEADRACE_HISTORY_WRITER=process waits for it to start
 IN_FLIGHT = 2  # batches sent and not yet answered, past which the thread waits
-WRITERS = ("auto", "thread", "process")
 _HEADER = struct.Struct("!Q")
 
 log = logging.getLogger("headrace.store")
-
-
-def writer_setting() -> str:
-    """HEADRACE_HISTORY_WRITER: `auto` (the default), `thread` or `process`."""
-    setting = os.environ.get("HEADRACE_HISTORY_WRITER", "").strip().lower() or "auto"
-    if setting not in WRITERS:
-        from headrace.store.base import StoreError
-
-        raise StoreError(
-            f"HEADRACE_HISTORY_WRITER={setting!r} is not understood: use auto (the "
-            "default: a writer process once a run records many rows), thread or process."
-        )
-    return setting
 
 
 def _send(fd: int, message) -> None:
@@ -130,12 +116,14 @@ class WriterProcess:
         return True
 
     def write(self, rows: dict[str, list], wait: bool) -> list | None:
-        """Hand over one batch; with `wait`, return once every batch handed over is
-        written. None, or (the child ended) the batches not known to be written."""
-        self._seq += 1
-        self._unanswered.append((self._seq, rows))
+        """Hand over one batch (none when `rows` is empty); with `wait`, return once every
+        batch handed over is written. None, or (the child ended) the batches not known to
+        be written."""
         try:
-            _send(self._to, (self._seq, rows))
+            if rows:
+                self._seq += 1
+                self._unanswered.append((self._seq, rows))
+                _send(self._to, (self._seq, rows))
             while len(self._unanswered) > (0 if wait else IN_FLIGHT):
                 self._answer(*_receive(self._from))
         except (OSError, EOFError, pickle.UnpicklingError):
