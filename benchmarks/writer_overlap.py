@@ -1,4 +1,4 @@
-"""Does the history's writer thread run beside a busy flow, or after it?
+"""Does the history's writer run beside a busy flow, or after it?
 
     python benchmarks/writer_overlap.py          # about 20 s; not run by `make bench`
 

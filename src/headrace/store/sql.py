@@ -58,7 +58,7 @@ QUEUE_LIMIT = 100_000  # rows kept queued in an outage; past it rows are dropped
 # writer that frees no room within BACKLOG_WAIT seconds is stuck: then nothing waits.
 BACKLOG = 20_000
 BACKLOG_WAIT = 1.0
-HANDOFF_ROWS = BATCH  # rows written by the thread before a writer process takes over
+HANDOFF_ROWS = 20_000  # rows written by the thread before a writer process takes over
 STALE_SECONDS = 120.0  # a running flow run whose heartbeat is older is taken for crashed
 
 log = logging.getLogger("headrace.store")
