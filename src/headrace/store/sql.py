@@ -9,9 +9,9 @@ a row and appends it to a queue; one writer thread drains it, groups rows by
 statement and writes each batch in one transaction. On SQLite, once the
 thread has written HANDOFF_ROWS rows, it hands the batches to a writer
 process instead (`store.writer_process`, which says why and how).
-`flush()` waits until everything recorded so far is written. A crash loses at most the batch being
-written; the next process to open the write side marks runs whose process is
-gone as Crashed.
+`flush()` waits until everything recorded so far is written. A crash loses
+at most the batch being written; the next process to open the write side
+marks runs whose process is gone as Crashed.
 
 A write that fails for a reason the user must fix (disk full, read-only
 directory) turns history off for this process with one warning; runs go
