@@ -134,6 +134,21 @@ def open_cache(url: str | None = None, clock=None):
     raise _not_understood(url)
 
 
+def open_ticks(url: str | None = None):
+    """Served schedules and the ticks servers took at `url` (`store.schedules.TickStore`),
+    the schema made or upgraded first."""
+    url = url or database_url()
+    if url.startswith(_POSTGRES):
+        from headrace.store.postgres import open_postgres_ticks
+
+        return open_postgres_ticks(url)
+    if url.startswith(_SQLITE):
+        from headrace.store.sqlite import open_sqlite_ticks
+
+        return open_sqlite_ticks(url[len(_SQLITE) :])
+    raise _not_understood(url)
+
+
 def schema_version(url: str | None = None) -> int | None:
     """The schema version of the database at `url`, read without changing anything;
     None when nothing was recorded there yet. StoreError for a database not headrace's."""
@@ -204,6 +219,7 @@ __all__ = [
     "open_recorder",
     "open_reader",
     "open_cache",
+    "open_ticks",
     "schema_version",
     "home",
     "database_url",

@@ -21,14 +21,13 @@ import contextlib
 import fcntl
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headrace.store.sql import Dialect, placeholders
+from headrace.store.sql import Dialect, OneConnection
 
 CACHE_COLUMNS = ["key", "task_name", "result_ref", "parts", "flow_run_id", "task_run_id",
                  "created", "expires"]  # fmt: skip
@@ -55,36 +54,15 @@ def _entry(row: tuple) -> CacheEntry:
     return CacheEntry(**values)
 
 
-class CacheStore:
+class CacheStore(OneConnection):
     """Cache entries in one database; safe to share between threads."""
 
     def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str,
                  claim: Callable[[str], contextlib.AbstractContextManager],
                  clock: Callable[[], float] | None = None):  # fmt: skip
-        self.dialect = dialect
-        self.where = where
+        super().__init__(dialect, connect, where)
         self.clock = clock or time.time  # wall-clock seconds: creation and expiry times
-        self._connect = connect
         self._claim = claim
-        self._conn = None
-        self._lock = threading.Lock()
-
-    def _execute(self, sql: str, params: tuple = (), fetch: bool = True, commit: bool = False):
-        with self._lock:
-            if self._conn is None:
-                self._conn = self._connect()
-            try:
-                cur = self._conn.cursor()
-                cur.execute(placeholders(self.dialect, sql), params)
-                rows = cur.fetchall() if fetch else cur.rowcount
-                if commit or self.dialect.name != "sqlite":
-                    self._conn.commit()  # PostgreSQL: end even a read's transaction
-                return rows
-            except BaseException:
-                conn, self._conn = self._conn, None  # the next call starts afresh
-                with contextlib.suppress(Exception):
-                    conn.close()
-                raise
 
     def get(self, key: str) -> CacheEntry | None:
         rows = self._execute(f"SELECT {', '.join(CACHE_COLUMNS)} FROM cache_entries "
@@ -150,13 +128,6 @@ class CacheStore:
         """Hold `key` against every other process and thread until the block ends."""
         with self._claim(key):
             yield
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
 
 
 # -- claims ------------------------------------------------------------------------------------

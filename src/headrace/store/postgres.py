@@ -91,18 +91,32 @@ def open_postgres(url: str, clock=None) -> SQLRecorder:
     return PostgresRecorder(dialect, connect, where, clock=clock).open()
 
 
-def open_postgres_cache(url: str, clock=None):
-    """The cache's entries in the database at `url` (its schema made or upgraded first);
-    its claims are advisory locks."""
-    from headrace.store.cache import CacheStore, advisory_claims
-
+def _schema_ready(url: str) -> tuple:
+    """(connect, where, dialect) for `url`, once its schema is made or upgraded."""
     connect, where, dialect = _connector(url)
     conn = connect()
     try:
         PostgresRecorder(dialect, connect, where)._check_schema(conn)
     finally:
         conn.close()
+    return connect, where, dialect
+
+
+def open_postgres_cache(url: str, clock=None):
+    """The cache's entries in the database at `url` (its schema made or upgraded first);
+    its claims are advisory locks."""
+    from headrace.store.cache import CacheStore, advisory_claims
+
+    connect, where, dialect = _schema_ready(url)
     return CacheStore(dialect, connect, where, advisory_claims(connect), clock)
+
+
+def open_postgres_ticks(url: str):
+    """Schedules and their ticks in the database at `url` (its schema made or upgraded)."""
+    from headrace.store.schedules import TickStore
+
+    connect, where, dialect = _schema_ready(url)
+    return TickStore(dialect, connect, where)
 
 
 def open_postgres_reader(url: str, check: bool = True) -> SQLReader:

@@ -46,7 +46,7 @@ from headrace._pid import HOST, alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
@@ -201,10 +201,25 @@ def caches_and_resume(d: Dialect) -> list[str]:
     ]
 
 
+def schedules(d: Dialect) -> list[str]:
+    """Version 4: served schedules, and each tick a server took (one per schedule and time:
+    the key that makes a duplicate run impossible, however many servers share the store)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS schedules (
+            id TEXT PRIMARY KEY, flow_name TEXT NOT NULL, entry_point TEXT, spec TEXT NOT NULL,
+            parameters TEXT, created {d.real} NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS scheduled_runs (
+            schedule_id TEXT NOT NULL, scheduled_time {d.real} NOT NULL,
+            state_name TEXT NOT NULL, flow_run_id TEXT, server TEXT, claimed {d.real} NOT NULL,
+            PRIMARY KEY (schedule_id, scheduled_time))""",
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {
     1: schema,
     2: subflow_edges,
     3: caches_and_resume,
+    4: schedules,
 }
 
 
@@ -377,6 +392,42 @@ def writer_setting() -> str:
             "default: a writer process once a run records many rows), thread or process."
         )
     return setting
+
+
+class OneConnection:
+    """A store side that reads and writes at once (the cache's entries, the schedules'
+    ticks): one connection, opened when first used, shared by threads under a lock."""
+
+    def __init__(self, dialect: Dialect, connect: Callable[[], Any], where: str):
+        self.dialect = dialect
+        self.where = where
+        self._connect = connect
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _execute(self, sql: str, params: tuple = (), fetch: bool = True, commit: bool = False):
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                cur = self._conn.cursor()
+                cur.execute(placeholders(self.dialect, sql), params)
+                rows = cur.fetchall() if fetch else cur.rowcount
+                if commit or self.dialect.name != "sqlite":
+                    self._conn.commit()  # PostgreSQL: end even a read's transaction
+                return rows
+            except BaseException:
+                conn, self._conn = self._conn, None  # the next call starts afresh
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
 
 
 # -- the write side ---------------------------------------------------------------------------
@@ -834,11 +885,14 @@ class SQLRecorder(Recorder):
             conn.close()
 
     def reset(self) -> None:
-        """Delete every run, task run, state, log line and cache entry (the schema stays)."""
+        """Delete every run, task run, state, log line, cache entry and scheduled run (the
+        schema stays, and the schedules servers registered)."""
         conn = self._connect()
         try:
             cur = conn.cursor()
-            for table in ("logs", "task_run_states", "task_runs", "flow_runs", "cache_entries"):
+            tables = ("logs", "task_run_states", "task_runs", "flow_runs", "cache_entries",
+                      "scheduled_runs")  # fmt: skip
+            for table in tables:
                 cur.execute(f"DELETE FROM {table}")
             conn.commit()
         finally:

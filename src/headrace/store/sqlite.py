@@ -142,17 +142,31 @@ def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
     return store.open()
 
 
+def _schema_ready(path: Path):
+    """A connector to the file at `path`, once its schema is made or upgraded."""
+    _private_file(path)
+    connect = _connector(path)
+    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect)
+    return connect
+
+
 def open_sqlite_cache(path: str | Path, clock=None):
     """The cache's entries in the file at `path` (its schema made or upgraded first); its
     claims are files in `<path>-locks/`."""
     from headrace.store.cache import CacheStore, file_claims
 
     path = Path(path)
-    _private_file(path)
-    connect = _connector(path)
-    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect)
+    connect = _schema_ready(path)
     claims = file_claims(path.with_name(f"{path.name}-locks"))
     return CacheStore(DIALECT, connect, str(path), claims, clock)
+
+
+def open_sqlite_ticks(path: str | Path):
+    """Schedules and their ticks in the file at `path` (its schema made or upgraded first)."""
+    from headrace.store.schedules import TickStore
+
+    path = Path(path)
+    return TickStore(DIALECT, _schema_ready(path), str(path))
 
 
 class SQLiteReader(SQLReader):
