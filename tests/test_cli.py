@@ -984,7 +984,8 @@ def test_docs_page_names_only_real_commands_and_options():
             assert option in options, f"{line}: {option}"
     assert seen == {
         "version", "run", "runs ls", "runs show", "runs logs", "runs resume", "cache ls",
-        "cache clear", "server", "db prune", "db reset", "db upgrade",
+        "cache clear", "server", "db prune", "db reset", "db upgrade", "serve",
+        "schedules ls", "schedules runs",
     }  # fmt: skip
 
 

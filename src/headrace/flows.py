@@ -391,6 +391,14 @@ class Flow:
             raise TypeError(f"resume() takes {', '.join(known)}; not {', '.join(unknown)}.")
         return run_flow(self, plan.parameters, resume=plan, **options)
 
+    def serve(self, **options) -> None:
+        """Run the flow on a schedule until Ctrl-C: `cron="0 2 * * *"` (with `timezone`)
+        or `interval=timedelta(...)`, `catchup`, `max_catchup`, `overlap`, `parameters`,
+        or several `schedules=[Schedule(...), ...]` (see `headrace.serving`)."""
+        from headrace.serving import serve
+
+        serve(self, **options)
+
     def visualize(self, filename: str | None = None, format: str = "svg", flow_state=None):
         """Draw the flow as a `graphviz.Digraph` (see `headrace.visualize`)."""
         from headrace.visualize import visualize

@@ -96,6 +96,12 @@ class FunctionFlow:
             return function_flow.awaited_in_sync_parent(run)
         return function_flow.run_function_flow(self, args, kwargs, return_state, wait_for)
 
+    def serve(self, **options) -> None:
+        """Call the flow on a schedule until Ctrl-C; the options are `Flow.serve`'s."""
+        from headrace.serving import serve
+
+        serve(self, **options)
+
     def resume(self, run_id: str, *, parameters: dict[str, Any] | None = None,
                return_state: bool = False):  # fmt: skip
         """Call the flow again as a resume of the run `run_id` names (an id, a prefix or

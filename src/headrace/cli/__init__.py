@@ -6,10 +6,13 @@
     headrace runs ls | show RUN | logs RUN  the recorded flow runs, task runs and log lines
     headrace runs resume RUN [--dry-run]    run RUN's flow again, reusing what it completed
     headrace cache ls | clear               the cache's entries and their results
+    headrace serve FILE.py:FLOW --cron ...  run a flow on a schedule until Ctrl-C
+    headrace schedules ls | runs [ID]       the schedules servers registered, their runs
     headrace server [--host] [--port]       the web UI over the history
     headrace db prune | reset | upgrade     the history database itself
 
-One module per command group: `version`, `run`, `runs` (and its `resume`), `cache`, `server`, `db`; `shared` holds
+One module per command group: `version`, `run`, `runs` (and its `resume`), `serve` (and
+`schedules`), `cache`, `server`, `db`; `shared` holds
 the formatting (every recorded string is escaped before it reaches the
 terminal) and the opening of the history. RUN is a flow run's id, a unique
 prefix of it, or its name. Exit codes: 0 success, 1 a failure (a failed
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import click
 
-from headrace.cli import cache, db, resume, run, runs, server, version
+from headrace.cli import cache, db, resume, run, runs, serve, server, version
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +48,8 @@ main.add_command(version.version)
 main.add_command(run.run_command)
 runs.runs.add_command(resume.runs_resume)
 main.add_command(runs.runs)
+main.add_command(serve.serve_command)
+main.add_command(serve.schedules)
 main.add_command(cache.cache)
 main.add_command(server.server_command)
 main.add_command(db.db)

@@ -144,11 +144,9 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
     flow's name); it may be left out when the file has one flow. Exits 1
     when the flow run failed.
     """
-    file, sep, wanted = target.rpartition(":")
-    if not sep or not file or "/" in wanted or "\\" in wanted:
-        file, wanted = target, None  # no :FLOW (a colon of a Windows drive is not one)
+    file, wanted = split_target(target)
     parameters = _parse_params(params)
-    chosen = load_flow(file, wanted or None)
+    chosen = load_flow(file, wanted)
 
     from headrace.flows import Flow
 
@@ -159,6 +157,14 @@ def run_command(target: str, params: tuple[str, ...]) -> None:
         return chosen(return_state=True, **parameters)
 
     report(chosen, start)
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """FILE.py[:FLOW] as (FILE.py, FLOW or None)."""
+    file, sep, wanted = target.rpartition(":")
+    if not sep or not file or "/" in wanted or "\\" in wanted:
+        return target, None  # no :FLOW (a colon of a Windows drive is not one)
+    return file, wanted or None
 
 
 def load_flow(file: str, wanted: str | None):
