@@ -10,6 +10,7 @@
    first to the last ran once (none twice, none lost), each its own recorded
    flow run; `headrace schedules ls` and `runs` show them.
 4. What cannot be served is refused, saying what to do.
+5. The web UI's Schedules page and /api/schedules show them, hostile text escaped.
 
 The store is a real SQLite file per test; servers and flow runs in 2 and 3
 are real processes.
@@ -271,4 +272,40 @@ def test_serving_without_a_schedule_or_with_a_bad_one_is_refused(home):
         local_only.serve(cron="0 2 * * *", interval=timedelta(hours=1))
     bad = invoke("serve", "nowhere.py", "--cron", "0 2 * *")
     assert bad.exit_code == 2 and "is not a cron expression of five fields" in bad.output
+    none = invoke("serve", "nowhere.py")
+    assert none.exit_code == 2 and "Give --cron '0 2 * * *' or --interval SECONDS" in none.output
     assert invoke("schedules", "ls").output.startswith("No schedules:")
+
+
+# -- 5. the UI ------------------------------------------------------------------------------------
+
+
+def test_the_ui_shows_schedules_and_their_runs_with_hostile_text_escaped(home):
+    import json
+    import urllib.request
+
+    from headrace.server import create_app
+    from headrace.server.security import allowed_hosts_for
+    from ui_helpers import free_port, serving
+
+    hostile = "<img src=x onerror=alert(1)>"
+    store = open_ticks()
+    store.register(ServedSchedule("s1", hostile, "f.py:f", Schedule("0 2 * * *").spec(),
+                                  {"note": hostile}, T0.timestamp()))  # fmt: skip
+    assert store.claim("s1", T0.timestamp(), hostile, T0.timestamp())
+    store.mark("s1", T0.timestamp(), "Completed", "run-0123456789")
+    port = free_port()
+    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
+    with serving(app, port) as base:
+        with urllib.request.urlopen(f"{base}/schedules", timeout=10) as response:
+            page = response.read().decode()
+        with urllib.request.urlopen(f"{base}/api/schedules", timeout=10) as response:
+            [shown] = json.loads(response.read())["schedules"]
+    assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'href="/runs/run-0123456789"' in page and "Completed" in page
+    assert (shown["flow_name"], shown["when"], shown["parameters"]) == (
+        hostile, "0 2 * * *", {"note": hostile},
+    )  # fmt: skip
+    assert [(r["state_name"], r["flow_run_id"]) for r in shown["runs"]] == [
+        ("Completed", "run-0123456789")
+    ]

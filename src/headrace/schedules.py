@@ -127,6 +127,19 @@ class Schedule:
             missed = list(missed)[-1:]
         return [*missed, *on_time]
 
+    @classmethod
+    def from_spec(cls, spec: dict) -> Schedule:
+        """The schedule `spec()` describes."""
+        given = dict(spec)
+        if "interval" in given:
+            given["interval"] = timedelta(seconds=given["interval"])
+            given["anchor"] = datetime.fromtimestamp(given["anchor"], UTC)
+        return cls(given.pop("cron", None), **given)
+
+    def describe(self) -> str:
+        """When it runs, in a few words: its cron, or "every N s"."""
+        return self.cron if self.cron is not None else f"every {self.interval.total_seconds():g} s"
+
     def spec(self) -> dict:
         """The schedule's settings, as JSON takes them (what identifies it in the store)."""
         when = {"cron": self.cron} if self.cron is not None else {

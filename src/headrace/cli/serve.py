@@ -2,7 +2,7 @@
 
 `serve` runs a flow from a file on a schedule until Ctrl-C, through
 `headrace.serving.Server`; `schedules` reads what servers registered and
-the ticks they took, from the store.
+the ticks they took, through a Reader.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from headrace.schedules import CATCHUP, MAX_CATCHUP, OVERLAP
 
 @click.command("serve")
 @click.argument("target", metavar="FILE.py[:FLOW]")
-@click.option("--cron", help="When to run, as cron: five fields, e.g. '0 2 * * *'.")
-@click.option("--interval", type=float, metavar="SECONDS", help="Or: run every SECONDS.")
+@click.option("--cron", multiple=True, help="When to run, as cron: five fields, e.g. "
+              "'0 2 * * *'; repeat for several schedules.")  # fmt: skip
+@click.option("--interval", type=float, multiple=True, metavar="SECONDS",
+              help="Or (or also): run every SECONDS.")  # fmt: skip
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
 @click.option("--catchup", type=click.Choice(CATCHUP), default="latest", show_default=True,
               help="Which runs missed while no server ran go now.")  # fmt: skip
@@ -42,17 +44,22 @@ def serve_command(target, cron, interval, timezone, catchup, max_catchup, overla
 
     parameters = _parse_params(params)
     file, wanted = split_target(target)
+    policies = {"timezone": timezone, "catchup": catchup, "max_catchup": max_catchup,
+                "overlap": overlap}  # fmt: skip
+    if not cron and not interval:
+        raise click.UsageError("Give --cron '0 2 * * *' or --interval SECONDS (or several).")
     try:
-        schedule = Schedule(
-            cron, interval=timedelta(seconds=interval) if interval is not None else None,
-            timezone=timezone, catchup=catchup, max_catchup=max_catchup, overlap=overlap,
-        )  # fmt: skip
+        given = [Schedule(c, **policies) for c in cron] + [
+            Schedule(interval=timedelta(seconds=s), **policies) for s in interval
+        ]
     except ScheduleError as exc:
         raise click.UsageError(str(exc)) from None
     chosen = load_flow(file, wanted)
-    server = Server(chosen, [schedule], parameters)
-    first = schedule.next_after(datetime.now(UTC))
-    click.echo(safe(f"Serving flow {chosen.name!r} on {schedule!r}; the next run is at "
+    server = Server(chosen, given, parameters)
+    now = datetime.now(UTC)
+    first = min(s.next_after(now) for s in given)
+    shown = ", ".join(repr(s) for s in given)
+    click.echo(safe(f"Serving flow {chosen.name!r} on {shown}; the next run is at "
                     f"{iso(first.timestamp())}. Ctrl-C stops."))  # fmt: skip
     try:
         server.serve()
@@ -68,24 +75,19 @@ def schedules() -> None:
 @schedules.command("ls")
 def schedules_ls() -> None:
     """Each schedule: its flow, when it runs, its policies, its last and next run."""
-    from headrace.cli.shared import _opened
+    from headrace.cli.shared import open_history
     from headrace.schedules import Schedule
-    from headrace.store import open_ticks
 
-    store = _opened(open_ticks)
+    reader = open_history()
     now = datetime.now(UTC)
     rows = []
-    for served in store.schedules():
-        spec = dict(served.spec)
-        when = spec.get("cron") or f"every {spec['interval']:g} s"
-        if "interval" in spec:
-            spec["interval"] = timedelta(seconds=spec["interval"])
-            spec["anchor"] = datetime.fromtimestamp(spec["anchor"], UTC)
-        last = store.last_tick(served.id)
-        upcoming = Schedule(spec.pop("cron", None), **spec).next_after(now)
-        rows.append([served.id, served.flow_name, when, served.spec["timezone"],
-                     served.spec["catchup"], served.spec["overlap"], iso(last) or "-",
-                     iso(upcoming.timestamp())])  # fmt: skip
+    for served in reader.schedules():
+        schedule = Schedule.from_spec(served.spec)
+        last = reader.scheduled_runs(served.id, limit=1)
+        rows.append([served.id, served.flow_name, schedule.describe(), schedule.timezone,
+                     schedule.catchup, schedule.overlap,
+                     iso(last[0].scheduled_time) if last else "-",
+                     iso(schedule.next_after(now).timestamp())])  # fmt: skip
     if not rows:
         click.echo("No schedules: `headrace serve FILE.py:FLOW --cron ...` registers one.")
         return
@@ -98,10 +100,9 @@ def schedules_ls() -> None:
 @click.option("--limit", default=20, show_default=True)
 def schedules_runs(schedule_id, limit) -> None:
     """The runs servers scheduled (of SCHEDULE_ID), the latest first."""
-    from headrace.cli.shared import _opened
-    from headrace.store import open_ticks
+    from headrace.cli.shared import open_history
 
-    runs = _opened(open_ticks).scheduled_runs(schedule_id, limit)
+    runs = open_history().scheduled_runs(schedule_id, limit)
     rows = [[r.schedule_id, iso(r.scheduled_time), r.state_name, r.flow_run_id or "-",
              r.server or "-"] for r in runs]  # fmt: skip
     if not rows:

@@ -14,6 +14,8 @@ GET /api/runs/{id}/logs             log lines. ?after= (a line id) ?limit= ?leve
                                     ?task_run= ?q= (text, on the server)
 GET /api/task-runs/{id}             one task run: its states, its result's location
                                     and cache key
+GET /api/schedules                  the schedules servers registered: when, policies,
+                                    parameters, the next run, the latest runs scheduled
 GET /api/openapi.json               this, as OpenAPI
 """
 
@@ -238,6 +240,32 @@ def flows(request: Request) -> JSONResponse:
     return JSONResponse({"flows": request.app.state.reader().flow_summaries()})
 
 
+SCHEDULED_SHOWN = 10  # the latest scheduled runs shown with each schedule
+
+
+def schedule_dicts(reader) -> list[dict[str, Any]]:
+    """Each registered schedule as the API and the page show it."""
+    from datetime import UTC, datetime
+
+    from headrace.schedules import Schedule
+
+    now, shown = datetime.now(UTC), []
+    for served in reader.schedules():
+        schedule = Schedule.from_spec(served.spec)
+        shown.append({
+            "id": served.id, "flow_name": served.flow_name, "entry_point": served.entry_point,
+            "when": schedule.describe(), **served.spec, "parameters": served.parameters,
+            "next": schedule.next_after(now).timestamp(),
+            "runs": [asdict(r) for r in reader.scheduled_runs(served.id, SCHEDULED_SHOWN)],
+        })  # fmt: skip
+    return shown
+
+
+def schedules(request: Request) -> JSONResponse:
+    """Schedules servers registered, with their next and latest scheduled runs."""
+    return JSONResponse({"schedules": schedule_dicts(request.app.state.reader())})
+
+
 POLL_SECONDS = 0.5  # how often a live run's history is asked for news
 
 
@@ -301,6 +329,7 @@ ENDPOINTS = [
     ("/api/runs/{run}/events", events, []),
     ("/api/task-runs/{task_run}", task_run, []),
     ("/api/flows", flows, []),
+    ("/api/schedules", schedules, []),
 ]
 
 

@@ -89,6 +89,11 @@ def flows_page(request: Request) -> HTMLResponse:
     return render(request, "flows.html", flows=request.app.state.reader().flow_summaries())
 
 
+def schedules_page(request: Request) -> HTMLResponse:
+    return render(request, "schedules.html",
+                  schedules=api.schedule_dicts(request.app.state.reader()))  # fmt: skip
+
+
 def run_page(request: Request) -> HTMLResponse:
     reader = request.app.state.reader()
     found = api.find(request)

@@ -178,6 +178,14 @@ class Reader(abc.ABC):
         `after_index` (keyset paging), in one state name when given."""
         return []
 
+    def schedules(self) -> list:
+        """The schedules servers registered (`store.schedules.ServedSchedule`)."""
+        return []
+
+    def scheduled_runs(self, schedule_id: str | None = None, limit: int = 50) -> list:
+        """The ticks servers took (`store.schedules.ScheduledRun`), the latest first."""
+        return []
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the reader's connections."""

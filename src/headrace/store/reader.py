@@ -188,6 +188,16 @@ class SQLReader(Reader):
             sql += f" OFFSET {int(offset)}"
         return [task_run_record(row) for row in self._rows(sql, (flow_run_id,))]
 
+    def schedules(self):
+        from headrace.store.schedules import read_schedules
+
+        return read_schedules(self._rows)
+
+    def scheduled_runs(self, schedule_id=None, limit=50):
+        from headrace.store.schedules import read_scheduled_runs
+
+        return read_scheduled_runs(self._rows, schedule_id, limit)
+
     def map_groups(self, flow_run_id: str) -> list[MapGroup]:
         """One group per mapped task: by the children's recorded parent, else their task key
         (else task name), in the order the groups started."""

@@ -43,6 +43,30 @@ class ServedSchedule:
     created: float
 
 
+def read_schedules(rows) -> list[ServedSchedule]:
+    """Every registered schedule, through `rows(sql, params)` (a Reader's or ours)."""
+    found = rows(
+        "SELECT id, flow_name, entry_point, spec, parameters, created FROM schedules "
+        "ORDER BY created, id",
+        (),
+    )
+    return [
+        ServedSchedule(i, f, e, json.loads(s), json.loads(p or "{}"), c)
+        for i, f, e, s, p, c in found
+    ]
+
+
+def read_scheduled_runs(rows, schedule_id: str | None, limit: int) -> list[ScheduledRun]:
+    """Ticks taken (of one schedule), the latest first, through `rows(sql, params)`."""
+    where, params = ("WHERE schedule_id = ? ", (schedule_id,)) if schedule_id else ("", ())
+    found = rows(
+        f"SELECT {', '.join(TICK_COLUMNS)} FROM scheduled_runs {where}"
+        f"ORDER BY scheduled_time DESC LIMIT {int(limit)}",
+        params,
+    )
+    return [ScheduledRun(*row) for row in found]
+
+
 class TickStore(OneConnection):
     """Schedules and their ticks in one database; safe to share between threads."""
 
@@ -64,14 +88,7 @@ class TickStore(OneConnection):
         )
 
     def schedules(self) -> list[ServedSchedule]:
-        rows = self._execute(
-            "SELECT id, flow_name, entry_point, spec, parameters, created FROM schedules "
-            "ORDER BY created, id"
-        )
-        return [
-            ServedSchedule(i, f, e, json.loads(s), json.loads(p or "{}"), c)
-            for i, f, e, s, p, c in rows
-        ]
+        return read_schedules(self._execute)
 
     def last_tick(self, schedule_id: str) -> float | None:
         """The latest scheduled time any server took for this schedule."""
@@ -104,10 +121,4 @@ class TickStore(OneConnection):
 
     def scheduled_runs(self, schedule_id: str | None = None, limit: int = 50) -> list[ScheduledRun]:
         """Ticks taken, the latest first."""
-        where, params = ("WHERE schedule_id = ? ", (schedule_id,)) if schedule_id else ("", ())
-        rows = self._execute(
-            f"SELECT {', '.join(TICK_COLUMNS)} FROM scheduled_runs {where}"
-            f"ORDER BY scheduled_time DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [ScheduledRun(*row) for row in rows]
+        return read_scheduled_runs(self._execute, schedule_id, limit)
