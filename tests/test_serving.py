@@ -272,6 +272,10 @@ def test_serving_without_a_schedule_or_with_a_bad_one_is_refused(home):
         local_only.serve(cron="0 2 * * *", interval=timedelta(hours=1))
     bad = invoke("serve", "nowhere.py", "--cron", "0 2 * *")
     assert bad.exit_code == 2 and "is not a cron expression of five fields" in bad.output
+    repl: dict = {"__name__": "a_notebook"}  # a module no one can import again
+    exec("from headrace import Flow, task\nwith Flow('typed') as typed:\n    task(len)([])", repl)
+    with pytest.raises(ScheduleError, match=r"^Flow 'typed' cannot be served from here"):
+        repl["typed"].serve(cron="@daily")
     none = invoke("serve", "nowhere.py")
     assert none.exit_code == 2 and "Give --cron '0 2 * * *' or --interval SECONDS" in none.output
     assert invoke("schedules", "ls").output.startswith("No schedules:")

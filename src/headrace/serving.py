@@ -110,7 +110,10 @@ class Server:
         if not schedules:
             raise ScheduleError("Serving needs a schedule: give cron='...' or interval=....")
         self.flow, self.parameters = flow, dict(parameters or {})
-        self.entry = entry_point(flow, getattr(flow, "module", None) or flow.fn.__module__)
+        from headrace.flows import Flow
+
+        module = flow.module if isinstance(flow, Flow) else flow.fn.__module__
+        self.entry = entry_point(flow, module)
         if self.entry is None and launch is None:
             raise ScheduleError(
                 f"Flow {flow.name!r} cannot be served from here: its runs load it again from "
