@@ -106,12 +106,11 @@ class Server:
                  store=None, clock=None, launch=None, name: str | None = None):  # fmt: skip
         from headrace.engine.clock import SYSTEM_CLOCK
         from headrace.engine.entry import entry_point
+        from headrace.flows import Flow
 
         if not schedules:
             raise ScheduleError("Serving needs a schedule: give cron='...' or interval=....")
         self.flow, self.parameters = flow, dict(parameters or {})
-        from headrace.flows import Flow
-
         module = flow.module if isinstance(flow, Flow) else flow.fn.__module__
         self.entry = entry_point(flow, module)
         if self.entry is None and launch is None:
