@@ -2,7 +2,9 @@
 
 1. Overlap, on a manual clock with runs that last 90 s of it: on a 60 s
    schedule, `skip` never has two runs at once, `queue` runs them back to
-   back, `cancel-running` cancels the previous one at each tick.
+   back, `cancel-running` cancels the previous one at each tick. A server
+   started again after six hours down runs the missed ticks its catch-up
+   policy says, then goes on.
 2. A tick is taken once, and a schedule registered once, on SQLite and on
    PostgreSQL; three server processes on one store over 10,000 ticks start
    each tick exactly once.
@@ -106,6 +108,34 @@ def test_cancel_running_cancels_the_previous_run_at_each_tick(home):
     runs, _ = served(home, "cancel-running")
     assert [(r.start - T0).total_seconds() for r in runs] == list(range(60, 3601, 60))
     assert [r.cancelled for r in runs] == [True] * (len(runs) - 1) + [False]
+
+
+@pytest.mark.parametrize("catchup, missed", [("skip", 0), ("latest", 1), ("all", 5)])
+def test_a_server_started_again_after_downtime_runs_what_its_catch_up_policy_says(
+    home, catchup, missed
+):
+    """Served hourly until 03:00, down until 09:00:30 (ticks 04:00-08:00 missed), served
+    again: the missed ticks by the policy, then 09:00 on time, then on as before."""
+    schedule = lambda: Schedule("0 * * * *", catchup=catchup, max_catchup=5)  # noqa: E731
+    starts: dict[str, list[float]] = {"first": [], "second": []}
+
+    def serve_from(who: str, start: datetime, until: datetime) -> None:
+        clock = ManualClock(start)
+
+        def launch(sid, tick, params):
+            starts[who].append((tick - T0).total_seconds() / 3600)
+            return ClockRun(clock, 0, [])  # over at once: no overlap among the caught-up
+
+        Server(greet, [schedule()], store=open_ticks(), clock=clock, launch=launch).serve(
+            until=until
+        )
+
+    serve_from("first", T0, T0 + timedelta(hours=3))
+    serve_from("second", T0 + timedelta(hours=9, seconds=30), T0 + timedelta(hours=11))
+    assert starts["first"] == [1, 2, 3]
+    assert starts["second"] == [4, 5, 6, 7, 8][5 - missed :] + [9, 10, 11]
+    ticks = sorted(r.scheduled_time for r in open_ticks().scheduled_runs(limit=99))
+    assert len(ticks) == len(set(ticks)) == 6 + missed
 
 
 # -- 2. several servers ------------------------------------------------------------------------

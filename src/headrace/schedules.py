@@ -29,7 +29,9 @@ The rules, each stated once:
   were more.
 - **Overlap** (`overlap`): a tick that comes while the schedule's previous
   run still runs is skipped (`skip`, the default), waits for it (`queue`),
-  or cancels it and starts (`cancel-running`); see `on_overlap`.
+  or cancels it and starts (`cancel-running`); see `on_overlap`. Caught-up
+  ticks are ticks like any other: with `catchup="all"`, `overlap="queue"`
+  runs each of them in turn.
 """
 
 from __future__ import annotations
