@@ -96,25 +96,14 @@ class Schedule:
     # -- ticks ------------------------------------------------------------------------------
     def ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:
         """The instants (UTC, ascending) the schedule fires in `(after, until]`."""
-        after, until = _aware(after, "after"), _aware(until, "until")
-        if self.interval is not None:
-            yield from self._interval_ticks(after, until)
-            return
-        for instant in self._cron_ticks(after.astimezone(self.zone).date() - _DAY):
-            if instant > until:
-                return
-            if instant > after:
-                yield instant
+        yield from self._after(_aware(after, "after"), _aware(until, "until"))
 
     def next_after(self, moment: datetime) -> datetime:
         """The first tick after `moment`."""
-        moment = _aware(moment, "moment")
-        if self.interval is not None:
-            return next(self._interval_ticks(moment, None))
-        for instant in self._cron_ticks(moment.astimezone(self.zone).date() - _DAY):
-            if instant > moment:
-                return instant
-        raise ScheduleError(f"cron={self.cron!r} never fires: no day matches it.")
+        tick = next(self._after(_aware(moment, "moment"), None), None)
+        if tick is None:
+            raise ScheduleError(f"cron={self.cron!r} never fires: no day matches it.")
+        return tick
 
     def due(self, last: datetime, now: datetime, late: float = 60.0) -> list[datetime]:
         """The ticks in `(last, now]` to run now: those at most `late` seconds old (on
@@ -154,12 +143,20 @@ class Schedule:
         "queue" (start when it ends) or "cancel-running" (cancel it, then start)."""
         return self.overlap if previous_running else "start"
 
-    def _interval_ticks(self, after: datetime, until: datetime | None) -> Iterator[datetime]:
-        steps = (after - self.anchor) // self.interval + 1  # the first tick after `after`
-        instant = self.anchor + steps * self.interval
-        while until is None or instant <= until:
-            yield instant
-            instant += self.interval
+    def _after(self, after: datetime, until: datetime | None) -> Iterator[datetime]:
+        """The ticks in `(after, until]` (`until` None: every one after `after`)."""
+        if self.interval is not None:
+            steps = (after - self.anchor) // self.interval + 1  # the first tick after `after`
+            instant = self.anchor + steps * self.interval
+            while until is None or instant <= until:
+                yield instant
+                instant += self.interval
+            return
+        for instant in self._cron_ticks(after.astimezone(self.zone).date() - _DAY):
+            if until is not None and instant > until:
+                return
+            if instant > after:
+                yield instant
 
     def _cron_ticks(self, day: date) -> Iterator[datetime]:
         """Every tick from local day `day` on, ascending, by the daylight-saving rules; it

@@ -60,9 +60,13 @@ def _private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
+def _reserve_path(path: Path) -> Path:
+    return path.with_name(path.name + "-reserve")
+
+
 def _reserve(path: Path) -> Path:
     """Write the reserve file beside the database unless it is there; its path."""
-    reserve = path.with_name(path.name + "-reserve")
+    reserve = _reserve_path(path)
     try:
         fd = os.open(reserve, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError:  # there already (or being written by another process), or no room
@@ -123,7 +127,7 @@ def sqlite_recorder(path: str | Path, clock=None) -> SQLRecorder:
     """The write side on the file at `path`, not yet opened: nothing is checked or made.
     The writer process (`store.writer_process`) writes through one of these."""
     path = Path(path)
-    reserve = path.with_name(path.name + "-reserve")
+    reserve = _reserve_path(path)
 
     def make_room() -> None:
         with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
