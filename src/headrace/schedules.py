@@ -178,6 +178,24 @@ class Schedule:
             day += _DAY
 
 
+def registered(reader, runs: int = 10) -> list[dict]:
+    """Each schedule servers registered, as the CLI, the API and the page show it: its
+    settings, when it runs in words, its next tick (epoch seconds), and its latest `runs`
+    scheduled runs, the latest first."""
+    from dataclasses import asdict
+
+    now, shown = datetime.now(UTC), []
+    for served in reader.schedules():
+        schedule = Schedule.from_spec(served.spec)
+        shown.append({
+            "id": served.id, "flow_name": served.flow_name, "entry_point": served.entry_point,
+            "when": schedule.describe(), **served.spec, "parameters": served.parameters,
+            "next": schedule.next_after(now).timestamp(),
+            "runs": [asdict(r) for r in reader.scheduled_runs(served.id, runs)],
+        })  # fmt: skip
+    return shown
+
+
 def _instants(wall: datetime, zone, every_hour: bool) -> list[datetime]:
     """The instants at which the wall clock of `zone` shows `wall`, by the DST rules."""
     early = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
@@ -250,4 +268,4 @@ def _choice(what: str, given: str, choices: tuple[str, ...]) -> str:
     return given
 
 
-__all__ = ["Schedule", "ScheduleError", "CATCHUP", "OVERLAP"]
+__all__ = ["Schedule", "ScheduleError", "CATCHUP", "OVERLAP", "registered"]

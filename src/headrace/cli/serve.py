@@ -76,18 +76,11 @@ def schedules() -> None:
 def schedules_ls() -> None:
     """Each schedule: its flow, when it runs, its policies, its last and next run."""
     from headrace.cli.shared import open_history
-    from headrace.schedules import Schedule
+    from headrace.schedules import registered
 
-    reader = open_history()
-    now = datetime.now(UTC)
-    rows = []
-    for served in reader.schedules():
-        schedule = Schedule.from_spec(served.spec)
-        last = reader.scheduled_runs(served.id, limit=1)
-        rows.append([served.id, served.flow_name, schedule.describe(), schedule.timezone,
-                     schedule.catchup, schedule.overlap,
-                     iso(last[0].scheduled_time) if last else "-",
-                     iso(schedule.next_after(now).timestamp())])  # fmt: skip
+    rows = [[s["id"], s["flow_name"], s["when"], s["timezone"], s["catchup"], s["overlap"],
+             iso(s["runs"][0]["scheduled_time"]) if s["runs"] else "-", iso(s["next"])]
+            for s in registered(open_history(), runs=1)]  # fmt: skip
     if not rows:
         click.echo("No schedules: `headrace serve FILE.py:FLOW --cron ...` registers one.")
         return

@@ -240,30 +240,11 @@ def flows(request: Request) -> JSONResponse:
     return JSONResponse({"flows": request.app.state.reader().flow_summaries()})
 
 
-SCHEDULED_SHOWN = 10  # the latest scheduled runs shown with each schedule
-
-
-def schedule_dicts(reader) -> list[dict[str, Any]]:
-    """Each registered schedule as the API and the page show it."""
-    from datetime import UTC, datetime
-
-    from headrace.schedules import Schedule
-
-    now, shown = datetime.now(UTC), []
-    for served in reader.schedules():
-        schedule = Schedule.from_spec(served.spec)
-        shown.append({
-            "id": served.id, "flow_name": served.flow_name, "entry_point": served.entry_point,
-            "when": schedule.describe(), **served.spec, "parameters": served.parameters,
-            "next": schedule.next_after(now).timestamp(),
-            "runs": [asdict(r) for r in reader.scheduled_runs(served.id, SCHEDULED_SHOWN)],
-        })  # fmt: skip
-    return shown
-
-
 def schedules(request: Request) -> JSONResponse:
     """Schedules servers registered, with their next and latest scheduled runs."""
-    return JSONResponse({"schedules": schedule_dicts(request.app.state.reader())})
+    from headrace.schedules import registered
+
+    return JSONResponse({"schedules": registered(request.app.state.reader())})
 
 
 POLL_SECONDS = 0.5  # how often a live run's history is asked for news

@@ -90,8 +90,9 @@ def flows_page(request: Request) -> HTMLResponse:
 
 
 def schedules_page(request: Request) -> HTMLResponse:
-    return render(request, "schedules.html",
-                  schedules=api.schedule_dicts(request.app.state.reader()))  # fmt: skip
+    from headrace.schedules import registered
+
+    return render(request, "schedules.html", schedules=registered(request.app.state.reader()))
 
 
 def run_page(request: Request) -> HTMLResponse:
