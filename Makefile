@@ -48,3 +48,4 @@ bench-peers: $(STAMP)
 screenshots: $(STAMP)
 	mkdir -p docs/images
 	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_server.py -k browser
+	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_serving.py -k chromium
