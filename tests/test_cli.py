@@ -985,7 +985,7 @@ def test_docs_page_names_only_real_commands_and_options():
     assert seen == {
         "version", "run", "runs ls", "runs show", "runs logs", "runs resume", "cache ls",
         "cache clear", "server", "db prune", "db reset", "db upgrade", "serve",
-        "schedules ls", "schedules runs",
+        "schedules ls", "schedules runs", "limits set", "limits ls", "limits rm",
     }  # fmt: skip
 
 

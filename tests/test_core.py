@@ -150,12 +150,12 @@ def test_a_full_tag_parks_the_unit_until_a_holder_finishes():
     assert names(core.ready.units()) == [("one", None), ("two", None)]
 
     node, index = core.ready.pop_unit()
-    assert core.throttle.take(node.task.tags, (core, "ready", (node, index)))
+    assert core.throttle.take(node.task.tags, (core, "ready", (node, index)), (node, index))
     attempt = core.prepare(node, index)
     core.submit(attempt)
     # While `two` holds the only slot, `one` is parked behind the tag.
     parked = core.ready.pop_unit()
-    assert not core.throttle.take(parked[0].task.tags, (core, "ready", parked))
+    assert not core.throttle.take(parked[0].task.tags, (core, "ready", parked), parked)
     assert core.ready == [] and core.throttle.in_use == {"web": 1}
     core.handle(core.events.get_nowait())
     assert two.state.result() == 2 and names(core.ready.units()) == [("one", None)]

@@ -264,6 +264,46 @@ def test_a_subflow_honours_its_parents_throttle(executor):
         assert peak_overlap(spans) == 2
 
 
+@task(tags=["store-limited"])
+def visit_limited(i):
+    started = time.monotonic()
+    time.sleep(0.02)
+    return started, time.monotonic()
+
+
+@pytest.mark.parametrize("style", ["graph", "function"])
+def test_a_tag_limit_in_the_store_holds_on_every_executor(executor, style):
+    """The store's limit (`headrace limits set`) caps the run and its subflows; when the
+    run ends, every slot is back in the store."""
+    from headrace.store import open_limits
+
+    limits = open_limits()
+    limits.set("store-limited", 2)
+    try:
+        if style == "graph":
+            with Flow("limited") as graph:
+                v = visit_limited.map(list(range(12)))
+            spans = graph.run(executor=executor)[v].result()
+        else:
+
+            @flow(executor=executor)
+            def child(n):
+                return visit_limited.map(range(n)).result()
+
+            @flow(executor=executor)
+            def parent():
+                return child(6) + visit_limited.map(range(6)).result()
+
+            spans = parent()
+        assert len(spans) == 12 and peak_overlap(spans) <= 2
+        if not executor.inline:
+            assert peak_overlap(spans) == 2
+        [limit] = [lim for lim in limits.read() if lim.tag == "store-limited"]
+        assert (limit.holders, limit.waiting) == ([], 0)
+    finally:
+        limits.remove("store-limited")
+
+
 @task
 def load(i):
     return [i] * 1000

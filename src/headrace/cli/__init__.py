@@ -8,11 +8,12 @@
     headrace cache ls | clear               the cache's entries and their results
     headrace serve FILE.py:FLOW --cron ...  run a flow on a schedule until Ctrl-C
     headrace schedules ls | runs [ID]       the schedules servers registered, their runs
+    headrace limits set TAG N | ls | rm TAG tag limits shared by every process on the store
     headrace server [--host] [--port]       the web UI over the history
     headrace db prune | reset | upgrade     the history database itself
 
 One module per command group: `version`, `run`, `runs` (and its `resume`), `serve` (and
-`schedules`), `cache`, `server`, `db`; `shared` holds
+`schedules`), `limits`, `cache`, `server`, `db`; `shared` holds
 the formatting (every recorded string is escaped before it reaches the
 terminal) and the opening of the history. RUN is a flow run's id, a unique
 prefix of it, or its name. Exit codes: 0 success, 1 a failure (a failed
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import click
 
-from headrace.cli import cache, db, resume, run, runs, serve, server, version
+from headrace.cli import cache, db, limits, resume, run, runs, serve, server, version
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +51,7 @@ runs.runs.add_command(resume.runs_resume)
 main.add_command(runs.runs)
 main.add_command(serve.serve_command)
 main.add_command(serve.schedules)
+main.add_command(limits.limits)
 main.add_command(cache.cache)
 main.add_command(server.server_command)
 main.add_command(db.db)

@@ -54,7 +54,9 @@ Core fields (state)
     timers       heap of (due, seq, Attempt) retries waiting on the clock.
     throttle     at most n running units per tag; a unit whose tag is full
                  waits in that tag's queue until a holder finishes. A subflow's
-                 core shares its parent's throttle.
+                 core shares its parent's throttle. The store's tag limits
+                 are asked for last, on another thread (`engine.throttle`).
+    awaiting     units waiting for the store's slots: `granted` readies them.
     retrying     direct calls whose retry is due, waiting for their thread.
     dropped      nodes whose futures are gone (appended from any thread),
                  released on the loop's next turn.
@@ -140,6 +142,7 @@ class Core:
         self.running = 0  # units running: on the executor, or on their owner's thread
         self.in_flight = 0  # units on the executor, bounded by its max_in_flight
         self.lingering = 0  # abandoned (timed-out) bodies still running, holding slots
+        self.awaiting = 0  # units waiting for the store's tag-limit slots
         self.unfinished = 0
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.timers: list = []  # (due, seq, Attempt)
@@ -349,13 +352,14 @@ class Core:
             if timers and timers[0][0] <= clock.monotonic():
                 self.resubmit_due()
                 continue
-            if self.running == 0 and not self.lingering and not timers and not self.ready:
+            if not (self.running or self.lingering or self.awaiting or timers or self.ready):
                 stuck = [n.name for n in self.nodes if n.state is None]
                 raise StalledError(f"the run stalled with unfinished tasks: {stuck[:10]}")
             if self.ready and self.in_flight < self.limit:
                 continue
             seconds = timers[0][0] - clock.monotonic() if timers else None
-            event = clock.wait(self.events, seconds, busy=self.running > 0 or self.lingering > 0)
+            busy = self.running > 0 or self.lingering > 0 or self.awaiting > 0
+            event = clock.wait(self.events, seconds, busy=busy)
             if event is not None:
                 self.handle(event)
                 self._handle_queued()  # what came meanwhile, before launching more
@@ -401,6 +405,7 @@ class Core:
         if self.throttle and not self.throttle.take(
             node.task.tags,
             (self, "ready", (node, index)) if attempt is None else (self, "retry", attempt),
+            (node, index),
         ):
             return None
         if attempt is not None:
@@ -446,7 +451,7 @@ class Core:
         if future is not None:
             state = outcome(future, attempt.run_count, node.spec.retries)
         if self.throttle:
-            self._free_slots_after_body(node, state)
+            self._free_slots_after_body(node, index, state)
         if state.is_retrying():  # resume from the attempt and the loop pass that failed
             attempt.run_count = state.run_count
             attempt.loop = state.loop or attempt.loop
@@ -478,7 +483,7 @@ class Core:
                 self._make_ready(attempt.node, attempt.index)
                 continue
             if self.throttle and not self.throttle.take(
-                attempt.node.task.tags, (self, "retry", attempt)
+                attempt.node.task.tags, (self, "retry", attempt), (attempt.node, attempt.index)
             ):
                 continue
             attempt.run_count += 1
@@ -503,7 +508,7 @@ class Core:
         self._started(node, index)
         if decided is not None:
             if self.throttle:
-                self._free_slots(node)
+                self._free_slots(node, index)
             self._after(node, index, decided)
             self.finish(node, index, decided)
             return None
@@ -724,26 +729,38 @@ class Core:
                     release_value(up.children[index], up.unit_name(index))
 
     # -- throttling --------------------------------------------------------------------------
-    def _free_slots(self, node: Node) -> None:
-        """Free `node`'s slots; what waited for them is ready again (or due, for a
+    def _free_slots(self, node: Node, index: int | None) -> None:
+        """Free a unit's slots; what waited for them is ready again (or due, for a
         retry), in whichever core it belongs to (a subflow shares its parent's)."""
-        for core, kind, parked in self.throttle.release(node.task.tags):
+        for core, kind, parked in self.throttle.release(node.task.tags, (node, index)):
             if core is self:
                 self._unpark((kind, parked))
             else:
                 core.post((core._unpark, (kind, parked)))
 
-    def _free_slots_after_body(self, node: Node, state: State) -> None:
+    def _free_slots_after_body(self, node: Node, index: int | None, state: State) -> None:
         """A body abandoned by its timeout still runs: it holds its slots until it ends."""
         later = when_body_returns(state)
         if later is None:
-            return self._free_slots(node)
+            return self._free_slots(node, index)
         self.lingering += 1
-        later(lambda: self.post((self._body_returned, node)))
+        later(lambda: self.post((self._body_returned, (node, index))))
 
-    def _body_returned(self, node: Node) -> None:
+    def _body_returned(self, unit: tuple) -> None:
         self.lingering -= 1
-        self._free_slots(node)
+        self._free_slots(*unit)
+
+    def granted(self, entry: tuple) -> None:
+        """The store granted a parked unit its tag-limit slots: it may start (or, decided
+        meanwhile, gives them back)."""
+        _, kind, parked = entry
+        self.awaiting -= 1
+        if kind == "ready":
+            node, index = parked
+            if node.state is not None or (index is not None and node.children[index] is not None):
+                self._free_slots(node, index)
+                return
+        self._unpark((kind, parked))
 
     def _unpark(self, entry: tuple) -> None:
         kind, parked = entry

@@ -115,7 +115,9 @@ class FunctionRun:
         if parent is not None:  # one throttle for a flow run and its subflows
             self.throttle = parent.throttle.extended(flow.throttle)
         else:
-            self.throttle = Throttle(flow.throttle)
+            from headrace.engine.limits import in_force
+
+            self.throttle = Throttle(flow.throttle, in_force())
         self.logger = logs.flow_logger(self.name, self.id)
         self.recorder = parent.recorder if parent is not None else default_recorder()
         self.is_async = False
@@ -641,6 +643,7 @@ def _end(flow, run: FunctionRun, state: State, return_state: bool):
     flow_run_ended(run.recorder, run.id, state)
     parent = run.parent
     if parent is None:
+        run.throttle.close()
         run.recorder.flush()
     else:
         run.allowed_by_parent = return_state

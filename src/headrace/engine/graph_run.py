@@ -218,11 +218,12 @@ def run_flow(
 
     `recorder` receives the run's history (default: the settings' store); `resume` is
     the ResumePlan of `Flow.resume`."""
+    from headrace.engine.limits import in_force
     from headrace.executors import LocalExecutor
     from headrace.executors.base import check_executor
 
     values = check_parameters(flow, parameters)
-    throttle = Throttle(throttle)
+    throttle = Throttle(throttle, in_force())
     start_tasks = _task_list(start_tasks, "start_tasks")
     return_tasks = _task_list(return_tasks, "return_tasks")
     check_executor(executor, f"flow {flow.name!r}.run()")
@@ -302,6 +303,7 @@ def run_flow(
             graph_run.core.progress.close()
         if owned:
             executor.shutdown()
+        throttle.close()
         ended = ended or end(state)
         recorder.flush()
     return ended

@@ -1,10 +1,21 @@
 """Throttle: at most n running task runs per tag, shared by both kinds of runner.
 
-`take(tags, entry)` takes a slot of every capped tag, or parks `entry` behind
-the first full tag and returns False. `release(tags)` frees the slots and
-returns the parked entries that may now try again, at most one per freed
-tag. A run with several capped tags holds a slot of each. Thread-safe, so a
-flow run and its subflows, each on a core of its own, share one count.
+Two kinds of cap, taken in this order:
+- the run's own (`throttle={tag: n}`), counted here, for a flow run and its
+  subflows (each on a core of its own, sharing one count);
+- the store's tag limits (`headrace limits set web 3`), shared by every
+  process on the store (`engine.limits`), read when the run starts.
+
+`take(tags, entry, unit)` takes a slot of every capped tag of the run, or
+parks `entry` behind the first full tag and returns False. With those
+slots taken, a unit with limited tags asks the store for all their slots at
+once and returns False: when they are granted, its core is handed `entry`
+again (`Core.granted`) and `take` returns True. `release(tags, unit)` frees
+the unit's slots of both kinds and returns the parked entries that may now
+try again, at most one per freed tag. `close()` gives back whatever the run
+still holds or waits for, when it ends. Thread-safe.
+
+An entry is (core, kind, what): whatever its core needs to try again.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from typing import Any
 
 
 class Throttle:
-    def __init__(self, caps: dict[str, int] | None):
+    def __init__(self, caps: dict[str, int] | None, shared=None):
         caps = dict(caps or {})
         for tag, cap in caps.items():
             if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
@@ -25,6 +36,9 @@ class Throttle:
         self.in_use = dict.fromkeys(caps, 0)
         self.parked: dict[str, deque] = {tag: deque() for tag in caps}
         self.lock = threading.Condition()
+        # The store's limits: (this process's LimitClient, {tag: slots}), or None.
+        self.client, self.limited = shared if shared else (None, {})
+        self.requests: dict[Any, Any] = {}  # unit -> its request for the store's slots
 
     def extended(self, caps: dict[str, int] | None) -> Throttle:
         """This throttle, also capping the tags of `caps` it does not cap yet (a
@@ -38,13 +52,17 @@ class Throttle:
         return self
 
     def __bool__(self) -> bool:
-        return bool(self.caps)
+        return bool(self.caps) or bool(self.limited)
 
     def capped(self, tags: Iterable[str]) -> list[str]:
         return [t for t in tags if t in self.caps]
 
-    def take(self, tags: Iterable[str], entry: Any) -> bool:
+    def take(self, tags: Iterable[str], entry: Any, unit: Any) -> bool:
         with self.lock:
+            request = self.requests.get(unit)
+            if request is not None:  # asked for already: the run's slots are taken
+                request.started = request.granted
+                return request.granted
             capped = self.capped(tags)
             for tag in capped:
                 if self.in_use[tag] >= self.caps[tag]:
@@ -52,14 +70,50 @@ class Throttle:
                     return False
             for tag in capped:
                 self.in_use[tag] += 1
-            return True
+            limited = sorted({t for t in tags if t in self.limited})
+            if not limited:
+                return True
+            self.requests[unit] = self.client.request(_asked(limited, entry, unit),
+                                                      lambda: _hand_back(entry))  # fmt: skip
+            entry[0].awaiting += 1
+            return False
 
-    def release(self, tags: Iterable[str]) -> list:
+    def release(self, tags: Iterable[str], unit: Any) -> list:
         woken = []
         with self.lock:
             for tag in self.capped(tags):
                 self.in_use[tag] -= 1
                 if self.parked[tag]:
                     woken.append(self.parked[tag].popleft())
+            request = self.requests.pop(unit, None)
             self.lock.notify_all()
+        if request is not None:
+            self.client.release(request)
         return woken
+
+    def close(self) -> None:
+        """The run ended: give back the store's slots it waits for or holds for a unit
+        that never started, and wait (a few seconds at most) until the store has them.
+        A unit still running (a thread that Ctrl-C cannot stop) keeps its slots until it
+        ends, or its process does."""
+        with self.lock:
+            unused = [(u, r) for u, r in self.requests.items() if not r.started]
+            for unit, _ in unused:
+                del self.requests[unit]
+        for _, request in unused:
+            self.client.release(request)
+        if self.client is not None:
+            self.client.flush()
+
+
+def _asked(tags: list[str], entry: tuple, unit: tuple):
+    """The request as the store shows it: the unit's run, task run id and name."""
+    from headrace.store.limits import Asked
+
+    core, (node, index) = entry[0], unit
+    return Asked(tags, core.flow_ctx.flow_run_id, node.unit_id(index), node.unit_name(index))
+
+
+def _hand_back(entry: tuple) -> None:
+    core = entry[0]
+    core.post((core.granted, entry))

@@ -16,6 +16,8 @@ GET /api/task-runs/{id}             one task run: its states, its result's locat
                                     and cache key
 GET /api/schedules                  the schedules servers registered: when, policies,
                                     parameters, the next run, the latest runs scheduled
+GET /api/limits                     the tag limits: slots, the task runs holding them
+                                    (flow run, process, since when), how many wait
 GET /api/openapi.json               this, as OpenAPI
 """
 
@@ -247,6 +249,11 @@ def schedules(request: Request) -> JSONResponse:
     return JSONResponse({"schedules": registered(request.app.state.reader())})
 
 
+def limits(request: Request) -> JSONResponse:
+    """Tag limits, the task runs holding their slots, and how many wait."""
+    return JSONResponse({"limits": [lim.as_json() for lim in request.app.state.reader().limits()]})
+
+
 POLL_SECONDS = 0.5  # how often a live run's history is asked for news
 
 
@@ -311,6 +318,7 @@ ENDPOINTS = [
     ("/api/task-runs/{task_run}", task_run, []),
     ("/api/flows", flows, []),
     ("/api/schedules", schedules, []),
+    ("/api/limits", limits, []),
 ]
 
 

@@ -56,6 +56,7 @@ def build(url: str | None, allowed_hosts: list[str] | None):
         Route("/", pages.runs_page),
         Route("/flows", pages.flows_page),
         Route("/schedules", pages.schedules_page),
+        Route("/limits", pages.limits_page),
         Route("/runs/{run}", pages.run_page),
         Route("/runs/{run}/maps/{key}", pages.map_page),
         Route("/task-runs/{task_run}", pages.task_run_page),

@@ -95,6 +95,10 @@ def schedules_page(request: Request) -> HTMLResponse:
     return render(request, "schedules.html", schedules=registered(request.app.state.reader()))
 
 
+def limits_page(request: Request) -> HTMLResponse:
+    return render(request, "limits.html", limits=request.app.state.reader().limits())
+
+
 def run_page(request: Request) -> HTMLResponse:
     reader = request.app.state.reader()
     found = api.find(request)

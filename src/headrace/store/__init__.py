@@ -122,30 +122,32 @@ def open_cache(url: str | None = None, clock=None):
     """The cache's entries at `url` (`store.cache.CacheStore`), the schema made or upgraded
     first. `clock` (wall-clock seconds, `time.time` by default) dates entries and expires
     them."""
-    url = url or database_url()
-    if url.startswith(_POSTGRES):
-        from headrace.store.postgres import open_postgres_cache
-
-        return open_postgres_cache(url, clock)
-    if url.startswith(_SQLITE):
-        from headrace.store.sqlite import open_sqlite_cache
-
-        return open_sqlite_cache(url[len(_SQLITE) :], clock)
-    raise _not_understood(url)
+    return _open_side("cache", url, clock)
 
 
 def open_ticks(url: str | None = None):
     """Served schedules and the ticks servers took at `url` (`store.schedules.TickStore`),
     the schema made or upgraded first."""
+    return _open_side("ticks", url)
+
+
+def open_limits(url: str | None = None):
+    """Tag limits shared by every process at `url`, and the claims on their slots
+    (`store.limits.LimitStore`), the schema made or upgraded first."""
+    return _open_side("limits", url)
+
+
+def _open_side(side: str, url: str | None, *args):
+    """`open_postgres_<side>` or `open_sqlite_<side>` on `url` (the settings' by default)."""
     url = url or database_url()
     if url.startswith(_POSTGRES):
-        from headrace.store.postgres import open_postgres_ticks
+        from headrace.store import postgres
 
-        return open_postgres_ticks(url)
+        return getattr(postgres, f"open_postgres_{side}")(url, *args)
     if url.startswith(_SQLITE):
-        from headrace.store.sqlite import open_sqlite_ticks
+        from headrace.store import sqlite
 
-        return open_sqlite_ticks(url[len(_SQLITE) :])
+        return getattr(sqlite, f"open_sqlite_{side}")(url[len(_SQLITE) :], *args)
     raise _not_understood(url)
 
 
@@ -220,6 +222,7 @@ __all__ = [
     "open_reader",
     "open_cache",
     "open_ticks",
+    "open_limits",
     "schema_version",
     "home",
     "database_url",

@@ -186,6 +186,11 @@ class Reader(abc.ABC):
         """The ticks servers took (`store.schedules.ScheduledRun`), the latest first."""
         return []
 
+    def limits(self) -> list:
+        """The tag limits, each with the claims holding its slots as recorded
+        (`store.limits.TagLimit`)."""
+        return []
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the reader's connections."""

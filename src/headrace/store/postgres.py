@@ -119,6 +119,18 @@ def open_postgres_ticks(url: str):
     return TickStore(dialect, connect, where)
 
 
+def open_postgres_limits(url: str):
+    """Tag limits and their claims in the database at `url` (its schema made or upgraded
+    first); each process's liveness is a session advisory lock."""
+    from headrace.store.limits import AdvisoryLiveness, LimitStore
+
+    connect, where, dialect = _schema_ready(url)
+    liveness = AdvisoryLiveness(connect)
+    store = LimitStore(dialect, liveness.connect, where, liveness)
+    liveness.rows = store._execute
+    return store
+
+
 def open_postgres_reader(url: str, check: bool = True) -> SQLReader:
     """The read side: its transactions are READ ONLY, so it cannot write if it tried.
 

@@ -198,6 +198,11 @@ class SQLReader(Reader):
 
         return read_scheduled_runs(self._rows, schedule_id, limit)
 
+    def limits(self):
+        from headrace.store.limits import read_limits
+
+        return read_limits(self._rows)
+
     def map_groups(self, flow_run_id: str) -> list[MapGroup]:
         """One group per mapped task: by the children's recorded parent, else their task key
         (else task name), in the order the groups started."""

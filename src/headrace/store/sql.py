@@ -46,7 +46,7 @@ from headrace._pid import HOST, alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
@@ -215,11 +215,28 @@ def schedules(d: Dialect) -> list[str]:
     ]
 
 
+def tag_limits(d: Dialect) -> list[str]:
+    """Version 5: tag limits shared by every process on the store, and their claims: one
+    row per (ticket, tag), waiting until granted (`store.limits`)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS tag_limits (
+            tag TEXT PRIMARY KEY, slots INTEGER NOT NULL, created {d.real} NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS limit_claims (
+            ticket BIGINT NOT NULL, tag TEXT NOT NULL, tags TEXT NOT NULL,
+            waiting INTEGER NOT NULL, process TEXT NOT NULL, host TEXT, pid INTEGER,
+            flow_run_id TEXT, task_run_id TEXT, task_run_name TEXT,
+            requested {d.real} NOT NULL, granted {d.real}, PRIMARY KEY (ticket, tag))""",
+        "CREATE INDEX IF NOT EXISTS limit_claims_queue ON limit_claims (tag, waiting, ticket)",
+        "CREATE INDEX IF NOT EXISTS limit_claims_process ON limit_claims (process)",
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {
     1: schema,
     2: subflow_edges,
     3: caches_and_resume,
     4: schedules,
+    5: tag_limits,
 }
 
 

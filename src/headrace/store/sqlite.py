@@ -173,6 +173,16 @@ def open_sqlite_ticks(path: str | Path):
     return TickStore(DIALECT, _schema_ready(path), str(path))
 
 
+def open_sqlite_limits(path: str | Path):
+    """Tag limits and their claims in the file at `path` (its schema made or upgraded
+    first); each process's liveness is a locked file in `<path>-limits/`."""
+    from headrace.store.limits import FileLiveness, LimitStore
+
+    path = Path(path)
+    liveness = FileLiveness(path.with_name(f"{path.name}-limits"))
+    return LimitStore(DIALECT, _schema_ready(path), str(path), liveness)
+
+
 class SQLiteReader(SQLReader):
     """Reads with a new connection per query, so no connection of ours outlives a query."""
 

@@ -1,0 +1,266 @@
+"""Tag limits shared across processes: this process's side (the store's is `store.limits`).
+
+`in_force()` says which tags the store limits, for a flow run about to
+start: read at most once a second (at once after this process set or
+removed one), cheaply, and without creating anything when no limit was
+ever set. The slots of a limit are read afresh at every grant. A run's `Throttle` asks this process's
+`LimitClient` for the slots of a unit once the unit could start otherwise,
+and tells it when the unit is done with them.
+
+The client does every database call on a thread of its own, so no core
+waits on the database. Each pass of the thread is one transaction: the
+releases and new requests that came since the last pass, and the grants
+that now fit. Between passes, while some request waits, it asks the
+store every POLL_SECONDS whether one of them would fit (a read without the
+write lock), and every SWEEP_SECONDS it deletes the claims of processes
+that died, so their slots go on within a second. A grant calls the
+request's `on_grant` on the client's thread.
+
+A client belongs to one process: a forked child makes its own, and one
+that exits deletes its claims.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from headrace.store.limits import Asked
+
+POLL_SECONDS = 0.01
+SWEEP_SECONDS = 0.25
+FRESH_SECONDS = 1.0  # how long `in_force` trusts what it last read
+
+log = logging.getLogger("headrace.limits")
+
+
+class Request:
+    """A unit's request for the slots of its limited tags, granted all at once."""
+
+    __slots__ = ("asked", "on_grant", "ticket", "granted", "started", "done")
+
+    def __init__(self, asked: Asked, on_grant: Callable[[], None]):
+        self.asked = asked
+        self.on_grant = on_grant
+        self.ticket: int | None = None  # once entered in the store
+        self.granted = False
+        self.started = False  # its unit took the slots (set by the throttle)
+        self.done = False  # released (or withdrawn): its rows go
+
+
+class LimitClient:
+    """This process's requests for tag slots in one store (`store.limits.LimitStore`)."""
+
+    def __init__(self, store):
+        self.store = store
+        self._cond = threading.Condition()
+        self._asked: list[Request] = []  # not entered yet
+        self._done: list[Request] = []  # to delete
+        self._waiting: dict[int, Request] = {}  # entered, not granted: the thread's own
+        self._open = 0  # requests entered and not done: the sweeps go on while any is
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = False  # the thread is in a pass with what it took
+
+    def request(self, asked: Asked, on_grant: Callable[[], None]) -> Request:
+        request = Request(asked, on_grant)
+        with self._cond:
+            self._asked.append(request)
+            self._start()
+            self._cond.notify()
+        return request
+
+    def release(self, request: Request) -> None:
+        """The unit is done with its slots (or no longer waits for them)."""
+        with self._cond:
+            if request.done:
+                return
+            request.done = True
+            self._done.append(request)
+            self._cond.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what was asked and released so far is in the store; False on timeout
+        (the store did not answer)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._asked or self._done or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Delete this process's claims and stop the thread (at exit)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.store.forget_me()
+        except Exception as exc:  # the database went first: a sweep frees them
+            log.debug("could not delete this process's tag-limit claims: %s", exc)
+        self.store.close()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="headrace-limits",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
+
+    # -- the thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_sweep = 0.0
+        while True:
+            with self._cond:
+                if not (self._asked or self._done or self._closed):
+                    self._cond.wait(POLL_SECONDS if self._waiting else None)
+                if self._closed:
+                    return
+                asked, self._asked = self._asked, []
+                done, self._done = self._done, []
+                self._busy = True
+            try:
+                granted = self._pass(asked, done)
+                if self._open and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                    self._sweep()
+            except Exception as exc:
+                # The database went away for a moment: nothing changed here, so the next
+                # pass asks and releases the same again.
+                log.warning("Tag limits: the store did not answer (%s); trying again.", exc)
+                with self._cond:
+                    self._asked[:0] = asked
+                    self._done[:0] = done
+                    self._busy = False
+                time.sleep(SWEEP_SECONDS)
+                continue
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            for request in granted:
+                try:
+                    request.on_grant()
+                except Exception:
+                    log.exception("Tag limits: a grant could not be handed on")
+
+    def _pass(self, asked: list[Request], done: list[Request]) -> list[Request]:
+        """One transaction when anything changed here or a waiter may fit; the grants.
+        Nothing of the client changes unless the store answered."""
+        waiting = self._waiting
+        gone = [r.ticket for r in done if r.ticket is not None]
+        asked = [r for r in asked if not r.done]  # withdrawn before it was entered
+        still = {t: r.asked.tags for t, r in waiting.items() if not r.done}
+        if not (asked or gone) and not (still and self.store.grantable(still)):
+            return []
+        tickets, granted = self.store.exchange([r.asked for r in asked], gone, still)
+        for request in done:
+            if request.ticket is not None:
+                self._open -= 1
+                waiting.pop(request.ticket, None)
+        for request, ticket in zip(asked, tickets):
+            request.ticket = ticket
+            waiting[ticket] = request
+        self._open += len(tickets)
+        out = []
+        for ticket in granted:
+            request = waiting.pop(ticket)
+            request.granted = True
+            if not request.done:  # else its release, queued already, deletes it
+                out.append(request)
+        return out
+
+    def _sweep(self) -> None:
+        self.store.sweep()
+        lost = self.store.missing(list(self._waiting))
+        if lost:  # our rows were taken for a dead process's: ask again, at the back
+            log.warning("Tag limits: %d waiting request(s) lost their place; asking again.",
+                        len(lost))  # fmt: skip
+            with self._cond:
+                for ticket in lost:
+                    request = self._waiting.pop(ticket)
+                    request.ticket = None
+                    self._open -= 1
+                    self._asked.append(request)
+
+
+# -- this process's client, and the limits in force ------------------------------------------
+
+_lock = threading.Lock()
+_client: LimitClient | None = None
+_client_for: tuple | None = None
+_parents: list[LimitClient] = []  # a forked child's copies of its parent's: never closed
+_read: dict[str, tuple[float, int, dict[str, int]]] = {}  # url -> (when, changes, limits)
+
+
+def in_force() -> tuple[LimitClient, dict[str, int]] | None:
+    """This process's client and the store's limits ({tag: slots}), or None when the
+    store the settings name limits no tag (or cannot be read: a warning says so)."""
+    from headrace.store import database_url
+    from headrace.store import limits as store_limits
+
+    url = database_url()
+    now, changes = time.monotonic(), store_limits.changes
+    seen = _read.get(url)
+    if seen is None or now - seen[0] > FRESH_SECONDS or seen[1] != changes:
+        try:
+            limits = _read_limits(url)
+        except Exception as exc:
+            if seen is None:
+                log.warning("Tag limits are not honoured: cannot read them from the store (%s).",
+                            exc)  # fmt: skip
+            limits = {}
+        seen = _read[url] = (now, changes, limits)
+    return (client(url), seen[2]) if seen[2] else None
+
+
+def _read_limits(url: str) -> dict[str, int]:
+    """The store's limits. A SQLite file is read as it is: none when it (or its table)
+    is missing, so a run never creates or upgrades a history to look."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+        from pathlib import Path
+
+        path = Path(url[len("sqlite:///") :])
+        if not path.exists():
+            return {}
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30.0)
+        try:
+            return dict(conn.execute("SELECT tag, slots FROM tag_limits").fetchall())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
+        finally:
+            conn.close()
+    return client(url).store.limits()
+
+
+def client(url: str) -> LimitClient:
+    """This process's client on the store at `url`."""
+    global _client, _client_for
+    key = (url, os.getpid())
+    with _lock:
+        if _client is None or _client_for != key:
+            from headrace.store import open_limits
+
+            if _client is not None and _client_for[1] == key[1]:
+                _client.close()
+            elif _client is not None:  # its connection is the parent's: leave it be
+                _parents.append(_client)
+            _client, _client_for = LimitClient(open_limits(url)), key
+        return _client
+
+
+def _close_at_exit() -> None:
+    if _client is not None and _client_for[1] == os.getpid():
+        _client.close()
+
+
+atexit.register(_close_at_exit)
