@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/caching.py
 	$(PY) benchmarks/ui.py
 	$(PY) benchmarks/store_rate.py
+	$(PY) benchmarks/limits.py $(if $(wildcard /usr/lib/postgresql/15/bin/initdb),--postgres)
 
 bench-peers: $(STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh
@@ -49,3 +50,4 @@ screenshots: $(STAMP)
 	mkdir -p docs/images
 	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_server.py -k browser
 	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_serving.py -k chromium
+	HEADRACE_UI_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest -q tests/test_tag_limits.py -k chromium

@@ -39,7 +39,6 @@ from headrace.store import open_reader, open_ticks
 from headrace.store.schedules import ServedSchedule
 
 BACKSTOP = 60.0
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = os.environ.get("HEADRACE_UI_SCREENSHOTS")  # `make screenshots` sets it to docs/images
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -349,15 +348,7 @@ def test_the_ui_shows_schedules_and_their_runs_with_hostile_text_escaped(home):
 
 def test_the_schedules_page_in_chromium_shows_hostile_text_as_text(home):
     """Debian's Chromium through Playwright: the markup is shown, nothing of it runs."""
-    import shutil
-
-    from headrace.server import create_app
-    from headrace.server.security import allowed_hosts_for
-    from ui_helpers import free_port, serving
-
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
+    from ui_helpers import chromium_page
 
     hostile = "<img src=x onerror=alert(1)>"
     store = open_ticks()
@@ -370,20 +361,10 @@ def test_the_schedules_page_in_chromium_shows_hostile_text_as_text(home):
             assert store.claim(sid, tick, "vm:4242", tick)
             state = ("Completed", "Skipped", "Failed")[hour]
             store.mark(sid, tick, state, None if state == "Skipped" else f"run-{i}-{hour}")
-    port = free_port()
-    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
-    with serving(app, port) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 700})
-            dialogs = []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(f"{base}/schedules")
-            headings = page.locator("section.schedule h2").all_inner_texts()
-            rows = page.locator("table.scheduled-runs tbody tr").count()
-            if SHOTS:
-                page.screenshot(path=f"{SHOTS}/ui-schedules.png", full_page=False)
-        finally:
-            browser.close()
+    with chromium_page(home, "/schedules") as (page, dialogs):
+        headings = page.locator("section.schedule h2").all_inner_texts()
+        rows = page.locator("table.scheduled-runs tbody tr").count()
+        if SHOTS:
+            page.screenshot(path=f"{SHOTS}/ui-schedules.png", full_page=False)
     assert dialogs == [] and rows == 6
     assert [h.split(" 0 2")[0] for h in headings] == ["nightly", hostile]

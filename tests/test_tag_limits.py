@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from headrace.store import open_limits, open_reader
 from headrace.store.limits import Asked
 
 WORKER = Path(__file__).with_name("limit_worker.py")
+SHOTS = os.environ.get("HEADRACE_UI_SCREENSHOTS")  # `make screenshots` sets it to docs/images
 
 
 def claims(store) -> list[tuple[str, int, int]]:
@@ -120,6 +122,39 @@ def test_the_claims_of_a_killed_process_are_swept_at_once(url):
         assert time.monotonic() < deadline, claims(store)
         time.sleep(0.01)
     assert store.exchange([], [], {mine: ["web"]})[1] == [mine]
+
+
+def test_a_lost_answer_of_the_store_leaves_no_stray_claim_and_no_grant_unheard(home):
+    """The connection drops after the store committed (the client cannot know it did): the
+    client asks again, and its next sweep deletes the rows it never learnt of and takes a
+    grant it never heard of."""
+    from headrace.engine.limits import SWEEP_SECONDS, LimitClient
+    from headrace.store.limits import LimitStore
+
+    class AnswerLost(LimitStore):
+        losing = 1
+
+        def exchange(self, *args):
+            answer = super().exchange(*args)
+            if self.losing:
+                self.losing -= 1
+                raise sqlite3.OperationalError("the connection dropped after the commit")
+            return answer
+
+    base = open_limits()
+    base.set("web", 1)
+    client = LimitClient(AnswerLost(base.dialect, base._connect, base.where, base.liveness))
+    grants = []
+    request = client.request(Asked(["web"]), lambda: grants.append("granted"))
+    deadline = time.monotonic() + 10
+    while not grants or len(client.store.ours()) > 1:
+        assert time.monotonic() < deadline, (grants, client.store.ours())
+        time.sleep(SWEEP_SECONDS / 5)
+    assert grants == ["granted"] and client.store.ours() == {request.ticket: False}
+    assert claims(base) == [("web", 1, 0)]  # one holder: the stray went
+    client.release(request)
+    assert client.flush() and claims(base) == [("web", 0, 0)]
+    client.close()
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -234,12 +269,26 @@ def test_a_failed_or_timed_out_task_gives_its_slot_back(home):
 # -- real processes ------------------------------------------------------------------------------
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    while STARTED:
+        worker = STARTED.pop()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def start(folder: Path, count: int, seconds: float, style: str = "graph", threads: int = 4):
-    return subprocess.Popen(
+    STARTED.append(subprocess.Popen(
         [sys.executable, str(WORKER), str(folder), str(count), str(seconds), style, str(threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HEADRACE_PROGRESS": "off"},
-    )  # fmt: skip
+    ))  # fmt: skip
+    return STARTED[-1]
 
 
 def events(folder: Path) -> list[tuple[str, float, int]]:
@@ -247,7 +296,7 @@ def events(folder: Path) -> list[tuple[str, float, int]]:
     return [(kind, float(at), int(pid)) for kind, at, pid in (line.split() for line in lines)]
 
 
-def test_8_processes_of_200_tasks_on_a_limit_of_3_never_run_a_4th(home, tmp_path):
+def test_8_processes_of_200_tasks_on_a_limit_of_3_never_run_a_4th(url, tmp_path):
     open_limits().set("web", 3)
     workers = [start(tmp_path, 200, 0.002, ["graph", "function"][i % 2]) for i in range(8)]
     for worker in workers:
@@ -371,3 +420,58 @@ def test_the_ui_shows_each_limit_and_its_holders_with_hostile_text_escaped(home)
     assert (shown["tag"], shown["slots"], shown["waiting"], len(shown["holders"])) == (
         HOSTILE, 2, 1, 2,
     )  # fmt: skip
+
+
+def test_the_limits_page_in_chromium_shows_live_holders_and_hostile_text_as_text(home, tmp_path):
+    """Debian's Chromium through Playwright, over a real process holding two slots."""
+    from headrace.text import safe
+    from ui_helpers import chromium_page
+
+    store = open_limits()
+    store.set("web", 2)
+    store.set(HOSTILE, 1)
+    store.exchange([Asked([HOSTILE], None, "tr-x", HOSTILE)], [], {})
+    worker = start(tmp_path, 5, 600)
+    try:
+        deadline = time.monotonic() + 60
+        while claims(store) != [(HOSTILE, 1, 0), ("web", 2, 3)]:
+            assert time.monotonic() < deadline and worker.poll() is None, worker.stderr.read()
+            time.sleep(0.01)
+        with chromium_page(home, "/limits", height=520) as (page, dialogs):
+            headings = page.locator("section.limit h2").all_inner_texts()
+            holders = page.locator("table.limit-holders tbody tr").all_inner_texts()
+            if SHOTS:
+                page.screenshot(path=f"{SHOTS}/ui-limits.png", full_page=False)
+    finally:
+        worker.kill()
+        worker.wait()
+    shown = safe(HOSTILE)  # the markup as text, the controls made visible
+    assert dialogs == [] and "\\x1b]0;owned\\x07<img src=x" in shown
+    assert headings == [f"{shown} 1 of 1 held · 0 waiting", "web 2 of 2 held · 3 waiting"]
+    assert holders[0].startswith(shown) and [h.split("\t")[0] for h in holders[1:]] == [
+        "hit[0]",
+        "hit[1]",
+    ]
+    assert all(f":{worker.pid}" in h for h in holders[1:])
+
+
+def test_a_database_restart_gives_no_slot_twice_and_hangs_nothing(cluster, pg_url, monkeypatch,
+                                                                   tmp_path):  # fmt: skip
+    """PostgreSQL restarted while one process holds the only slot and another waits: the
+    locks that name live processes are gone for a moment, and nobody is taken for dead
+    until they are back; what was released meanwhile is released when the server is."""
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", pg_url)
+    open_limits().set("web", 1)
+    workers = [start(tmp_path, 6, 0.3, "calls") for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(events(tmp_path)) < 2:
+        assert time.monotonic() < deadline, [w.stderr.read() for w in workers if w.poll()]
+        time.sleep(0.01)
+    cluster.stop()
+    time.sleep(1.0)  # the holder's body ends meanwhile: its release waits for the server
+    cluster.start()
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()
+    assert (tmp_path / "peak").read_text() == "1"
+    assert len([e for e in events(tmp_path) if e[0] == "start"]) == 12
+    assert claims(open_limits()) == [("web", 0, 0)]

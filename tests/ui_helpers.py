@@ -33,3 +33,36 @@ def serving(app, port: int | None = None) -> Iterator[str]:
     finally:
         served.should_exit = True
         thread.join(10)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def chromium_page(home, path: str, height: int = 700):
+    """(page, dialogs): Debian's Chromium through Playwright on `path` of the UI over the
+    history in `home`, served by uvicorn, until the block ends. Skips the test when
+    Chromium is missing (.ci/run installs it)."""
+    import shutil
+
+    import pytest
+
+    from headrace.server import create_app
+    from headrace.server.security import allowed_hosts_for
+
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
+    with serving(app, port) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": height})
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(f"{base}{path}")
+            yield page, dialogs
+        finally:
+            browser.close()

@@ -27,9 +27,12 @@ import logging
 import os
 import threading
 import time
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from headrace.store.limits import Asked
+if TYPE_CHECKING:
+    from headrace.store.limits import Asked
 
 POLL_SECONDS = 0.01
 SWEEP_SECONDS = 0.25
@@ -61,7 +64,7 @@ class LimitClient:
         self._asked: list[Request] = []  # not entered yet
         self._done: list[Request] = []  # to delete
         self._waiting: dict[int, Request] = {}  # entered, not granted: the thread's own
-        self._open = 0  # requests entered and not done: the sweeps go on while any is
+        self._entered: set[int] = set()  # tickets in the store: the sweeps go on while any is
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False  # the thread is in a pass with what it took
@@ -116,7 +119,7 @@ class LimitClient:
 
     # -- the thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        next_sweep = 0.0
+        next_sweep, failing = 0.0, False
         while True:
             with self._cond:
                 if not (self._asked or self._done or self._closed):
@@ -128,19 +131,25 @@ class LimitClient:
                 self._busy = True
             try:
                 granted = self._pass(asked, done)
-                if self._open and time.monotonic() >= next_sweep:
+                if self._entered and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + SWEEP_SECONDS
-                    self._sweep()
+                    granted += self._sweep()
             except Exception as exc:
                 # The database went away for a moment: nothing changed here, so the next
                 # pass asks and releases the same again.
-                log.warning("Tag limits: the store did not answer (%s); trying again.", exc)
+                if not failing:
+                    log.warning("Tag limits: the store does not answer (%s); waiters wait "
+                                "and releases are kept until it does.", exc)  # fmt: skip
+                failing = True
                 with self._cond:
                     self._asked[:0] = asked
                     self._done[:0] = done
                     self._busy = False
                 time.sleep(SWEEP_SECONDS)
                 continue
+            if failing:
+                log.warning("Tag limits: the store answers again.")
+                failing = False
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -162,32 +171,44 @@ class LimitClient:
         tickets, granted = self.store.exchange([r.asked for r in asked], gone, still)
         for request in done:
             if request.ticket is not None:
-                self._open -= 1
+                self._entered.discard(request.ticket)
                 waiting.pop(request.ticket, None)
         for request, ticket in zip(asked, tickets):
             request.ticket = ticket
             waiting[ticket] = request
-        self._open += len(tickets)
+        self._entered.update(tickets)
+        return self._granted(granted)
+
+    def _granted(self, tickets: list[int]) -> list[Request]:
         out = []
-        for ticket in granted:
-            request = waiting.pop(ticket)
+        for ticket in tickets:
+            request = self._waiting.pop(ticket)
             request.granted = True
             if not request.done:  # else its release, queued already, deletes it
                 out.append(request)
         return out
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> list[Request]:
+        """Delete the claims of dead processes; then set ours right where an answer of
+        the store was lost (a connection dropped after a commit): rows we never learnt of
+        go, a grant we never heard of is taken, and a waiting request whose rows a
+        process took for a dead one's (a PostgreSQL restart) asks again, at the back."""
         self.store.sweep()
-        lost = self.store.missing(list(self._waiting))
-        if lost:  # our rows were taken for a dead process's: ask again, at the back
+        ours = self.store.ours()  # ticket -> still waiting
+        strays = [t for t in ours if t not in self._entered]
+        if strays:
+            self.store.exchange([], strays, {})
+        lost = [t for t in self._waiting if t not in ours]
+        if lost:
             log.warning("Tag limits: %d waiting request(s) lost their place; asking again.",
                         len(lost))  # fmt: skip
             with self._cond:
                 for ticket in lost:
                     request = self._waiting.pop(ticket)
                     request.ticket = None
-                    self._open -= 1
+                    self._entered.discard(ticket)
                     self._asked.append(request)
+        return self._granted([t for t in self._waiting if not ours.get(t, True)])
 
 
 # -- this process's client, and the limits in force ------------------------------------------
@@ -203,10 +224,11 @@ def in_force() -> tuple[LimitClient, dict[str, int]] | None:
     """This process's client and the store's limits ({tag: slots}), or None when the
     store the settings name limits no tag (or cannot be read: a warning says so)."""
     from headrace.store import database_url
-    from headrace.store import limits as store_limits
 
     url = database_url()
-    now, changes = time.monotonic(), store_limits.changes
+    # Limits set or removed by this process (none if it never loaded the store's module).
+    changes = getattr(sys.modules.get("headrace.store.limits"), "changes", 0)
+    now = time.monotonic()
     seen = _read.get(url)
     if seen is None or now - seen[0] > FRESH_SECONDS or seen[1] != changes:
         try:

@@ -31,7 +31,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +41,9 @@ from headrace._pid import HOST
 from headrace.store.sql import Dialect, OneConnection, placeholders
 
 LOCK_CLASS = 0x68726C6D  # "hrlm": the first key of every advisory lock of this module
+# A lost PostgreSQL connection (a server restart drops every session's lock): for this
+# long after, no process is taken for dead, so that the live ones can reconnect and lock.
+RESTART_GRACE_SECONDS = 5.0
 changes = 0  # limits set or removed by this process: its next run reads them again at once
 CLAIM_COLUMNS = ["ticket", "tag", "tags", "waiting", "process", "host", "pid", "flow_run_id",
                  "task_run_id", "task_run_name", "requested", "granted"]  # fmt: skip
@@ -218,17 +220,15 @@ class LimitStore(OneConnection):
         with self._reading() as run:
             return bool(_fitting(run, waiting))
 
-    def missing(self, waiting: Iterable[int]) -> list[int]:
-        """Those of our `waiting` tickets whose rows are gone: swept by a process that
-        could not see us alive (a PostgreSQL restart takes every session's locks)."""
-        waiting = set(waiting)
-        if not waiting:
-            return []
-        found = self._execute(
-            "SELECT DISTINCT ticket FROM limit_claims WHERE process = ? AND waiting = 1",
+    def ours(self) -> dict[int, bool]:
+        """This process's tickets in the store, each with whether it still waits."""
+        if not self.liveness.held():
+            return {}
+        rows = self._execute(
+            "SELECT ticket, min(waiting) FROM limit_claims WHERE process = ? GROUP BY ticket",
             (self.liveness.token(),),
         )
-        return sorted(waiting - {t for (t,) in found})
+        return {ticket: bool(waiting) for ticket, waiting in rows}
 
     def sweep(self) -> int:
         """Delete the claims of processes that are gone; how many rows went."""
@@ -370,7 +370,7 @@ class FileLiveness(Liveness):
     def token(self) -> str:
         if self._token is None:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            token = f"{HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+            token = f"{HOST}-{os.getpid()}-{os.urandom(4).hex()}"
             fd = os.open(self.folder / token, os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)  # before any row names it: never seen unlocked
             self._fd, self._token = fd, token
@@ -420,7 +420,9 @@ class FileLiveness(Liveness):
 
 class AdvisoryLiveness(Liveness):
     """Tokens as PostgreSQL session advisory locks (LOCK_CLASS, n), held on the limit
-    store's own connection: the server frees one the moment that connection goes.
+    store's own connection: the server frees one the moment that connection goes. A
+    process that lost its connection (a server restart frees every lock) takes nobody for
+    dead for RESTART_GRACE_SECONDS after, while the live ones reconnect and lock again.
 
     The store connects through `connect`, which takes this process's lock again on a
     new connection (after a lost one), and asks through the store's `rows(sql, params)`."""
@@ -428,18 +430,20 @@ class AdvisoryLiveness(Liveness):
     def __init__(self, connect: Callable[[], Any]):
         self._connect = connect
         self._key: int | None = None
+        self._relocked = float("-inf")  # when a new connection took our lock again
         self.rows: Callable[..., list] | None = None  # set by the store
 
     def connect(self):
         conn = self._connect()
         if self._key is not None:
+            self._relocked = time.monotonic()
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, self._key))
             conn.commit()  # a session lock outlives the transaction that took it
         return conn
 
     def token(self) -> str:
         while self._key is None:
-            key = secrets.randbelow(2**31 - 2) + 1
+            key = int.from_bytes(os.urandom(4)) % (2**31 - 1) + 1
             if self.rows("SELECT pg_try_advisory_lock(?, ?)", (LOCK_CLASS, key))[0][0]:
                 self._key = key
         return str(self._key)
@@ -449,6 +453,8 @@ class AdvisoryLiveness(Liveness):
 
     def dead(self, tokens: list[str]) -> list[str]:
         if not tokens:
+            return []
+        if time.monotonic() - self._relocked < RESTART_GRACE_SECONDS:
             return []
         live = {str(objid) for (objid,) in self.rows(
             "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = ? "

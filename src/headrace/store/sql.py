@@ -903,7 +903,7 @@ class SQLRecorder(Recorder):
 
     def reset(self) -> None:
         """Delete every run, task run, state, log line, cache entry and scheduled run (the
-        schema stays, and the schedules servers registered)."""
+        schema stays, and so do the schedules servers registered and the tag limits)."""
         conn = self._connect()
         try:
             cur = conn.cursor()
