@@ -3,9 +3,10 @@
 `in_force()` says which tags the store limits, for a flow run about to
 start: read at most once a second (at once after this process set or
 removed one), cheaply, and without creating anything when no limit was
-ever set. The slots of a limit are read afresh at every grant. A run's `Throttle` asks this process's
-`LimitClient` for the slots of a unit once the unit could start otherwise,
-and tells it when the unit is done with them.
+ever set; the number of slots is read afresh at every grant. A run's
+`Throttle` asks this process's `LimitClient` for the slots of a unit once
+the unit could start otherwise, and tells it when the unit is done with
+them.
 
 The client does every database call on a thread of its own, so no core
 waits on the database. Each pass of the thread is one transaction: the
@@ -25,9 +26,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 

@@ -12,8 +12,9 @@ slots taken, a unit with limited tags asks the store for all their slots at
 once and returns False: when they are granted, its core is handed `entry`
 again (`Core.granted`) and `take` returns True. `release(tags, unit)` frees
 the unit's slots of both kinds and returns the parked entries that may now
-try again, at most one per freed tag. `close()` gives back whatever the run
-still holds or waits for, when it ends. Thread-safe.
+try again, at most one per freed tag. `close()`, when the run ends, withdraws
+what it still waits for and gives back the slots of units that never started.
+Thread-safe.
 
 An entry is (core, kind, what): whatever its core needs to try again.
 """
