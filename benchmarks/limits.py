@@ -6,13 +6,13 @@
 Every process is `tests/limit_worker.py`: its task bodies log when they start
 and end, under an flock, so the figures are what the bodies saw.
 
-(n) hand-off: 2 processes, each calling a 5 ms task 150 times in a row, on a
+(t) hand-off: 2 processes, each calling a 5 ms task 150 times in a row, on a
     limit of 1: the time from a body's end to the next body's start in the
     other process (median, p95). Target: p95 ≤ 50 ms.
-(o) throughput: 6 processes (graph and function flows), each mapping a 0.1 s
+(u) throughput: 6 processes (graph and function flows), each mapping a 0.1 s
     task over 20 items, on a limit of 3: task runs started per second (the
     most is 30). Target: ≥ 25 tasks/s.
-(p) a killed holder: a process holding all 3 slots is killed with SIGKILL
+(v) a killed holder: a process holding all 3 slots is killed with SIGKILL
     while another waits; the time from the kill to the waiter's first body
     (3 trials, the worst). Target: ≤ 1 s.
 
@@ -154,12 +154,12 @@ def main() -> None:
     lines = [
         "## Tag limits across processes (`benchmarks/limits.py`)",
         "",
-        "(n) a slot handed from one process to another on a limit of 1 (target: p95 ≤ 50 ms); "
-        "(o) 0.1 s tasks from 6 processes on a limit of 3 (target: ≥ 25 task runs started "
-        "per second, of at most 30); (p) from the SIGKILL of a process holding every slot "
+        "(t) a slot handed from one process to another on a limit of 1 (target: p95 ≤ 50 ms); "
+        "(u) 0.1 s tasks from 6 processes on a limit of 3 (target: ≥ 25 task runs started "
+        "per second, of at most 30); (v) from the SIGKILL of a process holding every slot "
         "to the first body of the process waiting (3 trials; target: ≤ 1 s). History on.",
         "",
-        "| store | (n) hand-off | (o) 0.1 s tasks, limit 3 | (p) after a SIGKILL |",
+        "| store | (t) hand-off | (u) 0.1 s tasks, limit 3 | (v) after a SIGKILL |",
         "|---|---|---|---|",
         *rows,
     ]
