@@ -27,7 +27,7 @@ from headrace import Flow, flow, task
 from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
 from headrace.store import open_limits, open_reader
-from headrace.store.limits import Asked
+from headrace.store.limits import Asked, Waiting
 
 WORKER = Path(__file__).with_name("limit_worker.py")
 SHOTS = os.environ.get("HEADRACE_UI_SCREENSHOTS")  # `make screenshots` sets it to docs/images
@@ -43,49 +43,50 @@ def claims(store) -> list[tuple[str, int, int]]:
 
 def test_slots_go_first_come_first_served_and_all_or_nothing(url):
     mine, theirs = open_limits(), open_limits()  # two stores: two processes, as the store sees
+    my_queue, their_queue = Waiting(), Waiting()  # what each has waiting, kept by `exchange`
     mine.set("web", 2)
     mine.set("db", 1)
     (t1, t2, t3), granted = mine.exchange(
-        [Asked(["web"]), Asked(["db", "web"]), Asked(["web"])], [], {}
+        [Asked(["web"]), Asked(["db", "web"]), Asked(["web"])], [], my_queue
     )
-    assert granted == [t1, t2]  # t3 waits: web is full
-    (t4, t5), granted = theirs.exchange([Asked(["db"]), Asked(["web"])], [], {})
+    assert granted == [t1, t2] and set(my_queue.tags_of) == {t3}  # t3 waits: web is full
+    (t4, t5), granted = theirs.exchange([Asked(["db"]), Asked(["web"])], [], their_queue)
     assert granted == [] and claims(mine) == [("db", 1, 1), ("web", 2, 2)]
 
-    _, granted = mine.exchange([], [t1], {t3: ["web"]})  # web frees: t3 was first
-    assert granted == [t3]
-    assert not theirs.grantable({t4: ["db"], t5: ["web"]})
-    mine.exchange([], [t2], {})  # db and web free: t4 takes db, t5 web
-    waiting = {t4: ["db"], t5: ["web"]}
-    assert theirs.grantable(waiting)
-    assert theirs.exchange([], [], waiting) == ([], [t4, t5])
+    _, granted = mine.exchange([], [t1], my_queue)  # web frees: t3 was first
+    assert granted == [t3] and not my_queue
+    assert not theirs.grantable(their_queue)
+    mine.exchange([], [t2], my_queue)  # db and web free: t4 takes db, t5 web
+    assert theirs.grantable(their_queue)
+    assert theirs.exchange([], [], their_queue) == ([], [t4, t5]) and not their_queue
     assert claims(mine) == [("db", 1, 0), ("web", 2, 0)]
 
 
 def test_a_waiter_keeps_its_place_and_holds_nothing_while_it_waits(url):
     holder, waiter = open_limits(), open_limits()
+    held, waits = Waiting(), Waiting()
     holder.set("web", 1)
     holder.set("db", 1)
-    (db_holder,), _ = holder.exchange([Asked(["db"])], [], {})
-    (both,), granted = waiter.exchange([Asked(["db", "web"])], [], {})
+    (db_holder,), _ = holder.exchange([Asked(["db"])], [], held)
+    (both,), granted = waiter.exchange([Asked(["db", "web"])], [], waits)
     assert granted == [] and claims(holder) == [("db", 1, 1), ("web", 0, 1)]  # web not taken
-    (web_only,), granted = holder.exchange([Asked(["web"])], [], {})
+    (web_only,), granted = holder.exchange([Asked(["web"])], [], held)
     assert granted == []  # web is free, but `both` asked for it first
-    _, granted = holder.exchange([], [db_holder], {web_only: ["web"]})
-    assert granted == []
-    assert waiter.exchange([], [], {both: ["db", "web"]}) == ([], [both])  # both at once
+    _, granted = holder.exchange([], [db_holder], held)
+    assert granted == [] and set(held.tags_of) == {web_only}
+    assert waiter.exchange([], [], waits) == ([], [both])  # both at once
     assert claims(holder) == [("db", 1, 0), ("web", 1, 1)]
 
 
 def test_a_removed_limit_lets_its_waiters_go_and_a_raised_one_lets_more(url):
-    store = open_limits()
+    store, queue = open_limits(), Waiting()
     store.set("web", 1)
-    (first, second, third), granted = store.exchange([Asked(["web"])] * 3, [], {})
+    (first, second, third), granted = store.exchange([Asked(["web"])] * 3, [], queue)
     assert granted == [first]
     store.set("web", 2)
-    assert store.exchange([], [], {second: ["web"], third: ["web"]})[1] == [second]
+    assert store.exchange([], [], queue)[1] == [second]
     assert store.remove("web") and not store.remove("web")
-    assert store.exchange([], [], {third: ["web"]})[1] == [third]
+    assert store.exchange([], [], queue)[1] == [third] and not queue
     assert store.limits() == {}
 
 
@@ -98,9 +99,9 @@ def test_a_limit_must_be_a_whole_number_of_one_or_more(home, slots):
 HOLD = """
 import sys, time
 from headrace.store import open_limits
-from headrace.store.limits import Asked
+from headrace.store.limits import Asked, Waiting
 store = open_limits()
-print(store.exchange([Asked(["web"], "run-1", "tr-1", "held")], [], {})[1], flush=True)
+print(store.exchange([Asked(["web"], "run-1", "tr-1", "held")], [], Waiting())[1], flush=True)
 time.sleep(600)
 """
 
@@ -112,7 +113,8 @@ def test_the_claims_of_a_killed_process_are_swept_at_once(url):
     try:
         assert child.stdout.readline().strip() == "[1]"  # it holds the only slot
         assert claims(store) == [("web", 1, 0)]  # alive: a sweep leaves it
-        (mine,), granted = store.exchange([Asked(["web"])], [], {})
+        queue = Waiting()
+        (mine,), granted = store.exchange([Asked(["web"])], [], queue)
         assert granted == []
     finally:
         child.kill()
@@ -121,7 +123,7 @@ def test_the_claims_of_a_killed_process_are_swept_at_once(url):
     while claims(store) != [("web", 0, 1)]:  # `read` sweeps the dead first
         assert time.monotonic() < deadline, claims(store)
         time.sleep(0.01)
-    assert store.exchange([], [], {mine: ["web"]})[1] == [mine]
+    assert store.exchange([], [], queue)[1] == [mine]
 
 
 def test_a_lost_answer_of_the_store_leaves_no_stray_claim_and_no_grant_unheard(home):
@@ -377,7 +379,7 @@ def test_the_commands_set_list_and_remove_limits_with_recorded_text_escaped(home
     assert run_ok("limits", "ls").output == "No tag limits: `headrace limits set TAG N` sets one.\n"
     assert "Tag 'web': at most 3 running at once, on" in run_ok("limits", "set", "web", "3").output
     store = open_limits()
-    (ticket,), _ = store.exchange([Asked(["web"], "run-1", "tr-1", HOSTILE)], [], {})
+    (ticket,), _ = store.exchange([Asked(["web"], "run-1", "tr-1", HOSTILE)], [], Waiting())
     shown = run_ok("limits", "ls").output
     assert "\x1b" not in shown and "\\x1b]0;owned\\x07<img" in shown
     assert shown.splitlines()[:2] == ["TAG  LIMIT  HOLDING  WAITING", "web  3      1        0"]
@@ -406,8 +408,8 @@ def test_the_ui_shows_each_limit_and_its_holders_with_hostile_text_escaped(home)
 
     store = open_limits()
     store.set(HOSTILE, 2)
-    store.exchange([Asked([HOSTILE], "run-0123456789", "tr-1", HOSTILE)], [], {})
-    store.exchange([Asked([HOSTILE])] * 2, [], {})
+    store.exchange([Asked([HOSTILE], "run-0123456789", "tr-1", HOSTILE)], [], Waiting())
+    store.exchange([Asked([HOSTILE])] * 2, [], Waiting())
     port = free_port()
     app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
     with serving(app, port) as base:
@@ -430,7 +432,7 @@ def test_the_limits_page_in_chromium_shows_live_holders_and_hostile_text_as_text
     store = open_limits()
     store.set("web", 2)
     store.set(HOSTILE, 1)
-    store.exchange([Asked([HOSTILE], None, "tr-x", HOSTILE)], [], {})
+    store.exchange([Asked([HOSTILE], None, "tr-x", HOSTILE)], [], Waiting())
     worker = start(tmp_path, 5, 600)
     try:
         deadline = time.monotonic() + 60

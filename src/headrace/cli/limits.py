@@ -12,19 +12,12 @@ import time
 
 import click
 
-from headrace.cli.shared import duration, echo_json, local, safe, table
+from headrace.cli.shared import duration, echo_json, local, open_limit_store, safe, table
 
 
 @click.group()
 def limits() -> None:
     """Set, list or remove tag limits shared by every process on the store."""
-
-
-def _open():
-    from headrace.cli.shared import _opened
-    from headrace.store import open_limits
-
-    return _opened(open_limits)
 
 
 def _tag(tag: str) -> str:
@@ -44,8 +37,9 @@ def limits_set(tag: str, slots: int) -> None:
             "removes a limit).",
             param_hint="N",
         )
-    store = _open()
-    store.set(_tag(tag), slots)
+    _tag(tag)
+    store = open_limit_store()
+    store.set(tag, slots)
     click.echo(safe(f"Tag {tag!r}: at most {slots} running at once, on {store.where}."))
 
 
@@ -53,7 +47,8 @@ def limits_set(tag: str, slots: int) -> None:
 @click.argument("tag")
 def limits_rm(tag: str) -> None:
     """Remove the limit of TAG: its waiting task runs start."""
-    if not _open().remove(_tag(tag)):
+    _tag(tag)
+    if not open_limit_store().remove(tag):
         raise click.ClickException(safe(f"Tag {tag!r} has no limit (`headrace limits ls`)."))
     click.echo(safe(f"Tag {tag!r} is no longer limited."))
 
@@ -62,7 +57,7 @@ def limits_rm(tag: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def limits_ls(as_json: bool) -> None:
     """Each limit, the task runs holding its slots, and how many wait."""
-    found = _open().read()
+    found = open_limit_store().read()
     if as_json:
         echo_json([limit.as_json() for limit in found])
         return

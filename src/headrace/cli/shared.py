@@ -188,6 +188,13 @@ def open_cache_entries():
     return _opened(open_cache)
 
 
+def open_limit_store():
+    """The tag limits, and the claims on their slots, in the store the settings name."""
+    from headrace.store import open_limits
+
+    return _opened(open_limits)
+
+
 def find_run(reader, ref: str):
     from headrace.store import StoreError
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.01
 SWEEP_SECONDS = 0.25
+CHECK_SECONDS = 5.0  # how often ours are compared with the store's when nothing failed
 FRESH_SECONDS = 1.0  # how long `in_force` trusts what it last read
 
 log = logging.getLogger("headrace.limits")
@@ -65,6 +66,7 @@ class LimitClient:
         self._asked: list[Request] = []  # not entered yet
         self._done: list[Request] = []  # to delete
         self._waiting: dict[int, Request] = {}  # entered, not granted: the thread's own
+        self._index = None  # the same tickets by tag (store.limits.Waiting), made on first use
         self._entered: set[int] = set()  # tickets in the store: the sweeps go on while any is
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -120,7 +122,11 @@ class LimitClient:
 
     # -- the thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        next_sweep, failing = 0.0, False
+        from headrace.store.limits import Waiting
+
+        self._index = Waiting()
+        next_sweep, next_check = 0.0, 0.0
+        failing = unsure = False  # the store failed; since then, ours not compared with it
         while True:
             with self._cond:
                 if not (self._asked or self._done or self._closed):
@@ -132,16 +138,21 @@ class LimitClient:
                 self._busy = True
             try:
                 granted = self._pass(asked, done)
-                if self._entered and time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_SECONDS
-                    granted += self._sweep()
+                now = time.monotonic()
+                if self._entered and (unsure or now >= next_sweep):
+                    next_sweep = now + SWEEP_SECONDS
+                    self.store.sweep()
+                    if unsure or now >= next_check:
+                        next_check = now + CHECK_SECONDS
+                        granted += self._reconcile()
+                        unsure = False
             except Exception as exc:
                 # The database went away for a moment: nothing changed here, so the next
                 # pass asks and releases the same again.
                 if not failing:
                     log.warning("Tag limits: the store does not answer (%s); waiters wait "
                                 "and releases are kept until it does.", exc)  # fmt: skip
-                failing = True
+                failing = unsure = True
                 with self._cond:
                     self._asked[:0] = asked
                     self._done[:0] = done
@@ -163,13 +174,14 @@ class LimitClient:
     def _pass(self, asked: list[Request], done: list[Request]) -> list[Request]:
         """One transaction when anything changed here or a waiter may fit; the grants.
         Nothing of the client changes unless the store answered."""
-        waiting = self._waiting
+        waiting, index = self._waiting, self._index
         gone = [r.ticket for r in done if r.ticket is not None]
+        for ticket in gone:
+            index.remove(ticket)
         asked = [r for r in asked if not r.done]  # withdrawn before it was entered
-        still = {t: r.asked.tags for t, r in waiting.items() if not r.done}
-        if not (asked or gone) and not (still and self.store.grantable(still)):
+        if not (asked or gone) and not (index and self.store.grantable(index)):
             return []
-        tickets, granted = self.store.exchange([r.asked for r in asked], gone, still)
+        tickets, granted = self.store.exchange([r.asked for r in asked], gone, index)
         for request in done:
             if request.ticket is not None:
                 self._entered.discard(request.ticket)
@@ -183,18 +195,20 @@ class LimitClient:
     def _granted(self, tickets: list[int]) -> list[Request]:
         out = []
         for ticket in tickets:
-            request = self._waiting.pop(ticket)
+            request = self._waiting.pop(ticket, None)
+            self._index.remove(ticket)
+            if request is None:  # entered by a pass whose answer was lost: a stray
+                continue
             request.granted = True
             if not request.done:  # else its release, queued already, deletes it
                 out.append(request)
         return out
 
-    def _sweep(self) -> list[Request]:
-        """Delete the claims of dead processes; then set ours right where an answer of
-        the store was lost (a connection dropped after a commit): rows we never learnt of
-        go, a grant we never heard of is taken, and a waiting request whose rows a
-        process took for a dead one's (a PostgreSQL restart) asks again, at the back."""
-        self.store.sweep()
+    def _reconcile(self) -> list[Request]:
+        """Set ours right where an answer of the store was lost (a connection dropped
+        after a commit): rows we never learnt of go, a grant we never heard of is taken,
+        and a waiting request whose rows a process took for a dead one's (a PostgreSQL
+        restart) asks again, at the back. After a failure, else every CHECK_SECONDS."""
         ours = self.store.ours()  # ticket -> still waiting
         strays = [t for t in ours if t not in self._entered]
         if strays:
@@ -206,6 +220,7 @@ class LimitClient:
             with self._cond:
                 for ticket in lost:
                     request = self._waiting.pop(ticket)
+                    self._index.remove(ticket)
                     request.ticket = None
                     self._entered.discard(ticket)
                     self._asked.append(request)

@@ -179,44 +179,52 @@ class LimitStore(OneConnection):
 
     # -- claims ---------------------------------------------------------------------------
     def exchange(self, asked: list[Asked], done: Iterable[int],
-                 waiting: dict[int, list[str]]) -> tuple[list[int], list[int]]:  # fmt: skip
+                 waiting: Waiting) -> tuple[list[int], list[int]]:  # fmt: skip
         """In one transaction: delete the rows of the `done` tickets, enter `asked` as new
-        waiting tickets, and grant what fits of ours that wait (`waiting`, ticket -> tags,
-        and the new ones). Returns the tickets of `asked`, in order, and those granted."""
+        waiting tickets, and grant what fits of ours that wait (`waiting`, and the new
+        ones). Returns the tickets of `asked`, in order, and those granted; `waiting` then
+        holds the new tickets and not the granted ones (and is as it was on an error)."""
         token = self.liveness.token()
         now = self.clock()
-        with self._serialized() as run:
-            done = list(done)
-            if done:
-                run.many("DELETE FROM limit_claims WHERE ticket = ?", [(t,) for t in done])
-            tickets: list[int] = []
-            if asked:
-                waiting = dict(waiting)
-                first = run.one("SELECT coalesce(max(ticket), 0) FROM limit_claims")[0] + 1
-                rows = []
-                for ticket, request in enumerate(asked, first):
-                    tickets.append(ticket)
-                    waiting[ticket] = request.tags
-                    tags = json.dumps(request.tags)
-                    rows += [(ticket, tag, tags, 1, token, HOST, os.getpid(),
-                              request.flow_run_id, request.task_run_id, request.task_run_name,
-                              now, None) for tag in request.tags]  # fmt: skip
-                run.many(
-                    f"INSERT INTO limit_claims ({', '.join(CLAIM_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(CLAIM_COLUMNS))})",
-                    rows,
-                )
-            granted = _fitting(run, waiting)
-            if granted:
-                run.many(
-                    "UPDATE limit_claims SET waiting = 0, granted = ? WHERE ticket = ?",
-                    [(now, t) for t in granted],
-                )
+        tickets: list[int] = []
+        try:
+            with self._serialized() as run:
+                done = list(done)
+                if done:
+                    run.many("DELETE FROM limit_claims WHERE ticket = ?", [(t,) for t in done])
+                if asked:
+                    first = run.one("SELECT coalesce(max(ticket), 0) FROM limit_claims")[0] + 1
+                    rows = []
+                    for ticket, request in enumerate(asked, first):
+                        tickets.append(ticket)
+                        waiting.add(ticket, request.tags)
+                        tags = json.dumps(request.tags)
+                        rows += [(ticket, tag, tags, 1, token, HOST, os.getpid(),
+                                  request.flow_run_id, request.task_run_id,
+                                  request.task_run_name, now, None)
+                                 for tag in request.tags]  # fmt: skip
+                    run.many(
+                        f"INSERT INTO limit_claims ({', '.join(CLAIM_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(CLAIM_COLUMNS))})",
+                        rows,
+                    )
+                granted = _fitting(run, waiting)
+                if granted:
+                    run.many(
+                        "UPDATE limit_claims SET waiting = 0, granted = ? WHERE ticket = ?",
+                        [(now, t) for t in granted],
+                    )
+        except BaseException:
+            for ticket in tickets:
+                waiting.remove(ticket)
+            raise
+        for ticket in granted:
+            waiting.remove(ticket)
         return tickets, granted
 
-    def grantable(self, waiting: dict[int, list[str]]) -> bool:
-        """Whether any of the `waiting` tickets (ticket -> tags) would be granted now: a
-        read, without the write lock, to ask often."""
+    def grantable(self, waiting: Waiting) -> bool:
+        """Whether any of the `waiting` tickets would be granted now: a read, without the
+        write lock, to ask often."""
         with self._reading() as run:
             return bool(_fitting(run, waiting))
 
@@ -286,8 +294,34 @@ class LimitStore(OneConnection):
                 raise
 
 
-def _fitting(run: _Run, waiting: dict[int, list[str]]) -> list[int]:
-    """Of the `waiting` tickets (ticket -> tags), those that fit now (the module's rule)."""
+class Waiting:
+    """A process's waiting tickets, by ticket and by tag, kept as they change: the rule
+    then reads the front of each queue, never every ticket that waits."""
+
+    __slots__ = ("tags_of", "by_tag")
+
+    def __init__(self):
+        self.tags_of: dict[int, list[str]] = {}
+        self.by_tag: dict[str, set[int]] = {}
+
+    def add(self, ticket: int, tags: list[str]) -> None:
+        self.tags_of[ticket] = tags
+        for tag in tags:
+            self.by_tag.setdefault(tag, set()).add(ticket)
+
+    def remove(self, ticket: int) -> None:
+        for tag in self.tags_of.pop(ticket, ()):
+            tickets = self.by_tag[tag]
+            tickets.discard(ticket)
+            if not tickets:
+                del self.by_tag[tag]
+
+    def __bool__(self) -> bool:
+        return bool(self.tags_of)
+
+
+def _fitting(run: _Run, waiting: Waiting) -> list[int]:
+    """Of the `waiting` tickets, those that fit now (the module's rule)."""
     if not waiting:
         return []
     free_of = {tag: slots - held for tag, slots, held in run.all(
@@ -295,7 +329,11 @@ def _fitting(run: _Run, waiting: dict[int, list[str]]) -> list[int]:
         "WHERE h.tag = l.tag AND h.waiting = 0) FROM tag_limits l"
     )}  # fmt: skip
     front: dict[str, set[int]] = {}  # tag -> the tickets that have a free place
-    for tag in {t for tags in waiting.values() for t in tags if t in free_of}:
+    candidates: set[int] = set()
+    for tag, mine in waiting.by_tag.items():
+        if tag not in free_of:  # not limited (any more): no place to wait for
+            candidates |= mine
+            continue
         free = free_of[tag]
         ahead = run.all(
             "SELECT ticket FROM limit_claims WHERE tag = ? AND waiting = 1 "
@@ -303,9 +341,11 @@ def _fitting(run: _Run, waiting: dict[int, list[str]]) -> list[int]:
             (tag,),
         ) if free > 0 else ()  # fmt: skip
         front[tag] = {ticket for (ticket,) in ahead}
+        candidates.update(t for t in front[tag] if t in mine)
+    tags_of = waiting.tags_of
     return sorted(
-        ticket for ticket, tags in waiting.items()
-        if all(ticket in front[t] for t in tags if t in free_of)
+        ticket for ticket in candidates
+        if all(ticket in front[t] for t in tags_of[ticket] if t in free_of)
     )  # fmt: skip
 
 
@@ -474,4 +514,4 @@ def _close_in_children(liveness: FileLiveness) -> None:
 
 
 __all__ = ["LimitStore", "FileLiveness", "AdvisoryLiveness", "TagLimit", "Claim", "Asked",
-           "read_limits", "check_slots"]  # fmt: skip
+           "Waiting", "read_limits", "check_slots"]  # fmt: skip
