@@ -41,8 +41,9 @@ from headrace._pid import HOST
 from headrace.store.sql import Dialect, OneConnection, placeholders
 
 LOCK_CLASS = 0x68726C6D  # "hrlm": the first key of every advisory lock of this module
-# A lost PostgreSQL connection (a server restart drops every session's lock): for this
-# long after, no process is taken for dead, so that the live ones can reconnect and lock.
+# A PostgreSQL server that restarted dropped every session's lock: until it has been up
+# this long (and this long after a process lost its own connection), that process takes
+# nobody for dead, so that the live ones can reconnect and lock again.
 RESTART_GRACE_SECONDS = 5.0
 changes = 0  # limits set or removed by this process: its next run reads them again at once
 CLAIM_COLUMNS = ["ticket", "tag", "tags", "waiting", "process", "host", "pid", "flow_run_id",
@@ -461,8 +462,9 @@ class FileLiveness(Liveness):
 class AdvisoryLiveness(Liveness):
     """Tokens as PostgreSQL session advisory locks (LOCK_CLASS, n), held on the limit
     store's own connection: the server frees one the moment that connection goes. A
-    process that lost its connection (a server restart frees every lock) takes nobody for
-    dead for RESTART_GRACE_SECONDS after, while the live ones reconnect and lock again.
+    restart frees every lock at once, so for RESTART_GRACE_SECONDS after the server
+    started, or after this process lost its connection, nobody is taken for dead: the
+    live ones reconnect and lock again meanwhile.
 
     The store connects through `connect`, which takes this process's lock again on a
     new connection (after a lost one), and asks through the store's `rows(sql, params)`."""
@@ -495,6 +497,9 @@ class AdvisoryLiveness(Liveness):
         if not tokens:
             return []
         if time.monotonic() - self._relocked < RESTART_GRACE_SECONDS:
+            return []
+        [(up,)] = self.rows("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+        if float(up) < RESTART_GRACE_SECONDS:
             return []
         live = {str(objid) for (objid,) in self.rows(
             "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = ? "
