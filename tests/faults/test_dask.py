@@ -1,7 +1,8 @@
 """DaskExecutor under faults, against a real `dask scheduler` and `dask worker` started
 as processes (dask_processes.py): a scheduler that cannot be reached is refused before
 anything is recorded, and a result that cannot be pickled fails its own task runs
-instead of hanging the run.
+instead of hanging the run; on a LocalCluster, runs whose state events never come are
+read from the workers.
 """
 
 import socket
@@ -64,3 +65,27 @@ def test_a_result_that_cannot_be_pickled_fails_its_run_instead_of_hanging(dask_c
     assert [s.name for s in state[made].map_states] == ["Failed"] * 6
     assert "is a lock, which cannot be pickled" in state[made].map_states[0].message
     assert state[counted].is_trigger_failed()
+
+
+@task
+def plus_one(x):
+    return x + 1
+
+
+def test_runs_whose_state_events_never_come_are_read_from_the_workers(monkeypatch):
+    """The state of a finished run comes to the client as an event; when none comes, the
+    executor's sweep fetches the state from the worker UNHEARD_SECONDS after the run's
+    Dask task finished, and a task that errs fails its run: nothing hangs."""
+    from headrace.executors import dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "UNHEARD_SECONDS", 0.3)
+    with Flow("unheard") as graph:
+        mapped = plus_one.map(list(range(20)))
+        broken = plus_one("not a number")
+    with DaskExecutor(cluster_kwargs={"n_workers": 1}) as executor:
+        executor.client.unsubscribe_topic(dask_executor.STATE_TOPIC)  # no event comes
+        started = time.monotonic()
+        state = graph.run(executor=executor)
+        took = time.monotonic() - started
+    assert state[mapped].result() == list(range(1, 21)) and took < 30
+    assert state[broken].is_failed() and "TypeError" in state[broken].message

@@ -32,6 +32,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 import uuid
 import weakref
 from concurrent.futures import Future
@@ -45,7 +46,8 @@ from headrace.states import RemoteValue
 
 CLOSE_SECONDS = 30.0  # a cluster's close, before its workers are killed
 CANCEL_SECONDS = 2.0  # the same after an interrupt
-UNHEARD_SECONDS = 5.0  # a finished run whose state event has not come: fetch its state
+UNHEARD_SECONDS = 5.0
+RELAY_SECONDS = 0.1  # how often the runs on the cluster are looked at for failures  # a finished run whose state event has not come: fetch its state
 
 
 RESOURCE_TAG = "dask-resource:"
@@ -278,9 +280,6 @@ class DaskExecutor(Executor):
         threads = self.client.nthreads()
         self._workers = max(1, sum(threads.values()))
         self.client.subscribe_topic(STATE_TOPIC, self._on_state)
-        from distributed import as_completed
-
-        self._finished = as_completed([], with_results=False)
         self._stopping = False
         self._relay_thread = threading.Thread(target=self._relay, name="headrace-dask", daemon=True)
         self._relay_thread.start()
@@ -343,7 +342,6 @@ class DaskExecutor(Executor):
         outer = RunFuture()
         with self._lock:
             self._waiting[key] = (outer, full)
-            self._finished.add(full)
         self._more.set()
         return outer
 
@@ -377,30 +375,40 @@ class DaskExecutor(Executor):
         self._finish(key, lambda full: pickle.loads(message))
 
     def _relay(self) -> None:
-        """Fail the runs whose Dask task erred or was cancelled (a worker died, say).
+        """Every RELAY_SECONDS, fail the runs whose Dask task erred or was cancelled (a
+        worker died, say), read from the futures' status: nothing per future on Dask's
+        event loop, which is what the client's time goes to.
 
         Finished runs are told by their state event (`_on_state`), which Dask
         delivers before the task's own completion; one whose event is missing
         after UNHEARD_SECONDS has its state fetched from the worker instead.
         """
-        finished = self._finished
+        finished_at: dict = {}  # key -> when its task was first seen finished, unheard
         while not self._stopping:
-            try:
-                full = next(finished)
-            except StopIteration:  # nothing in flight: wait for the next submission
-                self._more.wait(0.5)
+            with self._lock:
+                waiting = list(self._waiting.items())
+            if not waiting:
+                finished_at.clear()
+                self._more.wait(RELAY_SECONDS * 4)
                 self._more.clear()
                 continue
-            if full.status == "finished":
-                if full.key in self._waiting:
-                    timer = threading.Timer(UNHEARD_SECONDS, self._fetch_unheard, (full.key,))
-                    timer.daemon = True
-                    timer.start()
-                continue
-            with self._lock:
-                waiting = self._waiting.pop(full.key, None)
-            if waiting is not None:
-                waiting[0].set_exception(_failure_of(full))
+            now = time.monotonic()
+            for key, (_, full) in waiting:
+                status = full.status
+                if status == "pending":
+                    continue
+                if status == "finished":
+                    if now - finished_at.setdefault(key, now) >= UNHEARD_SECONDS:
+                        finished_at.pop(key)
+                        self._fetch_unheard(key)
+                    continue
+                with self._lock:
+                    failed = self._waiting.pop(key, None)
+                if failed is not None:
+                    failed[0].set_exception(_failure_of(full))
+            for key in [k for k in finished_at if k not in self._waiting]:
+                del finished_at[key]
+            time.sleep(RELAY_SECONDS)
 
     def _fetch_unheard(self, key) -> None:
         self._finish(key, lambda full: (*_without_value(full.result()), []))
