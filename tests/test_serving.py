@@ -248,7 +248,8 @@ def start_server(home, file):
 def until_runs(count: int) -> list:
     deadline = time.monotonic() + BACKSTOP
     while True:
-        done = [r for r in open_ticks().scheduled_runs(limit=1000) if r.flow_run_id]
+        done = [r for r in open_ticks().scheduled_runs(limit=1000)
+                if r.flow_run_id and r.state_name != "Running"]  # fmt: skip
         if len(done) >= count:
             return done
         assert time.monotonic() < deadline, f"fewer than {count} scheduled runs finished"
@@ -287,6 +288,48 @@ def test_a_server_killed_and_started_again_runs_each_tick_once(home, tmp_path):
     assert listed.exit_code == 0 and "nightly" in listed.output and "every 1 s" in listed.output
     ran = invoke("schedules", "runs", taken[0].schedule_id)
     assert ran.exit_code == 0 and finished[0].flow_run_id in ran.output
+
+
+WATCHED = """
+import json, sys
+from headrace import context, flow, task
+from headrace.store import open_ticks
+
+@task
+def look(out):
+    [tick] = open_ticks().scheduled_runs()
+    seen = {"state": tick.state_name, "tick_run": tick.flow_run_id, "run": context.flow_run_id}
+    with open(out, "w") as f:
+        json.dump(seen, f)
+
+@flow
+def watched(out: str):
+    look(out)
+"""
+
+
+def test_a_running_scheduled_run_is_linked_to_its_flow_run_while_it_runs(home, tmp_path):
+    """The run's process reserves its flow run's id and marks the tick Running with it
+    before the run starts: the UI links a scheduled run while it runs, not only after."""
+    import json
+
+    file, out = tmp_path / "watched.py", tmp_path / "seen.json"
+    file.write_text(WATCHED)
+    tick = T0.timestamp()
+    assert open_ticks().claim("s1", tick, "test", tick)
+    child = subprocess.run(
+        [sys.executable, "-m", "headrace.serving", f"{file}:watched", "s1", str(tick),
+         json.dumps({"out": str(out)})],
+        capture_output=True, text=True, timeout=BACKSTOP,
+        env={**os.environ, "HEADRACE_HOME": str(home)},
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    seen = json.loads(out.read_text())
+    assert seen["state"] == "Running" and seen["tick_run"] == seen["run"]
+    [done] = open_ticks().scheduled_runs()
+    assert (done.state_name, done.flow_run_id) == ("Completed", seen["run"])
+    with open_reader() as reader:
+        assert reader.flow_run(seen["run"]).flow_name == "watched"
 
 
 # -- 4. refused -----------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ older ones were missed (the server was down) and are run by the catch-up
 policy. A schedule new to the store starts from the server's start.
 
 Each run is a child process (`python -m headrace.serving`) that loads the
-flow from its entry point, marks its tick Running, runs it with the
-schedule's parameters and marks the tick with the final state and the flow
-run's id. So a run that crashes or hangs never takes the server with it,
+flow from its entry point, marks its tick Running with the id its flow run
+will have (reserved before the run starts), runs it with the schedule's
+parameters and marks the tick with the final state. So a run that crashes or hangs never takes the server with it,
 and a server killed by `kill -9` leaves its runs to finish: the next server
 finds their ticks taken. A child that dies before it marks its tick is
 marked Crashed by its server.
@@ -224,12 +224,13 @@ def serve(flow, *, cron: str | None = None, interval: timedelta | None = None,
 def _run_one(entry: str, sid: str, scheduled: float, parameters: dict) -> int:
     """Load the flow at `entry`, run it, and mark tick (`sid`, `scheduled`) as it goes."""
     from headrace.cli.resume import _load
+    from headrace.engine.names import reserve_run_id
     from headrace.flows import Flow
     from headrace.store import open_ticks
 
     store = open_ticks()
-    store.mark(sid, scheduled, "Running")
     flow = _load(entry)
+    store.mark(sid, scheduled, "Running", reserve_run_id())  # linked while it runs
     try:
         if isinstance(flow, Flow):
             state = flow.run(parameters=parameters)

@@ -208,9 +208,25 @@ def slug() -> str:
     return f"{ADJECTIVES[a % len(ADJECTIVES)]}-{ANIMALS[b % len(ANIMALS)]}"
 
 
+_reserved: list[str] = []  # ids the next flow runs of this process take, oldest first
+
+
+def reserve_run_id() -> str:
+    """The id the next flow run this process starts will have (a scheduled run's process
+    names its flow run before the run begins)."""
+    run_id = _fresh_id()
+    _reserved.append(run_id)
+    return run_id
+
+
 def new_run_id() -> str:
-    """A fresh flow-run id, the same format for graph and function flows: a dashed uuid4
-    (made here: the uuid module imports platform, which costs the whole process 2 ms)."""
+    """A flow run's id: the oldest reserved one, else a fresh one."""
+    return _reserved.pop(0) if _reserved else _fresh_id()
+
+
+def _fresh_id() -> str:
+    """A dashed uuid4, the same for graph and function flows (made here: the uuid module
+    imports platform, which costs the whole process 2 ms)."""
     data = bytearray(os.urandom(16))
     data[6] = data[6] & 0x0F | 0x40  # version 4
     data[8] = data[8] & 0x3F | 0x80  # the RFC 4122 variant
