@@ -222,6 +222,28 @@ def test_a_store_limit_and_a_run_throttle_hold_together(home, style):
     assert claims(open_limits()) == [("web", 0, 0)]  # everything given back
 
 
+def test_an_async_flow_s_awaited_calls_wait_for_their_slots(home):
+    import asyncio
+
+    open_limits().set("web", 2)
+    counted = Counter()
+
+    @task(tags=["web"])
+    async def fetch(i):
+        counted.enter(i)
+        await asyncio.sleep(0.02)
+        counted.leave()
+        return i
+
+    @flow
+    async def crawl():
+        return await asyncio.gather(*(fetch(i) for i in range(6)))
+
+    assert asyncio.run(crawl()) == list(range(6))
+    assert counted.peak == 2 and sorted(counted.order) == list(range(6))
+    assert claims(open_limits()) == [("web", 0, 0)]
+
+
 @pytest.mark.parametrize("style", ["graph", "function"])
 def test_a_retry_gives_its_slot_back_while_it_waits(home, style):
     """Under a limit of 1, a task that fails waits for its retry without its slot: the other

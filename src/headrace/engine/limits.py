@@ -39,6 +39,7 @@ POLL_SECONDS = 0.01
 SWEEP_SECONDS = 0.25
 CHECK_SECONDS = 5.0  # how often ours are compared with the store's when nothing failed
 FRESH_SECONDS = 1.0  # how long `in_force` trusts what it last read
+RETRY_SECONDS = 60.0  # how long it waits to read again a store it could not read
 
 log = logging.getLogger("headrace.limits")
 
@@ -248,13 +249,13 @@ def in_force() -> tuple[LimitClient, dict[str, int]] | None:
     seen = _read.get(url)
     if seen is None or now - seen[0] > FRESH_SECONDS or seen[1] != changes:
         try:
-            limits = _read_limits(url)
-        except Exception as exc:
+            limits, read_at = _read_limits(url), now
+        except Exception as exc:  # warned once; not asked again at every run (a timeout)
             if seen is None:
                 log.warning("Tag limits are not honoured: cannot read them from the store (%s).",
                             exc)  # fmt: skip
-            limits = {}
-        seen = _read[url] = (now, changes, limits)
+            limits, read_at = {}, now + RETRY_SECONDS - FRESH_SECONDS
+        seen = _read[url] = (read_at, changes, limits)
     return (client(url), seen[2]) if seen[2] else None
 
 
