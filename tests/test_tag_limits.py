@@ -347,6 +347,31 @@ def test_8_processes_of_200_tasks_on_a_limit_of_3_never_run_a_4th(url, tmp_path)
     assert claims(open_limits()) == [("web", 0, 0)]
 
 
+def test_a_big_map_asks_64_at_a_time_so_a_later_run_gets_its_turn(home, tmp_path):
+    """A run keeps at most ASK_AHEAD requests waiting in the store: a 400-item map never
+    has more rows waiting, and a run that asks after it starts long before it ends."""
+    from headrace.engine.throttle import ASK_AHEAD
+
+    open_limits().set("web", 1)
+    big = start(tmp_path, 400, 0.005)
+    deadline, most = time.monotonic() + 120, 0
+    while len(events(tmp_path)) < 20:
+        assert time.monotonic() < deadline and big.poll() is None, big.stderr.read()
+        time.sleep(0.01)
+    later = start(tmp_path, 1, 0.005, "calls")
+    while big.poll() is None:
+        with open_reader() as reader:
+            [web] = reader.limits()
+        most = max(most, web.waiting)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert big.wait() == 0 and later.wait(timeout=60) == 0, later.stderr.read()
+    assert 0 < most <= ASK_AHEAD + 1  # the map's, and the later run's one
+    starts = [(at, pid) for kind, at, pid in events(tmp_path) if kind == "start"]
+    [turn] = [i for i, (_, pid) in enumerate(sorted(starts)) if pid == later.pid]
+    assert turn < len(starts) - 200  # it did not wait for the map to end
+
+
 def test_a_killed_holder_hands_its_slots_on_within_a_second(url, tmp_path):
     up_for_the_restart_grace(url)
     open_limits().set("web", 3)

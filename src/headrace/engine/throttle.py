@@ -16,6 +16,11 @@ try again, at most one per freed tag. `close()`, when the run ends, withdraws
 what it still waits for and gives back the slots of units that never started.
 Thread-safe.
 
+A run keeps at most ASK_AHEAD requests waiting in the store; the units past
+them wait here, in order, and ask as the run's earlier requests are granted.
+So a million-item map holds ASK_AHEAD rows in the store, not a million, and
+a run that asks after it waits for at most ASK_AHEAD of the map's tasks.
+
 An entry is (core, kind, what): whatever its core needs to try again.
 """
 
@@ -25,6 +30,17 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
+
+ASK_AHEAD = 64  # a run's requests waiting in the store at once
+
+
+class _Queued:
+    """A unit past ASK_AHEAD: waiting in the run for its turn to ask."""
+
+    granted = started = False
+
+
+QUEUED = _Queued()
 
 
 class Throttle:
@@ -40,6 +56,8 @@ class Throttle:
         # The store's limits: (this process's LimitClient, {tag: slots}), or None.
         self.client, self.limited = shared if shared else (None, {})
         self.requests: dict[Any, Any] = {}  # unit -> its request for the store's slots
+        self.asking = 0  # requests waiting in the store
+        self.queued: deque = deque()  # (tags, entry, unit) waiting for their turn to ask
 
     def extended(self, caps: dict[str, int] | None) -> Throttle:
         """This throttle, also capping the tags of `caps` it does not cap yet (a
@@ -74,10 +92,29 @@ class Throttle:
             limited = sorted({t for t in tags if t in self.limited})
             if not limited:
                 return True
-            self.requests[unit] = self.client.request(_asked(limited, entry, unit),
-                                                      lambda: _hand_back(entry))  # fmt: skip
             entry[0].awaiting += 1
+            if self.asking < ASK_AHEAD:
+                self._ask(limited, entry, unit)
+            else:
+                self.requests[unit] = QUEUED
+                self.queued.append((limited, entry, unit))
             return False
+
+    def _ask(self, limited: list[str], entry: tuple, unit: Any) -> None:
+        """Under the lock: enter a unit's request in the store."""
+        self.asking += 1
+        self.requests[unit] = self.client.request(_asked(limited, entry, unit),
+                                                  lambda: self._granted(entry))  # fmt: skip
+
+    def _granted(self, entry: tuple) -> None:
+        """On the limits thread: a request was granted. The next queued unit asks, and
+        the granted one's core is handed its entry."""
+        with self.lock:
+            self.asking -= 1
+            if self.queued:
+                self._ask(*self.queued.popleft())
+        core = entry[0]
+        core.post((core.granted, entry))
 
     def release(self, tags: Iterable[str], unit: Any) -> list:
         woken = []
@@ -88,7 +125,7 @@ class Throttle:
                     woken.append(self.parked[tag].popleft())
             request = self.requests.pop(unit, None)
             self.lock.notify_all()
-        if request is not None:
+        if request is not None and request is not QUEUED:
             self.client.release(request)
         return woken
 
@@ -101,8 +138,10 @@ class Throttle:
             unused = [(u, r) for u, r in self.requests.items() if not r.started]
             for unit, _ in unused:
                 del self.requests[unit]
+            self.queued.clear()
         for _, request in unused:
-            self.client.release(request)
+            if request is not QUEUED:
+                self.client.release(request)
         if self.client is not None:
             self.client.flush()
 
@@ -113,8 +152,3 @@ def _asked(tags: list[str], entry: tuple, unit: tuple):
 
     core, (node, index) = entry[0], unit
     return Asked(tags, core.flow_ctx.flow_run_id, node.unit_id(index), node.unit_name(index))
-
-
-def _hand_back(entry: tuple) -> None:
-    core = entry[0]
-    core.post((core.granted, entry))
