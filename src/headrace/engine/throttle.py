@@ -79,6 +79,8 @@ class Throttle:
     def take(self, tags: Iterable[str], entry: Any, unit: Any) -> bool:
         with self.lock:
             request = self.requests.get(unit)
+            if request is QUEUED:
+                return False
             if request is not None:  # asked for already: the run's slots are taken
                 request.started = request.granted
                 return request.granted
