@@ -197,7 +197,6 @@ class LimitClient:
         out = []
         for ticket in tickets:
             request = self._waiting.pop(ticket, None)
-            self._index.remove(ticket)
             if request is None:  # entered by a pass whose answer was lost: a stray
                 continue
             request.granted = True
@@ -210,10 +209,12 @@ class LimitClient:
         after a commit): rows we never learnt of go, a grant we never heard of is taken,
         and a waiting request whose rows a process took for a dead one's (a PostgreSQL
         restart) asks again, at the back. After a failure, else every CHECK_SECONDS."""
+        from headrace.store.limits import Waiting
+
         ours = self.store.ours()  # ticket -> still waiting
         strays = [t for t in ours if t not in self._entered]
-        if strays:
-            self.store.exchange([], strays, {})
+        if strays:  # deleted, granting nothing: no waiting ticket of ours is passed
+            self.store.exchange([], strays, Waiting())
         lost = [t for t in self._waiting if t not in ours]
         if lost:
             log.warning("Tag limits: %d waiting request(s) lost their place; asking again.",
@@ -225,7 +226,10 @@ class LimitClient:
                     request.ticket = None
                     self._entered.discard(ticket)
                     self._asked.append(request)
-        return self._granted([t for t in self._waiting if not ours.get(t, True)])
+        unheard = [t for t in self._waiting if not ours.get(t, True)]
+        for ticket in unheard:  # (`exchange` takes the grants it makes off the index)
+            self._index.remove(ticket)
+        return self._granted(unheard)
 
 
 # -- this process's client, and the limits in force ------------------------------------------

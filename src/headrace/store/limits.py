@@ -265,7 +265,8 @@ class LimitStore(OneConnection):
     @contextlib.contextmanager
     def _serialized(self):
         """A write transaction that no other process's limit transaction overlaps."""
-        with self._using() as (conn, run):
+        with self._using() as conn:
+            run = _Run(conn, self.dialect)
             if self.dialect.name == "sqlite":
                 run.execute("BEGIN IMMEDIATE")
             else:
@@ -275,24 +276,10 @@ class LimitStore(OneConnection):
 
     @contextlib.contextmanager
     def _reading(self):
-        with self._using() as (conn, run):
-            yield run
+        with self._using() as conn:
+            yield _Run(conn, self.dialect)
             if self.dialect.name != "sqlite":
                 conn.commit()  # end the read's transaction
-
-    @contextlib.contextmanager
-    def _using(self):
-        with self._lock:
-            conn = self._conn = self._conn or self._connect()
-            try:
-                yield conn, _Run(conn, self.dialect)
-            except BaseException:
-                self._conn = None  # the next call starts afresh
-                with contextlib.suppress(Exception):
-                    conn.rollback()
-                with contextlib.suppress(Exception):
-                    conn.close()
-                raise
 
 
 class Waiting:

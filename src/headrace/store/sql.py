@@ -422,22 +422,30 @@ class OneConnection:
         self._conn = None
         self._lock = threading.Lock()
 
-    def _execute(self, sql: str, params: tuple = (), fetch: bool = True, commit: bool = False):
+    @contextlib.contextmanager
+    def _using(self):
+        """The connection, under the lock; one that fails is closed (its transaction with
+        it), so the next call starts afresh."""
         with self._lock:
             if self._conn is None:
                 self._conn = self._connect()
+            conn = self._conn
             try:
-                cur = self._conn.cursor()
-                cur.execute(placeholders(self.dialect, sql), params)
-                rows = cur.fetchall() if fetch else cur.rowcount
-                if commit or self.dialect.name != "sqlite":
-                    self._conn.commit()  # PostgreSQL: end even a read's transaction
-                return rows
+                yield conn
             except BaseException:
-                conn, self._conn = self._conn, None  # the next call starts afresh
+                self._conn = None
                 with contextlib.suppress(Exception):
                     conn.close()
                 raise
+
+    def _execute(self, sql: str, params: tuple = (), fetch: bool = True, commit: bool = False):
+        with self._using() as conn:
+            cur = conn.cursor()
+            cur.execute(placeholders(self.dialect, sql), params)
+            rows = cur.fetchall() if fetch else cur.rowcount
+            if commit or self.dialect.name != "sqlite":
+                conn.commit()  # PostgreSQL: end even a read's transaction
+            return rows
 
     def close(self) -> None:
         with self._lock:
