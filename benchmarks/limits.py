@@ -40,6 +40,9 @@ from harness import replace_section
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 WORKER = HERE.parent / "tests" / "limit_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+from limit_worker import kill_uncounted  # noqa: E402  (the worker's, shared with its test)
+
 BEGIN, END = "<!-- limits:begin -->", "<!-- limits:end -->"
 
 
@@ -94,8 +97,6 @@ def throughput(url: str, folder: Path) -> dict:
 
 
 def killed_holder(url: str, folder: Path) -> float:
-    import fcntl
-
     from headrace.store import open_limits
 
     set_limit(url, 3)
@@ -107,12 +108,7 @@ def killed_holder(url: str, folder: Path) -> float:
     while [lim.waiting for lim in store.read()] != [1]:
         time.sleep(0.01)
     store.close()
-    with open(folder / "lock", "a") as lock:  # the bodies' lock: none counts meanwhile
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        killed = time.time()
-        holder.kill()
-        holder.wait()
-        (folder / "running").write_text("0")  # the killed bodies never counted out
+    killed = kill_uncounted(folder, holder)
     finish([waiter])
     return (
         min(at for at, kind, pid in events(folder) if kind == "start" and pid == waiter.pid)

@@ -359,12 +359,7 @@ def test_serving_without_a_schedule_or_with_a_bad_one_is_refused(home):
 
 
 def test_the_ui_shows_schedules_and_their_runs_with_hostile_text_escaped(home):
-    import json
-    import urllib.request
-
-    from headrace.server import create_app
-    from headrace.server.security import allowed_hosts_for
-    from ui_helpers import free_port, serving
+    from ui_helpers import fetched
 
     hostile = "<img src=x onerror=alert(1)>"
     store = open_ticks()
@@ -372,13 +367,8 @@ def test_the_ui_shows_schedules_and_their_runs_with_hostile_text_escaped(home):
                                   {"note": hostile}, T0.timestamp()))  # fmt: skip
     assert store.claim("s1", T0.timestamp(), hostile, T0.timestamp())
     store.mark("s1", T0.timestamp(), "Completed", "run-0123456789")
-    port = free_port()
-    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
-    with serving(app, port) as base:
-        with urllib.request.urlopen(f"{base}/schedules", timeout=10) as response:
-            page = response.read().decode()
-        with urllib.request.urlopen(f"{base}/api/schedules", timeout=10) as response:
-            [shown] = json.loads(response.read())["schedules"]
+    page, listed = fetched(home, "/schedules", "/api/schedules")
+    [shown] = listed["schedules"]
     assert hostile not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert 'href="/runs/run-0123456789"' in page and "Completed" in page
     assert (shown["flow_name"], shown["when"], shown["parameters"]) == (

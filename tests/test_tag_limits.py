@@ -10,7 +10,6 @@ here only the 1 s in which a dead holder's slot must go on is asserted.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sqlite3
@@ -28,6 +27,7 @@ from headrace.engine.clock import ManualClock
 from headrace.executors import ThreadExecutor
 from headrace.store import open_limits, open_reader
 from headrace.store.limits import Asked, Waiting
+from limit_worker import kill_uncounted
 
 WORKER = Path(__file__).with_name("limit_worker.py")
 SHOTS = os.environ.get("HEADRACE_UI_SCREENSHOTS")  # `make screenshots` sets it to docs/images
@@ -384,12 +384,7 @@ def test_a_killed_holder_hands_its_slots_on_within_a_second(url, tmp_path):
     while claims(open_limits()) != [("web", 3, 1)]:
         assert time.monotonic() < deadline and waiter.poll() is None, waiter.stderr.read()
         time.sleep(0.01)
-    with open(tmp_path / "lock", "a") as lock:  # the bodies' lock: none counts meanwhile
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        killed = time.time()
-        holder.kill()
-        holder.wait()
-        (tmp_path / "running").write_text("0")  # its bodies died without counting out
+    killed = kill_uncounted(tmp_path, holder)
     assert waiter.wait(timeout=60) == 0, waiter.stderr.read()
     first = min(at for kind, at, pid in events(tmp_path) if kind == "start" and pid == waiter.pid)
     assert first - killed < 1.0
@@ -463,24 +458,14 @@ def test_the_commands_set_list_and_remove_limits_with_recorded_text_escaped(home
 
 
 def test_the_ui_shows_each_limit_and_its_holders_with_hostile_text_escaped(home):
-    import json
-    import urllib.request
-
-    from headrace.server import create_app
-    from headrace.server.security import allowed_hosts_for
-    from ui_helpers import free_port, serving
+    from ui_helpers import fetched
 
     store = open_limits()
     store.set(HOSTILE, 2)
     store.exchange([Asked([HOSTILE], "run-0123456789", "tr-1", HOSTILE)], [], Waiting())
     store.exchange([Asked([HOSTILE])] * 2, [], Waiting())
-    port = free_port()
-    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
-    with serving(app, port) as base:
-        with urllib.request.urlopen(f"{base}/limits", timeout=10) as response:
-            page = response.read().decode()
-        with urllib.request.urlopen(f"{base}/api/limits", timeout=10) as response:
-            [shown] = json.loads(response.read())["limits"]
+    page, listed = fetched(home, "/limits", "/api/limits")
+    [shown] = listed["limits"]
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "2 of 2 held · 1 waiting" in page and 'href="/runs/run-0123456789"' in page
     assert (shown["tag"], shown["slots"], shown["waiting"], len(shown["holders"])) == (

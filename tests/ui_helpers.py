@@ -35,6 +35,24 @@ def serving(app, port: int | None = None) -> Iterator[str]:
         thread.join(10)
 
 
+def fetched(home, page: str, api: str) -> tuple[str, dict]:
+    """A page's HTML and an API path's JSON, from uvicorn serving the UI over the history
+    in `home` for as long as the two requests take."""
+    import json
+    import urllib.request
+
+    from headrace.server import create_app
+    from headrace.server.security import allowed_hosts_for
+
+    port = free_port()
+    app = create_app(f"sqlite:///{home / 'headrace.db'}", allowed_hosts_for("127.0.0.1", port))
+    with serving(app, port) as base:
+        with urllib.request.urlopen(f"{base}{page}", timeout=10) as response:
+            html = response.read().decode()
+        with urllib.request.urlopen(f"{base}{api}", timeout=10) as response:
+            return html, json.loads(response.read())
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 
