@@ -33,12 +33,12 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
+from headrace._pid import HOST
 from headrace.schedules import MAX_CATCHUP, Schedule, ScheduleError
 
 LATE_SECONDS = 60.0
@@ -126,7 +126,7 @@ class Server:
 
             store = open_ticks()
         self.store = store
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.name = name or f"{HOST}:{os.getpid()}"
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self._launch = launch or (lambda sid, tick, params: ProcessRun(
             self.entry, sid, tick, params, self.ended))  # fmt: skip

@@ -120,15 +120,16 @@ def read_limits(rows: Callable[[str, tuple], list]) -> list[TagLimit]:
             "SELECT tag, slots, created FROM tag_limits ORDER BY tag", ()
         )
     }
-    for row in rows(f"SELECT {', '.join(CLAIM_COLUMNS)} FROM limit_claims ORDER BY ticket", ()):
+    for row in rows(f"SELECT {', '.join(CLAIM_COLUMNS)} FROM limit_claims WHERE waiting = 0 "
+                    "ORDER BY ticket", ()):  # fmt: skip
         claim = _claim(row)
-        limit = limits.get(claim.tag)
-        if limit is None:
-            continue
-        if claim.waiting:
-            limit.waiting += 1
-        else:
-            limit.holders.append(claim)
+        if claim.tag in limits:
+            limits[claim.tag].holders.append(claim)
+    for tag, waiting in rows(
+        "SELECT tag, count(*) FROM limit_claims WHERE waiting = 1 GROUP BY tag", ()
+    ):
+        if tag in limits:
+            limits[tag].waiting = waiting
     return list(limits.values())
 
 
