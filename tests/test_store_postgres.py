@@ -274,6 +274,20 @@ def test_two_processes_record_to_one_database_at_once(pg_url, tmp_path):
         assert messages[0].startswith("Created flow run") and "Finished in state" in messages[-1]
 
 
+@needs_pg
+def test_an_open_recorder_holds_no_lock_another_process_would_wait_for(pg_url):
+    # The writer goes on with the connection that checked the schema: the check's lock
+    # must end with its transaction, or the next opener waits until this one writes.
+    open_recorder(pg_url)  # makes the schema (its upgrade commits, releasing the lock)
+    first = open_recorder(pg_url)  # checks it: only the check holds the lock
+    opened = threading.Event()
+    threading.Thread(target=lambda: (open_recorder(pg_url), opened.set()), daemon=True).start()
+    assert opened.wait(10), "a second recorder waited for the idle first one"
+    first.flow_run_started(FlowRun(id="run-1", name="after", flow_name="f", style="graph"))
+    first.flush()
+    assert open_reader(pg_url).flow_run("run-1").name == "after"
+
+
 # -- refusing what is not ours -----------------------------------------------------------------------
 
 

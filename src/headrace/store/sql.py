@@ -497,16 +497,23 @@ class SQLRecorder(Recorder):
         self.host = HOST
 
     # -- opening -------------------------------------------------------------------------
-    def open(self) -> SQLRecorder:
+    def open(self, checked=None) -> SQLRecorder:
+        """Check the schema (unless `checked`, a connection whose schema is checked
+        already), mark crashed runs, and start the writer on that same connection."""
         setting = writer_setting()  # a bad setting is refused for every store
         self._writes = self._writes or setting
-        conn = self._connect()
+        conn = checked or self._connect()
         try:
-            self._check_schema(conn)
+            if checked is None:
+                self._check_schema(conn)
             self._mark_crashed(conn)
-        finally:
+            conn.commit()  # no transaction is left open (PostgreSQL's schema lock with it)
+        except BaseException:
             conn.close()
-        self._writer = threading.Thread(target=self._write_loop, name="headrace-store", daemon=True)
+            raise
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="headrace-store", daemon=True
+        )
         self._writer.start()
         return self
 
@@ -650,10 +657,13 @@ class SQLRecorder(Recorder):
                 conn = self._connect()
         except Exception as exc:
             self._disable(f"cannot open {self.where}: {exc}")
-        return conn, {k: self._sql(v) for k, v in self._STATEMENTS.items()}
+        return conn, self._statements()
 
-    def _write_loop(self) -> None:
-        conn, statements = self._writer_connection()
+    def _statements(self) -> dict[str, str]:
+        return {k: self._sql(v) for k, v in self._STATEMENTS.items()}
+
+    def _write_loop(self, conn) -> None:
+        statements = self._statements()
         while True:
             try:
                 first = self._queue.get(timeout=HEARTBEAT_SECONDS)

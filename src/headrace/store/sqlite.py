@@ -102,9 +102,7 @@ def _connector(path: Path):
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("SELECT count(*) FROM sqlite_master")  # "not a database" shows here
             if wal:
-                mode = _journal_to_wal(conn)
-                if mode.lower() != "wal" and path.exists():
-                    conn.execute("PRAGMA journal_mode = DELETE")
+                _use_wal(conn, path)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise _refused(path, conn, exc) from None
@@ -113,14 +111,25 @@ def _connector(path: Path):
     return connect
 
 
-def _checked(path: Path, store: SQLRecorder, connect) -> None:
-    # Refuse a foreign or newer file before WAL touches it. A new (empty) file is neither:
-    # its schema is made in WAL mode, whose commit needs no fsync (11 ms here).
-    conn = connect(wal=path.stat().st_size == 0)
+def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
+    if _journal_to_wal(conn).lower() != "wal" and path.exists():
+        conn.execute("PRAGMA journal_mode = DELETE")
+
+
+def _checked(path: Path, store: SQLRecorder, connect) -> sqlite3.Connection:
+    """A connection in WAL mode to the file, its schema made or upgraded. A foreign or
+    newer file is refused before WAL touches it; a new (empty) file is neither, and its
+    schema is made in WAL mode, whose commit needs no fsync (11 ms here)."""
+    new = path.stat().st_size == 0
+    conn = connect(wal=new)
     try:
         store._check_schema(conn)
-    finally:
+        if not new:
+            _use_wal(conn, path)
+    except BaseException:
         conn.close()
+        raise
+    return conn
 
 
 def sqlite_recorder(path: str | Path, clock=None) -> SQLRecorder:
@@ -141,16 +150,16 @@ def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
     path = Path(path)
     _private_file(path)
     store = sqlite_recorder(path, clock)
-    _checked(path, store, store._connect)
+    conn = _checked(path, store, store._connect)
     _reserve(path)
-    return store.open()
+    return store.open(checked=conn)
 
 
 def _schema_ready(path: Path):
     """A connector to the file at `path`, once its schema is made or upgraded."""
     _private_file(path)
     connect = _connector(path)
-    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect)
+    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect).close()
     return connect
 
 
