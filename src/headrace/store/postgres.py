@@ -148,8 +148,9 @@ class PostgresRecorder(SQLRecorder):
         import psycopg
 
         try:
-            # Two processes creating the tables at once would collide in the catalog; the
-            # lock is released when the upgrade commits (or the connection closes).
+            # Two processes creating the tables at once would collide in the catalog. The
+            # lock ends with this transaction: the upgrade's commit, or the caller's commit
+            # or close (open() commits before its writer takes the connection).
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             super()._check_schema(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
