@@ -869,8 +869,8 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_runs(home):
         open_reader()  # reading changes nothing, so it cannot upgrade
     open_recorder()  # a writer migrates as it opens
     reader = open_reader()
-    assert reader.schema_version() == SCHEMA_VERSION == 5
-    assert {"schedules", "scheduled_runs", "tag_limits", "limit_claims"} <= {
+    assert reader.schema_version() == SCHEMA_VERSION == 6
+    assert {"schedules", "scheduled_runs", "tag_limits", "limit_claims", "task_run_children"} <= {
         name for (name,) in raw(home, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     old = reader.flow_run("old")

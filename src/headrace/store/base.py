@@ -22,7 +22,14 @@ from __future__ import annotations
 import abc
 
 from headrace.errors import HeadraceError
-from headrace.store.records import FlowRun, LogRecord, MapGroup, StateRecord, TaskRun
+from headrace.store.records import (
+    ChildRuns,
+    FlowRun,
+    LogRecord,
+    MapGroup,
+    StateRecord,
+    TaskRun,
+)
 
 CRASHED_MESSAGE = "The process running this flow run stopped before it finished."
 
@@ -68,6 +75,12 @@ class Recorder(abc.ABC):
     def task_run(self, run: TaskRun) -> None:
         """One finished task run: Running at its start, its final state at its end."""
 
+    def task_runs(self, runs: ChildRuns) -> None:
+        """Finished children of a map, recorded alike (`ChildRuns`); by default one
+        `task_run` each, and a recorder that keeps rows in batches takes them whole."""
+        for run in runs.runs():
+            self.task_run(run)
+
     @abc.abstractmethod
     def task_state(self, state: StateRecord) -> None:
         """An intermediate transition of a task run (Retrying), as it happens."""
@@ -97,6 +110,9 @@ class NullRecorder(Recorder):
         pass
 
     def task_run(self, run: TaskRun) -> None:
+        pass
+
+    def task_runs(self, runs: ChildRuns) -> None:
         pass
 
     def task_state(self, state: StateRecord) -> None:

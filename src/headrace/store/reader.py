@@ -24,6 +24,8 @@ from headrace.store import sql as schema
 from headrace.store.base import CRASHED_MESSAGE, Reader, StoreError, StoreMissing, no_such_run
 from headrace.store.records import FlowRun, LogRecord, MapGroup, StateRecord
 from headrace.store.sql import (
+    CHILD_COLUMNS,
+    CHILDREN_JOINED,
     FLOW_RUN_COLUMNS,
     LOG_COLUMNS,
     STATE_COLUMNS,
@@ -38,6 +40,8 @@ from headrace.store.sql import (
 )
 
 FAILED_SHOWN = 3  # failed children a MapGroup names
+_TASK_RUN = ", ".join(TASK_RUN_COLUMNS)
+_CHILD = ", ".join(CHILD_COLUMNS)
 
 
 class SQLReader(Reader):
@@ -174,19 +178,36 @@ class SQLReader(Reader):
         where = "flow_run_id = ?"
         if children is not None:
             where += " AND map_index IS NOT NULL" if children else " AND map_index IS NULL"
+        sql, params = f"SELECT {_TASK_RUN} FROM task_runs WHERE {where}", [flow_run_id]
+        if children is not False:  # and the compact children (task_run_children)
+            sql += f" UNION ALL SELECT {_CHILD} FROM {CHILDREN_JOINED} WHERE p.flow_run_id = ?"
+            params.append(flow_run_id)
         # A mapped task's own row has no start; it leads on every database (PostgreSQL
         # would sort NULL last, SQLite sorts it first).
-        sql = (
-            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE {where} "
-            "ORDER BY start_time IS NOT NULL, start_time, id"
-        )
+        sql = f"SELECT * FROM ({sql}) AS t ORDER BY start_time IS NOT NULL, start_time, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         elif offset and self.dialect.name == "sqlite":
             sql += " LIMIT -1"  # SQLite takes an OFFSET only after a LIMIT
         if offset:
             sql += f" OFFSET {int(offset)}"
-        return [task_run_record(row) for row in self._rows(sql, (flow_run_id,))]
+        return [task_run_record(row) for row in self._rows(sql, tuple(params))]
+
+    def _task_run_row(self, task_run_id: str) -> tuple | None:
+        """A task run's row by its id (TASK_RUN_COLUMNS): its own, or a compact child's,
+        whose id is `<parent>.<map_index>`."""
+        rows = self._rows(f"SELECT {_TASK_RUN} FROM task_runs WHERE id = ?", (task_run_id,))
+        if rows:
+            return rows[0]
+        parent, dot, index = task_run_id.rpartition(".")
+        if not dot or not index.isdigit():
+            return None
+        rows = self._rows(
+            f"SELECT {_CHILD} FROM {CHILDREN_JOINED} WHERE c.parent_task_run_id = ? "
+            "AND c.map_index = ?",
+            (parent, int(index)),
+        )
+        return rows[0] if rows else None
 
     def schedules(self):
         from headrace.store.schedules import read_schedules
@@ -210,8 +231,11 @@ class SQLReader(Reader):
         counted = self._rows(
             f"SELECT {group}, state_name, COUNT(*), MIN(start_time), MAX(end_time) "
             f"FROM task_runs WHERE flow_run_id = ? AND map_index IS NOT NULL "
-            f"GROUP BY {group}, state_name",
-            (flow_run_id,),
+            f"GROUP BY {group}, state_name "
+            "UNION ALL SELECT c.parent_task_run_id, p.task_key, p.task_name, 'Completed', "
+            f"COUNT(*), MIN(c.start_time), MAX(c.end_time) FROM {CHILDREN_JOINED} "
+            "WHERE p.flow_run_id = ? GROUP BY c.parent_task_run_id, p.task_key, p.task_name",
+            (flow_run_id, flow_run_id),
         )
         failed = self._rows(
             f"SELECT {group}, name FROM (SELECT {group}, name, ROW_NUMBER() OVER "
@@ -227,7 +251,7 @@ class SQLReader(Reader):
             if found is None:
                 found = groups[parent, key, name] = MapGroup(parent, key, name, 0, {}, start, end)
             found.size += count
-            found.counts[state] = count
+            found.counts[state] = found.counts.get(state, 0) + count
             found.start_time = _least(found.start_time, start)
             found.end_time = _most(found.end_time, end)
         for parent, key, name, child in failed:
@@ -240,17 +264,20 @@ class SQLReader(Reader):
         The task run's own row holds the first and the last (its start and end);
         `task_run_states` holds only what came between, to keep writes small.
         """
-        cols = "flow_run_id, state_type, state_name, state_message, start_time, end_time"
-        found = self._rows(f"SELECT {cols} FROM task_runs WHERE id = ?", (task_run_id,))
+        found = self._task_run_row(task_run_id)
         between = self._rows(
             f"SELECT {', '.join(STATE_COLUMNS)} FROM task_run_states WHERE task_run_id = ? "
             "ORDER BY id",
             (task_run_id,),
         )
         middle = [StateRecord(*row) for row in between]
-        if not found:
+        if found is None:
             return middle
-        flow_run_id, type_, name, message, start, end = found[0]
+        run = task_run_record(found)
+        flow_run_id, type_, name, message = (
+            run.flow_run_id, run.state_type, run.state_name, run.state_message,
+        )  # fmt: skip
+        start, end = run.start_time, run.end_time
         first = StateRecord(task_run_id, flow_run_id, "RUNNING", "Running", None, start)
         last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
         return [first, *middle, last]
@@ -274,10 +301,8 @@ class SQLReader(Reader):
         return [(row[0], LogRecord(*row[1:])) for row in self._rows(sql, tuple(params))]
 
     def task_run(self, task_run_id):
-        rows = self._rows(
-            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE id = ?", (task_run_id,)
-        )
-        return task_run_record(rows[0]) if rows else None
+        row = self._task_run_row(task_run_id)
+        return task_run_record(row) if row is not None else None
 
     def flow_summaries(self):
         counted = self._rows(
@@ -303,7 +328,11 @@ class SQLReader(Reader):
         ]  # fmt: skip
 
     def activity(self, flow_run_id):
-        tasks = self._rows("SELECT COUNT(*) FROM task_runs WHERE flow_run_id = ?", (flow_run_id,))
+        tasks = self._rows(
+            "SELECT (SELECT COUNT(*) FROM task_runs WHERE flow_run_id = ?) + (SELECT COUNT(*) "
+            f"FROM {CHILDREN_JOINED} WHERE p.flow_run_id = ?)",
+            (flow_run_id, flow_run_id),
+        )
         last = self._rows("SELECT MAX(id) FROM logs WHERE flow_run_id = ?", (flow_run_id,))
         return tasks[0][0], last[0][0]
 
@@ -313,12 +342,17 @@ class SQLReader(Reader):
         if state:
             where += " AND state_name = ?"
             params.append(state)
-        rows = self._rows(
-            f"SELECT {', '.join(TASK_RUN_COLUMNS)} FROM task_runs WHERE {where} "
-            f"ORDER BY map_index LIMIT {int(limit)}",
-            tuple(params),
-        )
-        return [task_run_record(row) for row in rows]
+        tail = f" ORDER BY map_index LIMIT {int(limit)}"
+        rows = self._rows(f"SELECT {_TASK_RUN} FROM task_runs WHERE {where}{tail}", tuple(params))
+        if not state or state == "Completed":  # each part in index order, then merged
+            rows += self._rows(
+                f"SELECT {_CHILD} FROM {CHILDREN_JOINED} WHERE p.flow_run_id = ? AND "
+                "p.task_key = ? AND p.map_index IS NULL AND c.map_index > ? "
+                f"ORDER BY c.map_index LIMIT {int(limit)}",
+                (flow_run_id, task_key, after_index),
+            )
+            rows.sort(key=lambda row: row[5])  # map_index
+        return [task_run_record(row) for row in rows[: int(limit)]]
 
 
 def _escaped(text: str) -> str:

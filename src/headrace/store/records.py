@@ -7,6 +7,8 @@ SQL rows (tuples in column order) are built from them inside `store/` alone.
 
 from __future__ import annotations
 
+import binascii
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +88,52 @@ class TaskRun(RecordedState):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class ChildRuns:
+    """Children of one mapped task run that completed alike, as one record: each ran
+    once to Completed with `state_message`, its result inline by `serializer`; they
+    differ only in their index, times and result bytes (`data`, one after another,
+    `sizes` long). Child `i` is the TaskRun `<parent_task_run_id>.<i>`, named
+    `<name>[<i>]` (`runs()`)."""
+
+    flow_run_id: str
+    task_name: str
+    name: str  # the mapped task run's name
+    task_key: str | None
+    parent_task_run_id: str
+    upstream: list[str]
+    tags: list[str]
+    serializer: str  # its name, as a result reference gives it
+    state_message: str | None
+    indices: array = field(default_factory=lambda: array("q"))
+    starts: array = field(default_factory=lambda: array("d"))
+    ends: array = field(default_factory=lambda: array("d"))
+    sizes: array = field(default_factory=lambda: array("I"))
+    data: bytearray = field(default_factory=bytearray)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def fields(self):
+        """(index, run id, name, start, end, result reference) per child, in order."""
+        parent, name = self.parent_task_run_id, self.name
+        prefix, data, offset = f"inline:{self.serializer}:", self.data, 0
+        for i, start, end, size in zip(self.indices, self.starts, self.ends, self.sizes):
+            blob = data[offset : offset + size]
+            offset += size
+            ref = prefix + binascii.b2a_base64(blob, newline=False).decode("ascii")
+            yield i, f"{parent}.{i}", f"{name}[{i}]", start, end, ref
+
+    def runs(self) -> list[TaskRun]:
+        """The children as TaskRun records."""
+        return [
+            TaskRun(run_id, self.flow_run_id, self.task_name, name, self.task_key, i,
+                    self.parent_task_run_id, list(self.upstream), list(self.tags),
+                    "COMPLETED", "Completed", self.state_message, start, end, 1, None, ref)
+            for i, run_id, name, start, end, ref in self.fields()
+        ]  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -44,9 +44,9 @@ from typing import Any
 
 from headrace._pid import HOST, alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
-from headrace.store.records import FlowRun, LogRecord, StateRecord, TaskRun
+from headrace.store.records import ChildRuns, FlowRun, LogRecord, StateRecord, TaskRun
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APP = "headrace"
 PARAMETER_LIMIT = 2000  # characters of JSON per parameter value before it is truncated
 BATCH = 5000
@@ -104,6 +104,7 @@ class Dialect:
     errors: tuple  # exception types of the driver
     row_errors: tuple = ()  # of those, the ones that a row causes (the database is fine)
     disconnects: tuple = ()  # of those, the ones of a lost connection (a server restart)
+    clustered: str = ""  # what makes a table its primary key's index (SQLite: WITHOUT ROWID)
 
 
 FLOW_RUN_COLUMNS = [
@@ -145,6 +146,15 @@ TASK_RUN_COLUMNS = [
     "cache_key",
     "result_ref",
 ]
+# A task_run_children row read as a task run, its parent's row `p` and its own `c`, in
+# TASK_RUN_COLUMNS order (each database concatenates text and integers with ||).
+CHILD_COLUMNS = [
+    "p.id || '.' || c.map_index", "p.flow_run_id", "p.task_name",
+    "p.name || '[' || c.map_index || ']'", "p.task_key", "c.map_index", "p.id", "p.upstream",
+    "p.tags", "'COMPLETED'", "'Completed'", "'Task run succeeded.'", "c.start_time",
+    "c.end_time", "1", "NULL", "c.result_ref",
+]  # fmt: skip
+CHILDREN_JOINED = "task_run_children c JOIN task_runs p ON p.id = c.parent_task_run_id"
 STATE_COLUMNS = ["task_run_id", "flow_run_id", "type", "name", "message", "time"]
 LOG_COLUMNS = ["flow_run_id", "task_run_id", "level", "time", "logger", "message"]
 
@@ -231,12 +241,25 @@ def tag_limits(d: Dialect) -> list[str]:
     ]
 
 
+def compact_children(d: Dialect) -> list[str]:
+    """Version 6: the children of a map that completed alike (`ChildRuns`), one narrow row
+    each. Child `map_index` is the task run `<parent>.<map_index>`, named, keyed, tagged
+    and linked as its parent's row (`task_runs`) says, Completed once (`CHILD_COLUMNS`)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS task_run_children (
+            parent_task_run_id TEXT NOT NULL, map_index INTEGER NOT NULL,
+            start_time {d.real}, end_time {d.real}, result_ref TEXT,
+            PRIMARY KEY (parent_task_run_id, map_index)){d.clustered}""",
+    ]
+
+
 MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {
     1: schema,
     2: subflow_edges,
     3: caches_and_resume,
     4: schedules,
     5: tag_limits,
+    6: compact_children,
 }
 
 
@@ -313,6 +336,25 @@ def task_run_row(run: TaskRun) -> tuple:
         run.state_message, run.start_time, run.end_time, run.run_count, run.cache_key,
         run.result_ref,
     )  # fmt: skip
+
+
+def with_child_rows(rows: dict[str, list]) -> dict[str, list]:
+    """A batch with its `ChildRuns` records (kind "task_runs") made into task_run_children
+    rows."""
+    batches = rows.get("task_runs")
+    if not batches or batches[0].__class__ is not ChildRuns:
+        return rows
+    made = []
+    for runs in batches:
+        parent = runs.parent_task_run_id
+        made.extend((parent, i, start, end, ref) for i, _, _, start, end, ref in runs.fields())
+    return {**rows, "task_runs": made}
+
+
+def row_count(rows: dict[str, list]) -> int:
+    """The rows a batch writes (a ChildRuns record is as many as it has children)."""
+    count = sum(len(batch) for kind, batch in rows.items() if kind != "task_runs")
+    return count + sum(len(runs) for runs in rows.get("task_runs", ()))
 
 
 def state_row(state: StateRecord) -> tuple:
@@ -476,6 +518,8 @@ class SQLRecorder(Recorder):
         self._make_room = make_room  # frees space for the last writes when the disk is full
         self.where = where  # a path or a host, for messages and `headrace version`
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._batched = 0  # rows queued beyond one an item (a ChildRuns item holds many)
+        self._batched_lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._disabled: str | None = None
         self._active: dict[str, float] = {}  # flow run ids of this process -> last heartbeat
@@ -573,18 +617,25 @@ class SQLRecorder(Recorder):
         conn.commit()
 
     # -- recording: each method queues one row and returns ---------------------------------
-    def _put(self, kind: str, row) -> None:
+    def _put(self, kind: str, row, rows: int = 1) -> None:
         if self._disabled is not None:  # history is off: only the ends of runs still go
             if kind == "flow_run_end":
                 self._queue.put((kind, row))
-        elif self._outage and kind not in _KEPT and self._queue.qsize() >= QUEUE_LIMIT:
-            self._dropped += 1
+        elif self._outage and kind not in _KEPT and self._queued() >= QUEUE_LIMIT:
+            self._dropped += rows
         else:
-            if self._queue.qsize() >= BACKLOG and not self._stuck:
+            if self._queued() >= BACKLOG and not self._stuck:
                 self._room.clear()
-                if self._queue.qsize() >= BACKLOG and not self._room.wait(BACKLOG_WAIT):
+                if self._queued() >= BACKLOG and not self._room.wait(BACKLOG_WAIT):
                     self._stuck = True  # never wait again until the writer catches up
+            if rows > 1:
+                with self._batched_lock:
+                    self._batched += rows - 1
             self._queue.put((kind, row))
+
+    def _queued(self) -> int:
+        """Rows queued and not yet taken by the writer."""
+        return self._queue.qsize() + self._batched
 
     def flow_run_started(self, run: FlowRun) -> None:
         now = time.time()
@@ -597,6 +648,9 @@ class SQLRecorder(Recorder):
 
     def task_run(self, run: TaskRun) -> None:
         self._put("task_run", task_run_row(run))
+
+    def task_runs(self, runs: ChildRuns) -> None:
+        self._put("task_runs", runs, len(runs))  # rows made by whoever writes them
 
     def task_state(self, state: StateRecord) -> None:
         self._put("state", state_row(state))
@@ -636,6 +690,12 @@ class SQLRecorder(Recorder):
             f"({', '.join('?' * len(TASK_RUN_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in TASK_RUN_COLUMNS[1:])
         ),
+        "task_runs": (
+            "INSERT INTO task_run_children (parent_task_run_id, map_index, start_time, "
+            "end_time, result_ref) VALUES (?, ?, ?, ?, ?) ON CONFLICT (parent_task_run_id, "
+            "map_index) DO UPDATE SET start_time = excluded.start_time, "
+            "end_time = excluded.end_time, result_ref = excluded.result_ref"
+        ),
         "state": (
             f"INSERT INTO task_run_states ({', '.join(STATE_COLUMNS)}) VALUES "
             f"({', '.join('?' * len(STATE_COLUMNS))})"
@@ -647,7 +707,7 @@ class SQLRecorder(Recorder):
         "heartbeat": "UPDATE flow_runs SET heartbeat = ? WHERE id = ?",
     }
     # Rows go in this order, so an end never lands before its start.
-    _ORDER = ("flow_run", "task_run", "state", "log", "flow_run_end", "heartbeat")
+    _ORDER = ("flow_run", "task_run", "task_runs", "state", "log", "flow_run_end", "heartbeat")
 
     def _writer_connection(self) -> tuple:
         """(the writer's connection or None, its statements); None turns history off."""
@@ -670,12 +730,20 @@ class SQLRecorder(Recorder):
             except queue.Empty:
                 first = None
             items = [] if first is None else [first]
-            while len(items) < BATCH:
+            taken = 0
+            while True:
+                if items and items[-1][0] == "task_runs":
+                    taken += len(items[-1][1]) - 1
+                if len(items) + taken >= BATCH:
+                    break
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if self._queue.qsize() < BACKLOG:
+            if taken:
+                with self._batched_lock:
+                    self._batched -= taken
+            if self._queued() < BACKLOG:
                 self._stuck = False
                 self._room.set()  # the run goes on while this batch is written
             rows: dict[str, list] = {}
@@ -698,7 +766,7 @@ class SQLRecorder(Recorder):
         """Write one batch here, or have the writer process write it; with `wait` (a
         flush), once every batch it was given is written (`rows` may then be empty)."""
         if self._process is None and self._writes != "thread" and self._disabled is None:
-            self._written_here += sum(map(len, rows.values()))
+            self._written_here += row_count(rows)
             if self._writes == "process" or self._written_here > HANDOFF_ROWS:
                 self._process = self._start_process()
         if self._process is None or not self._process.ready(wait=self._writes == "process"):
@@ -728,6 +796,7 @@ class SQLRecorder(Recorder):
     def _write_batch(self, conn, statements: dict, rows: dict[str, list]):
         """Write one batch, keeping account of the runs it starts and ends and of the runs
         that lost rows, whose ends are marked "History incomplete"."""
+        rows = with_child_rows(rows)
         self._open.update(row[0] for row in rows.get("flow_run", ()))
         if self._dropped:
             count, self._dropped = self._dropped, 0  # a lost increment only delays the note
@@ -903,6 +972,13 @@ class SQLRecorder(Recorder):
             )
             ids = [(row[0],) for row in cur.fetchall()]
             self.last_pruned = [i for (i,) in ids]
+            cur.executemany(
+                self._sql(
+                    "DELETE FROM task_run_children WHERE parent_task_run_id IN "
+                    "(SELECT id FROM task_runs WHERE flow_run_id = ?)"
+                ),
+                ids,
+            )
             for table, column in (
                 ("logs", "flow_run_id"),
                 ("task_run_states", "flow_run_id"),
@@ -914,6 +990,10 @@ class SQLRecorder(Recorder):
                 cur.execute(
                     f"DELETE FROM {table} WHERE flow_run_id NOT IN (SELECT id FROM flow_runs)"
                 )
+            cur.execute(
+                "DELETE FROM task_run_children WHERE parent_task_run_id NOT IN "
+                "(SELECT id FROM task_runs)"
+            )
             conn.commit()
             return len(ids)
         finally:
@@ -925,8 +1005,8 @@ class SQLRecorder(Recorder):
         conn = self._connect()
         try:
             cur = conn.cursor()
-            tables = ("logs", "task_run_states", "task_runs", "flow_runs", "cache_entries",
-                      "scheduled_runs")  # fmt: skip
+            tables = ("logs", "task_run_states", "task_run_children", "task_runs", "flow_runs",
+                      "cache_entries", "scheduled_runs")  # fmt: skip
             for table in tables:
                 cur.execute(f"DELETE FROM {table}")
             conn.commit()

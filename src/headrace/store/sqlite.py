@@ -34,6 +34,7 @@ from headrace.store.sql import Dialect, SQLRecorder, StoreError
 DIALECT = Dialect(
     "sqlite", "?", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT", (sqlite3.Error,),
     row_errors=(sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError),
+    clustered=" WITHOUT ROWID",
 )  # fmt: skip
 RESERVE_BYTES = 256 * 1024  # room for the last writes on a full disk
 IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
