@@ -288,6 +288,13 @@ class ChildStates:
             else:
                 self._items[index], self._how[index] = value, _HELD
 
+    def keep_inline(self, index: int, value, data: bytes) -> None:
+        """Keep finished child `index` as `compact` would: Completed with `value`, its
+        result `data` inline by this map's `serializer` (set before)."""
+        self._start[index], self._size[index] = len(self._data), len(data)
+        self._data += data
+        self._items[index], self._how[index] = value, _HELD
+
     def release(self, index: int) -> None:
         """Drop child `index`'s value from memory (it is read again from its bytes)."""
         how, item = self._how[index], self._items[index]

@@ -105,6 +105,10 @@ class Call:
     def finished(self, node: Node, index: int | None, state: State) -> None:
         self.run.task_run_finished(node, index, state)
 
+    def child_completed(self, node: Node, index: int) -> None:
+        """`finished` for a child a batch kept compactly (Completed, no State made)."""
+        self.run.child_completed(node, index)
+
     def is_allowed(self, index: int | None) -> bool:
         allowed = self.allowed
         return allowed is True or (index is not None and allowed is not False and index in allowed)

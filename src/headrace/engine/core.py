@@ -44,6 +44,11 @@ Core fields (state)
                  (direct calls) on their owner's thread.
     lingering    bodies a timeout abandoned on a thread, still running: each
                  holds its throttle slots until it returns.
+    batch        per mapped node, its `engine.batch` plan (False: none): on an
+                 inline executor the children of a map that runs alike leave
+                 the ready stack up to `batch.CHILDREN` at a time and run in
+                 one loop, recorded as one `ChildRuns`; any other outcome than
+                 a Completed result kept inline goes through `handle`.
     in_flight    units on the executor, bounded by `executor.max_in_flight`:
                  depth-first, so chained maps release intermediate results
                  early and memory stays flat. After each round of submits
@@ -105,7 +110,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
-from headrace.engine import logs
+from headrace.engine import batch, logs
 from headrace.engine.nodes import ELEMENT, NOTHING, WHOLE, Attempt, Node, ReadyStack
 from headrace.engine.recorder import task_run_done, task_state
 from headrace.engine.task_run import (
@@ -387,6 +392,8 @@ class Core:
             self.handle((attempt, run_task(*self._payload(attempt)), None))
         ready, inline = self.ready, self.executor.inline
         while ready and self.in_flight < self.limit:
+            if inline and self._batched():
+                continue
             attempt = self._start(*ready.pop_unit())
             if attempt is not None:
                 self.submit(attempt)
@@ -395,6 +402,17 @@ class Core:
         if not inline:
             self.executor.flush()
         return None
+
+    def _batched(self) -> bool:
+        """Run the next children of the span on top of the ready stack as one batch, when
+        its map qualifies (`engine.batch`); False when they go one by one."""
+        span = self.ready.top_span()
+        if span is None:
+            return False
+        node = span.node
+        if node.batch is None:
+            node.batch = batch.plan(self, node) or False
+        return node.batch is not False and batch.run(self, node, node.batch, span)
 
     def _start(self, node: Node, index: int | None) -> Attempt | None:
         """The attempt that runs a ready unit: its due retry, or a new one (None when it
@@ -682,8 +700,13 @@ class Core:
         node.children[index] = state
         if not node.keep and node.children.__class__ is ChildStates:
             node.children.compact(index)  # (the caller's states stay the ones it was given)
+        self.child_finished(node, index, state.is_failed())
+
+    def child_finished(self, node: Node, index: int, failed: bool) -> None:
+        """Child `index` of `node` has its final state in `node.children`: wake what
+        waited for it; the last one finishes the node as `Mapped`."""
         if self.progress is not None:
-            self.progress.child_done(node, state.is_failed())
+            self.progress.child_done(node, failed)
         for down, mode in node.downs:
             if mode == ELEMENT and down.child_wait is not None and down.state is None:
                 down.child_wait[index] -= 1

@@ -403,6 +403,15 @@ class FunctionRun:
                 level, "Finished in state %s", logs.state_label(state)
             )
 
+    def child_completed(self, node: Node, index: int) -> None:
+        """`task_run_finished` for a map child that completed in a batch (engine.batch)."""
+        self._finished += 1
+        level = 20 if self._finished <= QUIET_AFTER else 10
+        if logs.TASK_RUNS.isEnabledFor(level):
+            logs.task_logger(node.unit_name(index), node.unit_id(index), self.id).log(
+                level, "Finished in state %s", "Completed()"
+            )
+
     def interrupted(self) -> None:
         """Ctrl-C, after `core.stop`: cancel what has not started, wait for nothing."""
         if self.core.progress is not None:

@@ -72,6 +72,7 @@ class Node:
         "extra_holds",
         "call",
         "given",
+        "batch",
     )
 
     def __init__(
@@ -116,6 +117,7 @@ class Node:
         self.extra_holds = 0  # holds on each result beyond its consumers' (live futures)
         self.call = None  # what a function flow's call adds (see function_flow.Call)
         self.given: State | None = None  # a finished state from before the run
+        self.batch = None  # a mapped node's batch plan (engine.batch), False for none
 
     def unit_id(self, index: int | None) -> str:
         """The run id of the unit: the node's, or `<node's>.<index>` for a child."""
@@ -192,6 +194,19 @@ class ReadyStack(list):
         if top.next == top.stop:
             self.pop()
         return top.node, top.next - 1
+
+    def top_span(self) -> _Span | None:
+        """The entry that pops next when it is a span of children, else None."""
+        top = self[-1]
+        return top if top.__class__ is _Span else None
+
+    def take(self, span: _Span, count: int) -> range:
+        """Pop the next `count` children (or fewer, the rest) of `span`, the top entry."""
+        first = span.next
+        span.next = stop = min(span.stop, first + count)
+        if stop == span.stop:
+            self.pop()
+        return range(first, stop)
 
     def units(self) -> list[tuple[Node, int | None]]:
         """Unit by unit, bottom first (the last pops first)."""

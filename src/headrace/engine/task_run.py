@@ -369,25 +369,35 @@ def _attempt(spec: TaskSpec, arguments: dict[str, Any], task_ctx: TaskRunContext
             else:
                 value = _call_with_timeout(spec, arguments)
             return Completed(SUCCEEDED, value)
-        except signals.LOOP as sig:
-            task_ctx.task_loop_count += 1
-            task_ctx.task_loop_result = sig.result
-            task_ctx.task_run_count = 1
-        except signals.SUCCESS as sig:
-            return Completed(sig.message or SUCCEEDED, sig.result)
-        except signals.SKIP as sig:
-            return Skipped(sig.message or "Task run was skipped.")
         except Exception as exc:
-            failure = _failure_state(spec, exc)
-            attempt = task_ctx.task_run_count
-            if attempt > spec.retries:
-                return failure
-            return Retrying(
-                f"Attempt {attempt} of {spec.retries + 1} failed: {failure.message}",
-                exception=exc,
-                run_count=attempt,
-                loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
-            )
+            state = state_after_raise(spec, exc, task_ctx)
+            if state is not None:
+                return state
+
+
+def state_after_raise(spec: TaskSpec, exc: Exception, task_ctx: TaskRunContext) -> State | None:
+    """The state an attempt's call reached by raising `exc`: a signal's, a failure, or
+    Retrying while retries remain; None for LOOP, which moved `task_ctx` to the next
+    pass (call again)."""
+    if isinstance(exc, signals.LOOP):
+        task_ctx.task_loop_count += 1
+        task_ctx.task_loop_result = exc.result
+        task_ctx.task_run_count = 1
+        return None
+    if isinstance(exc, signals.SUCCESS):
+        return Completed(exc.message or SUCCEEDED, exc.result)
+    if isinstance(exc, signals.SKIP):
+        return Skipped(exc.message or "Task run was skipped.")
+    failure = _failure_state(spec, exc)
+    attempt = task_ctx.task_run_count
+    if attempt > spec.retries:
+        return failure
+    return Retrying(
+        f"Attempt {attempt} of {spec.retries + 1} failed: {failure.message}",
+        exception=exc,
+        run_count=attempt,
+        loop=(task_ctx.task_loop_count, task_ctx.task_loop_result),
+    )
 
 
 def _run_plain(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
@@ -431,12 +441,15 @@ def _run_cached(spec, arguments, task_ctx, flow_ctx, run_id: str) -> State:
 _NOT_PERSISTED: set[str] = set()  # tasks already warned of in this process
 
 
-def _persisted(state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: str) -> State:
-    """The state with a `ref` its value can be read again from; a value that its
-    serializer (or storage) cannot write warns once per task, and the state says so."""
+def _persisted(
+    state: State, spec: TaskSpec, flow_ctx, run_id: str, run_name: str, data: bytes | None = None
+) -> State:
+    """The state with a `ref` its value can be read again from (`data`: its bytes, when
+    already serialised); a value that its serializer (or storage) cannot write warns
+    once per task, and the state says so."""
     try:
         state.ref = persist(state._value, spec.serializer, spec.storage,
-                            f"{flow_ctx.flow_run_id}/{run_id}", flow_ctx.host)  # fmt: skip
+                            f"{flow_ctx.flow_run_id}/{run_id}", flow_ctx.host, data)  # fmt: skip
     except StorageUnreachableError as exc:
         return Failed(str(exc), exception=exc)
     except Exception as exc:

@@ -84,12 +84,15 @@ class ResultRef:
 
 
 def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
-            key: str, client_host: str | None = None) -> ResultRef:  # fmt: skip
-    """Serialise `value` and keep it inline or write it under `key`; raises what the
-    serializer or the storage raises, and StorageUnreachableError for a LocalStorage
-    on a host other than `client_host`, the flow run's."""
+            key: str, client_host: str | None = None, data: bytes | None = None,
+            ) -> ResultRef:  # fmt: skip
+    """Serialise `value` (unless `data` holds its bytes) and keep it inline or write it
+    under `key`; raises what the serializer or the storage raises, and
+    StorageUnreachableError for a LocalStorage on a host other than `client_host`, the
+    flow run's."""
     serializer = serializer or PICKLE
-    data = serializer.dumps(value)
+    if data is None:
+        data = serializer.dumps(value)
     if len(data) <= INLINE_BYTES:
         return ResultRef(serializer, data)
     storage = storage or RESULTS

@@ -1,0 +1,253 @@
+"""A plain map's children in batches (engine.batch) and their compact history.
+
+On an inline executor the children of a map that runs alike go through one loop and
+are recorded as `ChildRuns` (the store's task_run_children). Everything a user can see
+must be what the general path shows: each child's state and result, its context and
+log lines, and its record in the history, on SQLite and on PostgreSQL. ThreadExecutor
+runs the same flow through the general path, so the two are compared field by field.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from headrace import Flow, Parameter, context, flow, get_run_logger, signals, task
+from headrace.engine import batch
+from headrace.executors import LocalExecutor, ThreadExecutor
+from headrace.results.persist import INLINE_BYTES, ResultRef
+from headrace.store import get_store, open_reader, open_recorder
+from headrace.store.base import Recorder
+from headrace.store.records import ChildRuns
+
+N = 2 * batch.CHILDREN + 100  # three batches
+
+
+@task
+def numbers(n):
+    return list(range(n))
+
+
+@task(tags=["t"])
+def step(x):
+    get_run_logger().info("child %d at map index %s", x, context.map_index)
+    kind = x % 100
+    if kind == 7:
+        raise ValueError(f"seven in {x}")
+    if kind == 8:
+        raise signals.SKIP(f"skip {x}")
+    if kind == 9:
+        return b"\x01" * (INLINE_BYTES + 10)  # written to storage, not kept inline
+    if kind == 10 and context.task_loop_count < 3:
+        raise signals.LOOP(result=x)
+    if kind == 11:
+        raise signals.SUCCESS("early", result=-x)
+    return x + 1
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+def graph_flow() -> tuple[Flow, object]:
+    with Flow("batched") as f:
+        mapped = step.map(numbers(Parameter("n")))
+        total(mapped)
+    return f, mapped
+
+
+def run_graph(executor):
+    f, mapped = graph_flow()
+    state = f.run(parameters={"n": N}, executor=executor)
+    return state[mapped].map_states
+
+
+def run_function(executor):
+    @flow(name="batched", executor=executor)
+    def batched(n):
+        return [future.wait() for future in step.map(numbers(n))]
+
+    return batched(N, return_state=True).result(raise_on_failure=False)
+
+
+def shown(states) -> list[tuple]:
+    """What a caller sees of each child state."""
+    return [
+        (s.name, s.message, s.result(raise_on_failure=False) if s.is_successful() else None)
+        for s in states
+    ]
+
+
+def recorded(reader, flow_run_id: str) -> list[tuple]:
+    """The history of a run with its ids replaced by names (ids differ from run to run)."""
+    runs = reader.task_runs(flow_run_id)
+    names = {t.id: t.name for t in runs}
+    return [
+        (
+            t.name, t.task_name, t.task_key, t.map_index, t.state_type, t.state_name,
+            t.state_message, [names[u] for u in t.upstream], t.tags, t.run_count,
+            names.get(t.parent_task_run_id), t.cache_key,
+            ResultRef.parse(t.result_ref).load() if t.result_ref else None,
+            [
+                _line(r.message)
+                for _, r in reader.logs(flow_run_id, task_run_id=t.id)
+                if not r.message.startswith("Finished in state")  # the first few, as they end
+            ],
+        )
+        for t in sorted(runs, key=lambda t: t.name)
+    ]  # fmt: skip
+
+
+def _line(message: str) -> str:
+    """A log line; of a traceback, its last line (the engine's own frames differ)."""
+    return message.splitlines()[-1] if message.startswith("Encountered exception") else message
+
+
+def compact_rows(reader, flow_run_id: str) -> int:
+    """How many of the run's children the store keeps compactly."""
+    return reader._rows(
+        "SELECT COUNT(*) FROM task_run_children c JOIN task_runs p "
+        "ON p.id = c.parent_task_run_id WHERE p.flow_run_id = ?",
+        (flow_run_id,),
+    )[0][0]
+
+
+@pytest.mark.parametrize("style", [run_graph, run_function], ids=["graph", "function"])
+def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style):
+    batched = style(LocalExecutor())
+    one_by_one = style(ThreadExecutor(2))
+    assert shown(batched) == shown(one_by_one)
+    assert [s.name for s in batched[5:12]] == [
+        "Completed", "Completed", "Failed", "Skipped", "Completed", "Completed", "Completed",
+    ]  # fmt: skip
+    assert batched[10].result() == 10 + 1 and batched[11].result() == -11
+
+    get_store().flush()
+    reader = open_reader(url)
+    second, first = reader.flow_runs(flow_name="batched")[:2]  # newest first
+    assert recorded(reader, first.id) == recorded(reader, second.id)
+    # The inline run kept its plain children compactly; the pool's recorded each as a row.
+    plain = sum(1 for i in range(N) if i % 100 not in (7, 8, 9, 10, 11))
+    assert compact_rows(reader, first.id) == plain
+    assert compact_rows(reader, second.id) == 0
+    child = next(t for t in reader.task_runs(first.id) if t.name == "step[5]")
+    finished = ["Finished in state Completed()"] if style is run_function else []
+    lines = [r.message for _, r in reader.logs(first.id, task_run_id=child.id)]
+    assert lines == ["child 5 at map index 5", *finished]  # (a function flow's first few)
+
+
+def batched_run(url: str, n: int):
+    """A reader of the history and the run of the graph flow over `n` items, inline."""
+    graph_flow()[0].run(parameters={"n": n}, executor=LocalExecutor())
+    get_store().flush()
+    reader = open_reader(url)
+    return reader, reader.flow_runs(flow_name="batched")[0]
+
+
+def test_a_compact_child_is_read_like_any_task_run(url):
+    reader, run = batched_run(url, 300)
+    runs = {t.name: t for t in reader.task_runs(run.id)}
+    parent, child = runs["step"], runs["step[42]"]
+    assert child.id == f"{parent.id}.42" and child.parent_task_run_id == parent.id
+    assert reader.task_run(child.id) == child
+    assert reader.task_run(f"{parent.id}.300") is None and reader.task_run("x.y") is None
+    states = reader.states(child.id)
+    assert [(s.name, s.message) for s in states] == [
+        ("Running", None),
+        ("Completed", "Task run succeeded."),
+    ]
+    assert states[0].time == child.start_time <= states[1].time == child.end_time
+    assert run.start_time <= child.start_time <= child.end_time <= run.end_time
+
+    # a map's children page by index across compact and general rows alike
+    page = reader.map_children(run.id, parent.task_key, after_index=5, limit=4)
+    assert [t.name for t in page] == ["step[6]", "step[7]", "step[8]", "step[9]"]
+    assert [t.state_name for t in page] == ["Completed", "Failed", "Skipped", "Completed"]
+    failed = reader.map_children(run.id, parent.task_key, state="Failed")
+    assert [t.name for t in failed] == ["step[7]", "step[107]", "step[207]"]
+    completed = reader.map_children(run.id, parent.task_key, after_index=290, state="Completed")
+    assert [t.map_index for t in completed] == [291, 292, 293, 294, 295, 296, 297, 298, 299]
+    [group] = reader.map_groups(run.id)
+    assert group.size == 300 and group.parent_task_run_id == parent.id
+    assert group.counts == {"Completed": 294, "Failed": 3, "Skipped": 3}
+    assert group.failed == ["step[7]", "step[107]", "step[207]"]
+    assert reader.activity(run.id)[0] == len(runs) == 300 + 3
+
+
+def test_ctrl_c_in_a_batch_keeps_the_children_that_finished(url):
+    @task
+    def interrupted_at_300(x):
+        if x == 300:
+            raise KeyboardInterrupt
+        return x
+
+    with Flow("interrupted") as f:
+        interrupted_at_300.map(list(range(N)))
+    with pytest.raises(KeyboardInterrupt):
+        f.run()
+    get_store().flush()
+    reader = open_reader(url)
+    run = reader.flow_runs(flow_name="interrupted")[0]
+    assert run.state_name == "Cancelled"
+    children = reader.task_runs(run.id, children=True)
+    assert [t.map_index for t in children] == list(range(300))
+    assert {t.state_name for t in children} == {"Completed"}
+    assert ResultRef.parse(children[299].result_ref).load() == 299
+
+
+def test_pruning_a_run_deletes_its_compact_children(url):
+    reader, run = batched_run(url, 50)
+    assert compact_rows(reader, run.id) > 0
+    assert open_recorder(url).prune(time.time() + 1) >= 1
+    assert reader.task_runs(run.id) == []
+    assert reader._rows("SELECT COUNT(*) FROM task_run_children")[0][0] == 0
+
+
+class Kept(Recorder):
+    """A recorder of its own, without batches: it is handed each child as a TaskRun."""
+
+    def __init__(self):
+        self.runs = []
+
+    recording = True
+
+    def task_run(self, run):
+        self.runs.append(run)
+
+    def flow_run_started(self, run):
+        pass
+
+    def flow_run_ended(self, *args):
+        pass
+
+    def task_state(self, state):
+        pass
+
+    def log(self, record):
+        pass
+
+    def flush(self, timeout=60.0):
+        pass
+
+
+def test_a_recorder_without_batches_receives_each_child_as_a_task_run():
+    runs = ChildRuns("f", "step", "step", "step-1", "f-1", ["f-0"], ["t"], "pickle", "ok")
+    for i, value in ((3, b"\x80\x05K\x04."), (4, b"\x80\x05K\x05.")):
+        runs.indices.append(i)
+        runs.starts.append(10.0 + i)
+        runs.ends.append(11.0 + i)
+        runs.sizes.append(len(value))
+        runs.data.extend(value)
+    kept = Kept()
+    kept.task_runs(runs)
+    assert [(r.id, r.name, r.map_index, r.parent_task_run_id, r.upstream, r.tags) for r in kept.runs] == [
+        ("f-1.3", "step[3]", 3, "f-1", ["f-0"], ["t"]),
+        ("f-1.4", "step[4]", 4, "f-1", ["f-0"], ["t"]),
+    ]  # fmt: skip
+    assert [(r.state_name, r.state_message, r.start_time, r.end_time) for r in kept.runs] == [
+        ("Completed", "ok", 13.0, 14.0),
+        ("Completed", "ok", 14.0, 15.0),
+    ]
+    assert [ResultRef.parse(r.result_ref).load() for r in kept.runs] == [4, 5]
