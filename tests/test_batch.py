@@ -17,7 +17,7 @@ from headrace import Flow, Parameter, context, flow, get_run_logger, signals, ta
 from headrace.engine import batch
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.results.persist import INLINE_BYTES, ResultRef
-from headrace.store import get_store, open_reader, open_recorder
+from headrace.store import get_store, open_limits, open_reader, open_recorder
 from headrace.store.base import Recorder
 from headrace.store.records import ChildRuns
 
@@ -251,3 +251,11 @@ def test_a_recorder_without_batches_receives_each_child_as_a_task_run():
         ("Completed", "ok", 14.0, 15.0),
     ]
     assert [ResultRef.parse(r.result_ref).load() for r in kept.runs] == [4, 5]
+
+
+def test_a_map_whose_tag_the_store_limits_asks_for_its_slots_child_by_child(url):
+    open_limits().set("t", 1)  # step's tag
+    reader, run = batched_run(url, 20)
+    assert run.state_name == "Failed"  # (step[7] fails)
+    assert compact_rows(reader, run.id) == 0  # each child went through the limit
+    assert len(reader.task_runs(run.id, children=True)) == 20

@@ -19,8 +19,9 @@ for it before the next one runs.
 
 A map qualifies when nothing about a child is decided child by child: no
 target, cache, timeout or trigger of its own, not async, no on_completion
-hook, no capped tag, no element-wise or flattened input, and its upstream
-states let it run (decided once, for all of its children).
+hook, no tag that is capped or limited in the store, no element-wise or
+flattened input, and its upstream states let it run (decided once, for all
+of its children).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def plan(core, node: Node) -> Plan | None:
         or spec.is_async
         or task.trigger is not None
         or task.on_completion
-        or (core.throttle and core.throttle.capped(task.tags))
+        or (core.throttle and core.throttle.limits(task.tags))
         or (call is not None and (call.picks or call.per_child or call.states or call.structures))
         or any(inp.element_wise for inp in node.inputs)
     ):

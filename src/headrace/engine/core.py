@@ -34,6 +34,11 @@ Node fields (state)
     given_children  a partly finished Mapped state to reuse child by child.
     unexpandable an element-wise upstream that finished without expanding.
     preset/reused  the state was known before the run (task_states, NotRun).
+    batch        a mapped node's `engine.batch` plan (False: none). On an inline
+                 executor the children of a map that runs alike leave the ready
+                 stack up to `batch.CHILDREN` at a time and run in one loop,
+                 recorded as one `ChildRuns`; an outcome other than a Completed
+                 result kept inline goes through `handle`.
 
 Core fields (state)
 -------------------
@@ -44,11 +49,6 @@ Core fields (state)
                  (direct calls) on their owner's thread.
     lingering    bodies a timeout abandoned on a thread, still running: each
                  holds its throttle slots until it returns.
-    batch        per mapped node, its `engine.batch` plan (False: none): on an
-                 inline executor the children of a map that runs alike leave
-                 the ready stack up to `batch.CHILDREN` at a time and run in
-                 one loop, recorded as one `ChildRuns`; any other outcome than
-                 a Completed result kept inline goes through `handle`.
     in_flight    units on the executor, bounded by `executor.max_in_flight`:
                  depth-first, so chained maps release intermediate results
                  early and memory stays flat. After each round of submits

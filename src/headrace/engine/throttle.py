@@ -76,6 +76,10 @@ class Throttle:
     def capped(self, tags: Iterable[str]) -> list[str]:
         return [t for t in tags if t in self.caps]
 
+    def limits(self, tags: Iterable[str]) -> bool:
+        """Whether any of `tags` is capped here or limited in the store."""
+        return any(t in self.caps or t in self.limited for t in tags)
+
     def take(self, tags: Iterable[str], entry: Any, unit: Any) -> bool:
         with self.lock:
             request = self.requests.get(unit)
