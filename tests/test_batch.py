@@ -4,7 +4,8 @@ On an inline executor the children of a map that runs alike go through one loop 
 are recorded as `ChildRuns` (the store's task_run_children). Everything a user can see
 must be what the general path shows: each child's state and result, its context and
 log lines, and its record in the history, on SQLite and on PostgreSQL. ThreadExecutor
-runs the same flow through the general path, so the two are compared field by field.
+runs the same flow through the general path, recorded row by row, so the two are
+compared field by field.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pytest
 
 from headrace import Flow, Parameter, context, flow, get_run_logger, signals, task
 from headrace.engine import batch
+from headrace.engine.clock import ManualClock
 from headrace.executors import LocalExecutor, ThreadExecutor
 from headrace.results.persist import INLINE_BYTES, ResultRef
 from headrace.store import get_store, open_limits, open_reader, open_recorder
 from headrace.store.base import Recorder
 from headrace.store.records import ChildRuns
+from headrace.store.sql import SQLRecorder
 
 N = 2 * batch.CHILDREN + 100  # three batches
 
@@ -115,8 +118,12 @@ def compact_rows(reader, flow_run_id: str) -> int:
 
 
 @pytest.mark.parametrize("style", [run_graph, run_function], ids=["graph", "function"])
-def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style):
+def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style, monkeypatch):
     batched = style(LocalExecutor())
+    get_store().flush()
+    # The second run: each child through the pool, and recorded as a task_runs row each
+    # (the Recorder's own way of taking a ChildRuns).
+    monkeypatch.setattr(SQLRecorder, "task_runs", Recorder.task_runs)
     one_by_one = style(ThreadExecutor(2))
     assert shown(batched) == shown(one_by_one)
     assert [s.name for s in batched[5:12]] == [
@@ -128,8 +135,8 @@ def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style):
     reader = open_reader(url)
     second, first = reader.flow_runs(flow_name="batched")[:2]  # newest first
     assert recorded(reader, first.id) == recorded(reader, second.id)
-    # The inline run kept its plain children compactly; the pool's recorded each as a row.
-    plain = sum(1 for i in range(N) if i % 100 not in (7, 8, 9, 10, 11))
+    # The first run kept its plain children compactly; the second recorded each as a row.
+    plain = sum(1 for i in range(N) if i % 100 not in (7, 8, 9, 11))  # (10 loops, then ends)
     assert compact_rows(reader, first.id) == plain
     assert compact_rows(reader, second.id) == 0
     child = next(t for t in reader.task_runs(first.id) if t.name == "step[5]")
@@ -254,8 +261,44 @@ def test_a_recorder_without_batches_receives_each_child_as_a_task_run():
 
 
 def test_a_map_whose_tag_the_store_limits_asks_for_its_slots_child_by_child(url):
-    open_limits().set("t", 1)  # step's tag
-    reader, run = batched_run(url, 20)
-    assert run.state_name == "Failed"  # (step[7] fails)
-    assert compact_rows(reader, run.id) == 0  # each child went through the limit
-    assert len(reader.task_runs(run.id, children=True)) == 20
+    open_limits().set("t", 1)
+    limits = open_limits()
+
+    @task(tags=["t"])
+    def holders(x):
+        """How many hold the store's slot of "t" while this child runs."""
+        return [len(lim.holders) for lim in limits.read() if lim.tag == "t"]
+
+    @task
+    def every(xs):
+        return xs
+
+    with Flow("limited") as f:
+        seen = every(holders.map(list(range(20))))  # (a map the run does not return)
+    state = f.run(executor=LocalExecutor())
+    assert state[seen].result() == [[1]] * 20  # each child ran holding the slot
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor, lambda: ThreadExecutor(2)])
+def test_slow_children_are_recorded_as_they_finish_not_a_batch_later(url, executor):
+    clock = ManualClock()
+
+    @task
+    def slow(x):
+        get_store().flush()  # what the run handed over so far is written
+        with open_reader(url) as reader:
+            recorded = len(reader.task_runs(context.flow_run_id, children=True))
+        clock.advance(1.0)  # each child "takes" a second
+        return recorded
+
+    @task
+    def every(xs):
+        return xs
+
+    with Flow("slow") as f:
+        seen = every(slow.map(list(range(5))))
+    state = f.run(executor=executor(), clock=clock)
+    if executor is LocalExecutor:
+        assert state[seen].result() == [0, 1, 2, 3, 4]  # each child's row, before the next
+    else:  # (two at a time: a child sees those before the pair it ran in)
+        assert all(seen_ >= i - 2 for i, seen_ in enumerate(state[seen].result()))

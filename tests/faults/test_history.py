@@ -158,7 +158,8 @@ def test_eight_processes_write_one_sqlite_file_at_once(tmp_path, record_property
         assert all(tr.state_type == "COMPLETED" for tr in task_runs)
         assert store.logs(run.id)[-1][1].message.startswith("Finished in state Completed")
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(*) FROM task_runs").fetchone()[0] == WRITERS * per_run
+    rows = "SELECT (SELECT count(*) FROM task_runs) + (SELECT count(*) FROM task_run_children)"
+    assert conn.execute(rows).fetchone()[0] == WRITERS * per_run
     conn.close()
 
 

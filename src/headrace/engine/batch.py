@@ -7,8 +7,8 @@ item differs. For such a map (`plan`) the core hands this module up to
 `CHILDREN` children of its ready span at once (`run`); for each it binds the
 item, sets the child's run context, calls, and keeps the result's bytes
 straight in the map's `ChildStates`. Their history is one `ChildRuns` record
-per batch, which the store's writer turns into rows (in its own process once
-a run is busy).
+per batch (`Core.child_record`), which the store's writer turns into rows (in
+its own process once a run is busy).
 
 A child whose outcome is anything else (an exception, a signal, a retry, a
 result too big to keep inline or not persisted) leaves the fast lane where it
@@ -41,7 +41,6 @@ from headrace.engine.task_run import (
 from headrace.errors import ResultReleasedError
 from headrace.results.persist import INLINE_BYTES, PICKLE
 from headrace.states import SUCCEEDED, ChildStates, Completed
-from headrace.store.records import ChildRuns, TaskRun
 
 CHILDREN = 512  # children a batch runs before the core's loop looks around again
 CHAINED = 1  # when element-wise consumers wait: each child's run next (depth-first)
@@ -50,15 +49,13 @@ CHAINED = 1  # when element-wise consumers wait: each child's run next (depth-fi
 class Plan:
     """What every child of one map shares: how to call, persist and record it."""
 
-    __slots__ = ("spec", "serializer", "persist", "upstream", "tags", "call")
+    __slots__ = ("spec", "serializer", "persist", "call")
 
     def __init__(self, node: Node, flow_ctx):
         spec = node.spec
         self.spec = spec
         self.serializer = spec.serializer or PICKLE
         self.persist = spec.persist is True or (spec.persist is None and flow_ctx.persist_result)
-        self.upstream = node.upstream_ids(0)  # whole upstreams only: the same for every child
-        self.tags = sorted(node.task.tags)
         self.call = node.call
 
 
@@ -83,11 +80,6 @@ def plan(core, node: Node) -> Plan | None:
         return None
     if decide_before_run(task, core._upstream_states(node, 0), check_trigger=not node.start):
         return None  # decided without running: the general path records each child so
-    if core.recorder.recording:  # the row its compact children are read through, Running
-        core.recorder.task_run(
-            TaskRun(node.run_id, core.flow_ctx.flow_run_id, task.name, node.name, node.key,
-                    upstream=node.upstream_ids(None), tags=sorted(task.tags))
-        )  # fmt: skip
     return Plan(node, core.flow_ctx)
 
 
@@ -108,14 +100,8 @@ def run(core, node: Node, plan: Plan, span) -> bool:
     keep_bytes = plan.persist and children.serializer in (None, plan.serializer)
     if keep_bytes:
         children.serializer, children.flow_run_id = plan.serializer, flow_ctx.flow_run_id
-    dumps, call = plan.serializer.dumps, plan.call
-    record = ChildRuns(
-        flow_ctx.flow_run_id, fn_name, name, node.key, parent, plan.upstream, plan.tags,
-        plan.serializer.name, SUCCEEDED,
-    )  # fmt: skip
-    done, starts, ends, sizes, data = (
-        record.indices, record.starts, record.ends, record.sizes, record.data,
-    )  # fmt: skip
+    dumps, call, recording = plan.serializer.dumps, plan.call, core.recorder.recording
+    records = core.child_records
     core.running += 1  # the batch is running: a task that calls a task finds the loop busy
     flow_token = flow_run_var.set(flow_ctx)
     prints_token = None
@@ -146,11 +132,9 @@ def run(core, node: Node, plan: Plan, span) -> bool:
                 if keep_bytes and blob is not None and len(blob) <= INLINE_BYTES:
                     end = time.time()
                     children.keep_inline(i, value, blob)
-                    done.append(i)
-                    starts.append(start)
-                    ends.append(end)
-                    sizes.append(len(blob))
-                    data.extend(blob)
+                    if recording:  # (looked up each time: handing it over makes a new one)
+                        runs = records.get(node) or core.child_record(node)
+                        core.add_child_record(node, runs, i, start, end, blob)
                     if call is not None:  # a function flow's: its future may be gone
                         if node.holds[i] == 0:
                             children.release(i)
@@ -169,8 +153,7 @@ def run(core, node: Node, plan: Plan, span) -> bool:
             prints_token.var.reset(prints_token)
         flow_run_var.reset(flow_token)
         core.running -= 1
-        if done and core.recorder.recording:  # (after Ctrl-C too: those children finished)
-            core.recorder.task_runs(record)
+        core.flush_child_record(node)  # (after Ctrl-C too: those children finished)
     return True
 
 

@@ -123,10 +123,13 @@ from headrace.engine.task_run import (
 )
 from headrace.engine.values import child_value, local_value, release_value, value_of
 from headrace.errors import MappingError, ResultReleasedError
-from headrace.states import ChildStates, Failed, MappedState, State
+from headrace.results.persist import PICKLE
+from headrace.states import SUCCEEDED, ChildStates, Failed, MappedState, State
+from headrace.store.records import ChildRuns, TaskRun
 from headrace.tasks import check_lengths, check_mappable
 
 INTERRUPTED = "The flow run was interrupted (Ctrl-C) before it finished."
+CHILD_RECORD_SECONDS = 0.05  # the longest a finished child waits in its map's record
 
 
 class StalledError(RuntimeError):
@@ -162,6 +165,8 @@ class Core:
         self._generation = self._waiters = 0
         self._owned: dict[int, list] = {}  # thread -> its ready units another thread met
         self.dropped: deque = deque()  # nodes whose futures are gone, from any thread
+        self.child_records: dict[Node, ChildRuns | None] = {}  # see `child_record`
+        self._record_times: dict[Node, list[float]] = {}  # [last child, due] on the clock
 
     # -- adding nodes --------------------------------------------------------------------
     def add(self, nodes: list[Node], presets: dict[Node, State] | None = None) -> None:
@@ -233,6 +238,8 @@ class Core:
         self.stopped, self.limit = True, 0
         self.ready.clear()
         self.timers.clear()
+        for node in self.child_records:  # the children that finished are recorded
+            self.flush_child_record(node)
 
     def post(self, event) -> None:
         """Hand the loop an event from any thread: a finished submission, or a
@@ -363,6 +370,8 @@ class Core:
             if self.ready and self.in_flight < self.limit:
                 continue
             seconds = timers[0][0] - clock.monotonic() if timers else None
+            if self.child_records:
+                self._hand_over_records()
             busy = self.running > 0 or self.lingering > 0 or self.awaiting > 0
             event = clock.wait(self.events, seconds, busy=busy)
             if event is not None:
@@ -602,6 +611,9 @@ class Core:
         self._expand(node, sequences, length)
 
     def _expand(self, node: Node, sequences: dict, length: int) -> None:
+        if self.recorder.recording:  # its children's record counts their pace from here
+            now = self.clock.monotonic()
+            self._record_times[node] = [now, now]
         node.sequences = sequences
         node.spec = node.spec or TaskSpec(node.task)
         node.children = children = ChildStates(length, node.name, node.run_id)
@@ -715,6 +727,9 @@ class Core:
         node.remaining -= 1
         if node.remaining == 0:
             node.state = MappedState(node.children)
+            self.flush_child_record(node)
+            self.child_records.pop(node, None)
+            self._record_times.pop(node, None)
             self._record_whole(node)
             self.unfinished -= 1
             for down, mode in node.downs:
@@ -818,11 +833,80 @@ class Core:
             node.call.finished(node, index, state)
         if not self.recorder.recording:
             return
+        if index is not None and run_count == 1 and start is not None:
+            ref = state.ref
+            if (
+                ref is not None
+                and ref.data is not None
+                and state.__class__ is State
+                and state.name == "Completed"
+                and state.message == SUCCEEDED
+                and state.exception is None
+                and ref.cache_key is None
+            ):
+                runs = self.child_record(node)
+                if runs is not None and ref.serializer.name == runs.serializer:
+                    self.add_child_record(node, runs, index, start, time.time(), ref.data)
+                    return
         task_run_done(
             self.recorder, run_id, flow_run_id, node.task.name, run_name, node.key, index,
             node.run_id if index is not None else None, node.upstream_ids(index),
             node.task.tags, state, start or time.time(), run_count,
         )  # fmt: skip
+
+    def child_record(self, node: Node) -> ChildRuns | None:
+        """The record of `node`'s plain Completed children not yet handed to the recorder
+        (`ChildRuns`, kept compactly by the store), or None when a child's record is not
+        its parent's but for its index, times and result (an element-wise input). The
+        first one records the parent Running: its row is what its children are read by."""
+        if node in self.child_records:
+            return self.child_records[node]
+        call = node.call
+        if any(inp.element_wise for inp in node.inputs) or (call is not None and call.per_child):
+            self.child_records[node] = None
+            return None
+        upstream, tags = node.upstream_ids(None), sorted(node.task.tags)
+        flow_run_id = self.flow_ctx.flow_run_id
+        self.recorder.task_run(
+            TaskRun(node.run_id, flow_run_id, node.task.name, node.name, node.key,
+                    upstream=upstream, tags=tags)
+        )  # fmt: skip
+        runs = self.child_records[node] = ChildRuns(
+            flow_run_id, node.task.name, node.name, node.key, node.run_id, upstream, tags,
+            (node.spec.serializer or PICKLE).name, SUCCEEDED,
+        )  # fmt: skip
+        return runs
+
+    def add_child_record(self, node, runs, index, start, end, data) -> None:
+        """A child into its map's record, handed over once it holds `batch.CHILDREN`, its
+        first child came `CHILD_RECORD_SECONDS` ago, its children come slower than that
+        (on the core's clock), or the loop waits: a run killed loses no more history."""
+        now = self.clock.monotonic()
+        times = self._record_times.get(node) or self._record_times.setdefault(node, [now, now])
+        indices = runs.indices
+        if not indices:
+            times[1] = now + CHILD_RECORD_SECONDS
+        gap, times[0] = now - times[0], now
+        indices.append(index)
+        runs.starts.append(start)
+        runs.ends.append(end)
+        runs.sizes.append(len(data))
+        runs.data += data
+        if gap >= CHILD_RECORD_SECONDS or now >= times[1] or len(indices) >= batch.CHILDREN:
+            self.flush_child_record(node)
+
+    def _hand_over_records(self) -> None:
+        """Before the loop waits: what every map's child record holds goes."""
+        for node, runs in self.child_records.items():
+            if runs:
+                self.flush_child_record(node)
+
+    def flush_child_record(self, node: Node) -> None:
+        """Hand the recorder what `node`'s child record holds; a fresh one goes on."""
+        runs = self.child_records.get(node)
+        if runs:
+            self.child_records[node] = runs.emptied()
+            self.recorder.task_runs(runs)
 
 
 _YIELD = object()  # a holder hands the turn to the thread whose unit it met

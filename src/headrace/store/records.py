@@ -116,6 +116,21 @@ class ChildRuns:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def add(self, index: int, start: float, end: float, data: bytes) -> None:
+        self.indices.append(index)
+        self.starts.append(start)
+        self.ends.append(end)
+        self.sizes.append(len(data))
+        self.data.extend(data)
+
+    def emptied(self) -> ChildRuns:
+        """A record of the same map's next children (this one is handed over)."""
+        return ChildRuns(
+            self.flow_run_id, self.task_name, self.name, self.task_key,
+            self.parent_task_run_id, self.upstream, self.tags, self.serializer,
+            self.state_message,
+        )  # fmt: skip
+
     def fields(self):
         """(index, run id, name, start, end, result reference) per child, in order."""
         parent, name = self.parent_task_run_id, self.name
