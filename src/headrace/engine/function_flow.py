@@ -30,10 +30,10 @@ runs on a thread, so sync tasks never block the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
 import itertools
+import sys
 import threading
 from collections import defaultdict
 from typing import Any
@@ -292,6 +292,8 @@ class FunctionRun:
         return self._call(task, args, kwargs, return_state, wait_for)
 
     async def _call_awaitable(self, task, args, kwargs, return_state, wait_for):
+        import asyncio
+
         return await asyncio.to_thread(self._call, task, args, kwargs, return_state, wait_for)
 
     def _call(self, task, args, kwargs, return_state, wait_for):
@@ -563,6 +565,9 @@ def _pop_option(task, kwargs: dict, name: str, default: Any) -> Any:
 
 
 def _in_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")  # (not imported: no loop runs, and none is imported)
+    if asyncio is None:
+        return False
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -728,6 +733,8 @@ async def run_function_flow_async(
     flow, args, kwargs, return_state: bool, wait_for=None, clock=None
 ):  # fmt: skip
     """Run an async @flow in the current event loop (also under Jupyter's)."""
+    import asyncio
+
     run, parameters = _begin(flow, args, kwargs, return_state, wait_for, clock)
     if run is None:
         return parameters  # what the call gives: it ended before its body
@@ -780,6 +787,8 @@ def awaited_in_sync_parent(coroutine):
     parent = _build.function_run.get()
     if parent is None or parent.is_async:
         return coroutine
+    import asyncio
+
     if not _in_event_loop():
         return asyncio.run(coroutine)
     import concurrent.futures

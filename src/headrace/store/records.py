@@ -131,14 +131,19 @@ class ChildRuns:
             self.state_message,
         )  # fmt: skip
 
-    def fields(self):
-        """(index, run id, name, start, end, result reference) per child, in order."""
-        parent, name = self.parent_task_run_id, self.name
-        prefix, data, offset = f"inline:{self.serializer}:", self.data, 0
+    def refs(self):
+        """(index, start, end, result reference) per child, in order."""
+        prefix, data, offset = f"inline:{self.serializer}:", memoryview(self.data), 0
+        encode = binascii.b2a_base64
         for i, start, end, size in zip(self.indices, self.starts, self.ends, self.sizes):
             blob = data[offset : offset + size]
             offset += size
-            ref = prefix + binascii.b2a_base64(blob, newline=False).decode("ascii")
+            yield i, start, end, prefix + encode(blob, newline=False).decode("ascii")
+
+    def fields(self):
+        """(index, run id, name, start, end, result reference) per child, in order."""
+        parent, name = self.parent_task_run_id, self.name
+        for i, start, end, ref in self.refs():
             yield i, f"{parent}.{i}", f"{name}[{i}]", start, end, ref
 
     def runs(self) -> list[TaskRun]:

@@ -347,7 +347,7 @@ def with_child_rows(rows: dict[str, list]) -> dict[str, list]:
     made = []
     for runs in batches:
         parent = runs.parent_task_run_id
-        made.extend((parent, i, start, end, ref) for i, _, _, start, end, ref in runs.fields())
+        made.extend((parent, *child) for child in runs.refs())
     return {**rows, "task_runs": made}
 
 
