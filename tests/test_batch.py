@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from headrace import Flow, Parameter, context, flow, get_run_logger, signals, task
+from headrace import Flow, Parameter, context, flow, get_run_logger, signals, task, unmapped
 from headrace.engine import batch
 from headrace.engine.clock import ManualClock
 from headrace.executors import LocalExecutor, ThreadExecutor
@@ -302,3 +302,23 @@ def test_slow_children_are_recorded_as_they_finish_not_a_batch_later(url, execut
         assert state[seen].result() == [0, 1, 2, 3, 4]  # each child's row, before the next
     else:  # (two at a time: a child sees those before the pair it ran in)
         assert all(seen_ >= i - 2 for i, seen_ in enumerate(state[seen].result()))
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor, lambda: ThreadExecutor(2)])
+def test_each_child_gets_its_own_list_of_a_map_passed_whole(executor):
+    @task
+    def ident(x):
+        return x
+
+    @task
+    def grow(x, xs):
+        xs.append(x)  # a child that changes its input changes no other child's
+        return len(xs)
+
+    @task
+    def every(xs):
+        return xs
+
+    with Flow("grow") as f:
+        grown = every(grow.map(list(range(5)), xs=unmapped(ident.map([1, 2, 3]))))
+    assert f.run(executor=executor())[grown].result() == [4] * 5

@@ -47,16 +47,18 @@ CHAINED = 1  # when element-wise consumers wait: each child's run next (depth-fi
 
 
 class Plan:
-    """What every child of one map shares: how to call, persist and record it."""
+    """What every child of one map shares: how to bind, call, persist and record it."""
 
-    __slots__ = ("spec", "serializer", "persist", "call")
+    __slots__ = ("spec", "serializer", "persist", "call", "base", "sequences")
 
-    def __init__(self, node: Node, flow_ctx):
+    def __init__(self, node: Node, flow_ctx, shared: bool):
         spec = node.spec
         self.spec = spec
         self.serializer = spec.serializer or PICKLE
         self.persist = spec.persist is True or (spec.persist is None and flow_ctx.persist_result)
         self.call = node.call
+        self.base = None if shared else False  # False: each child's arguments made anew
+        self.sequences = list(node.sequences.items())
 
 
 def plan(core, node: Node) -> Plan | None:
@@ -80,23 +82,39 @@ def plan(core, node: Node) -> Plan | None:
         return None
     if decide_before_run(task, core._upstream_states(node, 0), check_trigger=not node.start):
         return None  # decided without running: the general path records each child so
-    return Plan(node, core.flow_ctx)
+    # An input passed whole from a map (or flattened) is a list made per child: not shared.
+    shared = not any(
+        inp.key is not None and inp.key not in node.sequences and (inp.up.mapped or inp.flat)
+        for inp in node.inputs
+    )
+    return Plan(node, core.flow_ctx, shared)
+
+
+def arguments(core, node: Node, plan: Plan, index: int) -> dict:
+    """Child `index`'s arguments: what the children share, bound once, and its items.
+    Raises ResultReleasedError as `Core._arguments` does."""
+    base = plan.base
+    if base is False:
+        return core._arguments(node, index)
+    if base is None:
+        base = plan.base = core._arguments(node, index)
+    bound = dict(base)
+    for key, seq in plan.sequences:
+        bound[key] = seq[index]
+    return bound
 
 
 def run(core, node: Node, plan: Plan, span) -> bool:
     """Run the next children of `span` (the top of the ready stack) in order; False,
     taking none, when an input they share is gone (each child then fails alone)."""
     try:
-        base = core._arguments(node, span.next)
+        arguments(core, node, plan, span.next)
     except ResultReleasedError:
         return False
     chained = any(mode == ELEMENT for _, mode in node.downs)
     indices = core.ready.take(span, CHAINED if chained else CHILDREN)
-    node.started += len(indices) - 1  # each child takes its inputs as the batch starts
-    core._started(node, indices[-1])
     spec, flow_ctx, children = plan.spec, core.flow_ctx, node.children
     fn_name, name, parent = spec.name, node.name, node.run_id
-    sequences = list(node.sequences.items())
     keep_bytes = plan.persist and children.serializer in (None, plan.serializer)
     if keep_bytes:
         children.serializer, children.flow_run_id = plan.serializer, flow_ctx.flow_run_id
@@ -110,20 +128,18 @@ def run(core, node: Node, plan: Plan, span) -> bool:
         prints_token = logs.log_prints_var.set(True)
     try:
         for i in indices:
-            arguments = dict(base)
-            for key, seq in sequences:
-                arguments[key] = seq[i]
+            bound = arguments(core, node, plan, i)
             run_id = f"{parent}.{i}"
             ctx = TaskRunContext(fn_name, f"{name}[{i}]", i, spec.tags, run_id)
             token = task_run_var.set(ctx)
             start = time.time()
             state = None
             try:
-                value = call_function(spec, arguments)
+                value = call_function(spec, bound)
             except Exception as exc:
                 state = state_after_raise(spec, exc, ctx)
                 if state is None:  # LOOP: the next pass, as a submitted attempt goes on
-                    state = _attempt(spec, arguments, ctx)
+                    state = _attempt(spec, bound, ctx)
             finally:
                 task_run_var.reset(token)
             blob = None
@@ -147,12 +163,14 @@ def run(core, node: Node, plan: Plan, span) -> bool:
                 state = _persisted(state, spec, flow_ctx, run_id, ctx.task_run_name, blob)
             core.running += 1  # as `Core.submit` counts an attempt it hands `handle`
             core.in_flight += 1
-            core.handle((Attempt(node, i, arguments, start), state, None))
+            core.handle((Attempt(node, i, bound, start), state, None))
     finally:
         if prints_token is not None:
             prints_token.var.reset(prints_token)
         flow_run_var.reset(flow_token)
         core.running -= 1
+        node.started += len(indices) - 1  # the batch's children took their inputs
+        core._started(node, indices[-1])
         core.flush_child_record(node)  # (after Ctrl-C too: those children finished)
     return True
 

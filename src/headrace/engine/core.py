@@ -727,6 +727,7 @@ class Core:
         node.remaining -= 1
         if node.remaining == 0:
             node.state = MappedState(node.children)
+            node.batch = False  # (its plan holds the inputs its children shared)
             self.flush_child_record(node)
             self.child_records.pop(node, None)
             self._record_times.pop(node, None)
