@@ -90,28 +90,28 @@ class TaskRun(RecordedState):
         return asdict(self)
 
 
-@dataclass(slots=True)
 class ChildRuns:
     """Children of one mapped task run that completed alike, as one record: each ran
     once to Completed with `state_message`, its result inline by `serializer`; they
     differ only in their index, times and result bytes (`data`, one after another,
     `sizes` long). Child `i` is the TaskRun `<parent_task_run_id>.<i>`, named
-    `<name>[<i>]` (`runs()`)."""
+    `<name>[<i>]` (`runs()`). A plain slotted class: a dataclass costs the import."""
 
-    flow_run_id: str
-    task_name: str
-    name: str  # the mapped task run's name
-    task_key: str | None
-    parent_task_run_id: str
-    upstream: list[str]
-    tags: list[str]
-    serializer: str  # its name, as a result reference gives it
-    state_message: str | None
-    indices: array = field(default_factory=lambda: array("q"))
-    starts: array = field(default_factory=lambda: array("d"))
-    ends: array = field(default_factory=lambda: array("d"))
-    sizes: array = field(default_factory=lambda: array("I"))
-    data: bytearray = field(default_factory=bytearray)
+    __slots__ = ("flow_run_id", "task_name", "name", "task_key", "parent_task_run_id",
+                 "upstream", "tags", "serializer", "state_message", "indices", "starts",
+                 "ends", "sizes", "data")  # fmt: skip
+
+    def __init__(
+        self, flow_run_id: str, task_name: str, name: str, task_key: str | None,
+        parent_task_run_id: str, upstream: list[str], tags: list[str], serializer: str,
+        state_message: str | None,
+    ):  # fmt: skip
+        self.flow_run_id, self.task_name, self.name = flow_run_id, task_name, name
+        self.task_key, self.parent_task_run_id = task_key, parent_task_run_id
+        self.upstream, self.tags, self.serializer = upstream, tags, serializer
+        self.state_message = state_message  # `name` is the mapped task run's name
+        self.indices, self.starts, self.ends = array("q"), array("d"), array("d")
+        self.sizes, self.data = array("I"), bytearray()
 
     def __len__(self) -> int:
         return len(self.indices)
