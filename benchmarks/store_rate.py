@@ -64,11 +64,7 @@ def once(url: str) -> dict:
         runs = ChildRuns(run_id, "step", "step", "step-1", f"{run_id}-0", [f"{run_id}-1"], [],
                          "pickle", "Task run succeeded.")  # fmt: skip
         for i in range(first, min(first + CHILDREN, ROWS)):
-            runs.indices.append(i)
-            runs.starts.append(now)
-            runs.ends.append(now + 0.01)
-            runs.sizes.append(5)
-            runs.data.extend(b"\x80\x05K\x01.")
+            runs.add(i, now, now + 0.01, b"\x80\x05K\x01.")
         recorder.task_runs(runs)
     recorder.flush(timeout=600)
     children = time.perf_counter() - t0

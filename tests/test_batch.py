@@ -242,11 +242,7 @@ class Kept(Recorder):
 def test_a_recorder_without_batches_receives_each_child_as_a_task_run():
     runs = ChildRuns("f", "step", "step", "step-1", "f-1", ["f-0"], ["t"], "pickle", "ok")
     for i, value in ((3, b"\x80\x05K\x04."), (4, b"\x80\x05K\x05.")):
-        runs.indices.append(i)
-        runs.starts.append(10.0 + i)
-        runs.ends.append(11.0 + i)
-        runs.sizes.append(len(value))
-        runs.data.extend(value)
+        runs.add(i, 10.0 + i, 11.0 + i, value)
     kept = Kept()
     kept.task_runs(runs)
     assert [(r.id, r.name, r.map_index, r.parent_task_run_id, r.upstream, r.tags) for r in kept.runs] == [

@@ -197,6 +197,20 @@ SUCCEEDED = "Task run succeeded."  # the message of a plain Completed task run
 _AS_STORED, _HELD, _RELEASED = 0, 1, 2  # how ChildStates keeps a child
 
 
+def is_plain_inline(state: State) -> bool:
+    """Completed with the plain message and no exception, its result inline: a child that
+    carries nothing of its own but its value and bytes (kept and recorded compactly)."""
+    ref = state.ref
+    return (
+        state.__class__ is State
+        and ref is not None
+        and ref.data is not None
+        and state.name == "Completed"
+        and state.message == SUCCEEDED
+        and state.exception is None
+    )
+
+
 class ChildStates:
     """A mapped task's child states, read like a list, kept compactly.
 
@@ -264,15 +278,8 @@ class ChildStates:
         """Keep finished child `index` compactly, if it carries nothing of its own."""
         state = self._items[index]
         ref, value = state.ref, state._value
-        if (
-            state.__class__ is not State
-            or ref is None
-            or ref.data is None
-            or isinstance(value, RemoteValue)  # on a worker: downstreams read it there
-            or state.name != "Completed"
-            or state.message != SUCCEEDED
-            or state.exception is not None
-        ):
+        # (a value on a worker stays a state: downstreams read it there)
+        if not is_plain_inline(state) or isinstance(value, RemoteValue):
             return
         if self.serializer is None:
             self.serializer, self.flow_run_id = ref.serializer, state.flow_run_id
@@ -281,12 +288,9 @@ class ChildStates:
             and state.flow_run_id == self.flow_run_id
             and state.task_run_id == f"{self.run_id}.{index}"
         ):
-            self._start[index], self._size[index] = len(self._data), len(ref.data)
-            self._data += ref.data
+            self.keep_inline(index, value, ref.data)
             if value.__class__ is _Released:
                 self._items[index], self._how[index] = None, _RELEASED
-            else:
-                self._items[index], self._how[index] = value, _HELD
 
     def keep_inline(self, index: int, value, data: bytes) -> None:
         """Keep finished child `index` as `compact` would: Completed with `value`, its

@@ -119,7 +119,6 @@ def run(core, node: Node, plan: Plan, span) -> bool:
     if keep_bytes:
         children.serializer, children.flow_run_id = plan.serializer, flow_ctx.flow_run_id
     dumps, call, recording = plan.serializer.dumps, plan.call, core.recorder.recording
-    records = core.child_records
     core.running += 1  # the batch is running: a task that calls a task finds the loop busy
     flow_token = flow_run_var.set(flow_ctx)
     prints_token = None
@@ -149,8 +148,7 @@ def run(core, node: Node, plan: Plan, span) -> bool:
                     end = time.time()
                     children.keep_inline(i, value, blob)
                     if recording:  # (looked up each time: handing it over makes a new one)
-                        runs = records.get(node) or core.child_record(node)
-                        core.add_child_record(node, runs, i, start, end, blob)
+                        core.add_child_record(node, core.child_record(node), i, start, end, blob)
                     if call is not None:  # a function flow's: its future may be gone
                         if node.holds[i] == 0:
                             children.release(i)

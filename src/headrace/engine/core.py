@@ -124,7 +124,7 @@ from headrace.engine.task_run import (
 from headrace.engine.values import child_value, local_value, release_value, value_of
 from headrace.errors import MappingError, ResultReleasedError
 from headrace.results.persist import PICKLE
-from headrace.states import SUCCEEDED, ChildStates, Failed, MappedState, State
+from headrace.states import SUCCEEDED, ChildStates, Failed, MappedState, State, is_plain_inline
 from headrace.store.records import ChildRuns, TaskRun
 from headrace.tasks import check_lengths, check_mappable
 
@@ -238,8 +238,7 @@ class Core:
         self.stopped, self.limit = True, 0
         self.ready.clear()
         self.timers.clear()
-        for node in self.child_records:  # the children that finished are recorded
-            self.flush_child_record(node)
+        self._hand_over_records()  # the children that finished are recorded
 
     def post(self, event) -> None:
         """Hand the loop an event from any thread: a finished submission, or a
@@ -836,15 +835,7 @@ class Core:
             return
         if index is not None and run_count == 1 and start is not None:
             ref = state.ref
-            if (
-                ref is not None
-                and ref.data is not None
-                and state.__class__ is State
-                and state.name == "Completed"
-                and state.message == SUCCEEDED
-                and state.exception is None
-                and ref.cache_key is None
-            ):
+            if is_plain_inline(state) and ref.cache_key is None:
                 runs = self.child_record(node)
                 if runs is not None and ref.serializer.name == runs.serializer:
                     self.add_child_record(node, runs, index, start, time.time(), ref.data)
@@ -884,20 +875,15 @@ class Core:
         (on the core's clock), or the loop waits: a run killed loses no more history."""
         now = self.clock.monotonic()
         times = self._record_times.get(node) or self._record_times.setdefault(node, [now, now])
-        indices = runs.indices
-        if not indices:
+        if not runs:
             times[1] = now + CHILD_RECORD_SECONDS
         gap, times[0] = now - times[0], now
-        indices.append(index)
-        runs.starts.append(start)
-        runs.ends.append(end)
-        runs.sizes.append(len(data))
-        runs.data += data
-        if gap >= CHILD_RECORD_SECONDS or now >= times[1] or len(indices) >= batch.CHILDREN:
+        runs.add(index, start, end, data)
+        if gap >= CHILD_RECORD_SECONDS or now >= times[1] or len(runs) >= batch.CHILDREN:
             self.flush_child_record(node)
 
     def _hand_over_records(self) -> None:
-        """Before the loop waits: what every map's child record holds goes."""
+        """What every map's child record holds goes (before the loop waits, at a stop)."""
         for node, runs in self.child_records.items():
             if runs:
                 self.flush_child_record(node)

@@ -398,20 +398,21 @@ class FunctionRun:
             value = state._value
             if not isinstance(value, _UNTRACKED):
                 self._producers[id(value)] = (node.run_id, value)
-        self._finished += 1
-        level = 40 if state.is_failed() else 20 if self._finished <= QUIET_AFTER else 10
-        if logs.TASK_RUNS.isEnabledFor(level):
-            logs.task_logger(node.unit_name(index), node.unit_id(index), self.id).log(
-                level, "Finished in state %s", logs.state_label(state)
-            )
+        self._log_finished(node, index, state)
 
     def child_completed(self, node: Node, index: int) -> None:
-        """`task_run_finished` for a map child that completed in a batch (engine.batch)."""
+        """`task_run_finished` for a map child kept compactly: Completed, no State made."""
+        self._log_finished(node, index, None)
+
+    def _log_finished(self, node: Node, index: int | None, state: State | None) -> None:
+        """The unit's "Finished in state" line (the first few at INFO); None: Completed()."""
         self._finished += 1
-        level = 20 if self._finished <= QUIET_AFTER else 10
+        failed = state is not None and state.is_failed()
+        level = 40 if failed else 20 if self._finished <= QUIET_AFTER else 10
         if logs.TASK_RUNS.isEnabledFor(level):
+            label = "Completed()" if state is None else logs.state_label(state)
             logs.task_logger(node.unit_name(index), node.unit_id(index), self.id).log(
-                level, "Finished in state %s", "Completed()"
+                level, "Finished in state %s", label
             )
 
     def interrupted(self) -> None:

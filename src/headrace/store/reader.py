@@ -274,12 +274,10 @@ class SQLReader(Reader):
         if found is None:
             return middle
         run = task_run_record(found)
-        flow_run_id, type_, name, message = (
-            run.flow_run_id, run.state_type, run.state_name, run.state_message,
-        )  # fmt: skip
-        start, end = run.start_time, run.end_time
-        first = StateRecord(task_run_id, flow_run_id, "RUNNING", "Running", None, start)
-        last = StateRecord(task_run_id, flow_run_id, type_, name, message, end)
+        first = StateRecord(task_run_id, run.flow_run_id, "RUNNING", "Running", None,
+                            run.start_time)  # fmt: skip
+        last = StateRecord(task_run_id, run.flow_run_id, run.state_type, run.state_name,
+                           run.state_message, run.end_time)  # fmt: skip
         return [first, *middle, last]
 
     def logs(self, flow_run_id, after=0, limit=None, level=None, task_run_id=None, text=None):

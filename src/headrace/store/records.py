@@ -140,19 +140,14 @@ class ChildRuns:
             offset += size
             yield i, start, end, prefix + encode(blob, newline=False).decode("ascii")
 
-    def fields(self):
-        """(index, run id, name, start, end, result reference) per child, in order."""
-        parent, name = self.parent_task_run_id, self.name
-        for i, start, end, ref in self.refs():
-            yield i, f"{parent}.{i}", f"{name}[{i}]", start, end, ref
-
     def runs(self) -> list[TaskRun]:
         """The children as TaskRun records."""
+        parent, name = self.parent_task_run_id, self.name
         return [
-            TaskRun(run_id, self.flow_run_id, self.task_name, name, self.task_key, i,
-                    self.parent_task_run_id, list(self.upstream), list(self.tags),
+            TaskRun(f"{parent}.{i}", self.flow_run_id, self.task_name, f"{name}[{i}]",
+                    self.task_key, i, parent, list(self.upstream), list(self.tags),
                     "COMPLETED", "Completed", self.state_message, start, end, 1, None, ref)
-            for i, run_id, name, start, end, ref in self.fields()
+            for i, start, end, ref in self.refs()
         ]  # fmt: skip
 
 
