@@ -6,15 +6,20 @@ Kept in a contextvar so that building in two threads never mixes flows.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
 class BuildContext:
-    flow: Any = None
-    conditions: tuple = ()  # condition tasks of enclosing `case` blocks
-    tags: frozenset = field(default_factory=frozenset)
+    """Where a task call is made: the flow being built, the condition tasks of enclosing
+    `case` blocks and the tags of enclosing `tags` blocks. Never changed once made."""
+
+    __slots__ = ("flow", "conditions", "tags")
+
+    def __init__(self, flow: Any = None, conditions: tuple = (), tags: frozenset = frozenset()):
+        self.flow, self.conditions, self.tags = flow, conditions, tags
 
 
 _EMPTY = BuildContext()
@@ -29,7 +34,8 @@ def current() -> BuildContext:
 
 def push(**changes) -> contextvars.Token:
     ctx = _current.get()
-    return _current.set(BuildContext(**{**ctx.__dict__, **changes}))
+    fields = {"flow": ctx.flow, "conditions": ctx.conditions, "tags": ctx.tags, **changes}
+    return _current.set(BuildContext(**fields))
 
 
 def pop(token: contextvars.Token) -> None:

@@ -13,7 +13,6 @@ child i of its comparison. `merge` of mapped branches is mapped the same way.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from headrace import _build
 from headrace.edges import unmapped
@@ -21,6 +20,10 @@ from headrace.errors import FlowBuildError
 from headrace.signals import SKIP
 from headrace.tasks import Task
 from headrace.triggers import not_all_skipped
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CompareValue(Task):

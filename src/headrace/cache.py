@@ -41,9 +41,12 @@ import struct
 import textwrap
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from headrace.errors import HeadraceError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CacheKeyError(HeadraceError, TypeError):

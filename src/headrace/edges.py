@@ -9,17 +9,32 @@ one level first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
 class Edge:
-    upstream: Any
-    downstream: Any
-    key: str | None = None
-    mapped: bool = False
-    flat: bool = False
+    """Equal (and hashed) by all five fields; never changed once made."""
+
+    __slots__ = ("upstream", "downstream", "key", "mapped", "flat")
+
+    def __init__(self, upstream: Any, downstream: Any, key: str | None = None,
+                 mapped: bool = False, flat: bool = False):  # fmt: skip
+        self.upstream, self.downstream, self.key = upstream, downstream, key
+        self.mapped, self.flat = mapped, flat
+
+    def _fields(self) -> tuple:
+        return (self.upstream, self.downstream, self.key, self.mapped, self.flat)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Edge:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
 
     def __repr__(self) -> str:
         label = f"[{self.key}]" if self.key else ""

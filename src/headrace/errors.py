@@ -85,3 +85,7 @@ class MissingDependencyError(HeadraceError, ModuleNotFoundError):
             f"Install headrace's {extra!r} extra: pip install 'headrace[{extra}]'",
             name=module,
         )
+
+
+class StorageUnreachableError(HeadraceError):
+    """A worker on another host than the flow run would write where the run cannot read."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
 
 from headrace import _build
 from headrace.edges import Edge, flatten, unmapped
@@ -30,6 +29,10 @@ from headrace.tasks import (
     Task,
     check_mappable,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Flow:

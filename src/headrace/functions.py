@@ -31,10 +31,13 @@ import datetime
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
 
 from headrace.errors import ParameterError, ReservedArgumentError
 from headrace.tasks import _normalize_retry_delay, bind_explained, check_retries_and_timeout
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FunctionFlow:

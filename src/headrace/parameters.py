@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from headrace import _build
 from headrace.tasks import Task
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _NO_DEFAULT = object()
 

@@ -10,7 +10,9 @@ raise LOOP(result=x)           -> the task runs again; the next iteration reads
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Signal(Exception):

@@ -21,9 +21,12 @@ This module must not import the engine or the store.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 from headrace.errors import ResultReleasedError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class StateType(enum.Enum):

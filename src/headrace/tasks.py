@@ -29,11 +29,14 @@ import functools
 import inspect
 import operator
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from headrace import _build
 from headrace.edges import flatten, unmapped
 from headrace.errors import FlowBuildError, MappingError, ReservedArgumentError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _MISSING = inspect.Parameter.empty
 

@@ -8,7 +8,10 @@ face (the CLI, the progress display) shows them through `safe`.
 from __future__ import annotations
 
 import re
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # C0 and C1 controls, DEL, and the bidirectional embeddings, overrides and isolates.
 _HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")

@@ -11,11 +11,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from headrace.cli.shared import safe
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:

@@ -13,11 +13,14 @@ import datetime
 import json
 import re
 import time
-from typing import Any
 
 import click
 
 from headrace.text import safe  # noqa: F401 - every command prints recorded text through it
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 FLOW_RUN_FIELDS = (
     "id",

@@ -23,14 +23,16 @@ import hashlib
 import os
 import threading
 import time
-from typing import Any
 
 from headrace.cache import digests
-from headrace.errors import ResultUnreadableError
+from headrace.errors import ResultUnreadableError, StorageUnreachableError
 from headrace.results.persist import CACHE_FOLDER, ResultRef, persist
-from headrace.results.storage import StorageUnreachableError
 from headrace.states import Cached, Failed, State
 from headrace.store.cache import CacheEntry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _STORES: dict[tuple[str, int], Any] = {}
 _LOCK = threading.Lock()

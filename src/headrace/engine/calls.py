@@ -11,13 +11,15 @@ from __future__ import annotations
 import operator
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from headrace.engine.core import INTERRUPTED
 from headrace.engine.nodes import ELEMENT, NOTHING, Node
 from headrace.states import Cancelled, ChildStates, Pending, State, StateType
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from headrace.engine.function_flow import FunctionRun
 
 

@@ -11,11 +11,14 @@ value still `None`, such as `task_loop_result` before the first LOOP).
 from __future__ import annotations
 
 import contextvars
-from typing import Any
 
 from headrace._pid import HOST
 from headrace.errors import ContextError
 from headrace.executors.base import Shared
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FlowRunContext(Shared):

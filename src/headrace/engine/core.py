@@ -107,7 +107,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from headrace.edges import flatten_once, flatten_origins
 from headrace.engine import batch, logs
@@ -127,6 +126,10 @@ from headrace.results.persist import PICKLE
 from headrace.states import SUCCEEDED, ChildStates, Failed, MappedState, State, is_plain_inline
 from headrace.store.records import ChildRuns, TaskRun
 from headrace.tasks import check_lengths, check_mappable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 INTERRUPTED = "The flow run was interrupted (Ctrl-C) before it finished."
 CHILD_RECORD_SECONDS = 0.05  # the longest a finished child waits in its map's record

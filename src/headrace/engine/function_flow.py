@@ -36,7 +36,6 @@ import itertools
 import sys
 import threading
 from collections import defaultdict
-from typing import Any
 
 from headrace import _build
 from headrace.edges import flatten, flatten_once, unmapped
@@ -79,6 +78,10 @@ from headrace.states import (
 )
 from headrace.store import default_recorder
 from headrace.tasks import check_lengths, check_mappable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # Results of these types are too often shared (interned, cached) to say who made them.
 _UNTRACKED = (int, float, bool, str, bytes, type(None))

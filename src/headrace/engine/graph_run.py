@@ -10,7 +10,6 @@ state is judged by its reference tasks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from headrace.engine import logs, progress
 from headrace.engine.clock import SYSTEM_CLOCK
@@ -35,6 +34,10 @@ from headrace.states import (
     failure_summary,
 )
 from headrace.store import default_recorder
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class GraphRun:

@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from headrace.store.limits import Asked
 
@@ -268,12 +268,13 @@ def _read_limits(url: str) -> dict[str, int]:
     is missing, so a run never creates or upgrades a history to look."""
     if url.startswith("sqlite:///"):
         import sqlite3
-        from pathlib import Path
 
-        path = Path(url[len("sqlite:///") :])
-        if not path.exists():
+        from headrace.store.sqlite import file_uri
+
+        path = url[len("sqlite:///") :]
+        if not os.path.exists(path):
             return {}
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30.0)
+        conn = sqlite3.connect(f"{file_uri(path)}?mode=rw", uri=True, timeout=30.0)
         try:
             return dict(conn.execute("SELECT tag, slots FROM tag_limits").fetchall())
         except sqlite3.OperationalError as exc:

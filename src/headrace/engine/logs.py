@@ -155,15 +155,13 @@ def replay(lines) -> None:
 def kept_lines():
     """In a worker: the block's run lines, kept (see `capture_here`). Yields the list the
     lines will be in, as plain tuples once the block ends, for any transport."""
-    from dataclasses import astuple
-
     kept: list = []
     token = captured_var.set(kept)
     try:
         yield kept
     finally:
         captured_var.reset(token)
-        kept[:] = [astuple(record) for record in kept]
+        kept[:] = [record.astuple() for record in kept]
 
 
 _configured = False

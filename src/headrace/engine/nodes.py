@@ -8,10 +8,13 @@ what each field means. Slotted, since a run may hold a million.
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
 
 from headrace.engine.task_run import TaskSpec
 from headrace.states import MappedState, State
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 WHOLE, ELEMENT = 0, 1
 NOTHING = MappingProxyType({})  # the shared value of an empty mapping field

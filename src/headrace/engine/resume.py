@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextvars
 import time
-from dataclasses import dataclass, field
 
 from headrace._pid import HOST
 from headrace.engine import logs
@@ -41,21 +40,23 @@ class ResumeError(HeadraceError):
     """A run that cannot be resumed (still running, another flow's, parameters lost)."""
 
 
-@dataclass
 class Kept:
     """What a task key reuses: its whole state, or its children by map index."""
 
-    whole: State | None = None
-    children: dict[int, State] = field(default_factory=dict)
-    runs_again: int = 0  # task runs recorded for this key that are not kept
+    __slots__ = ("whole", "children", "runs_again")
+
+    def __init__(self):
+        self.whole: State | None = None
+        self.children: dict[int, State] = {}
+        self.runs_again = 0  # task runs recorded for this key that are not kept
 
 
-@dataclass
 class ResumePlan:
-    run: object  # the FlowRun resumed (the chain's newest)
-    chain: list  # its FlowRuns, newest first
-    kept: dict[str, Kept]  # by task key, in the order first recorded
-    parameters: dict
+    def __init__(self, run, chain: list, kept: dict[str, Kept], parameters: dict):
+        self.run = run  # the FlowRun resumed (the chain's newest)
+        self.chain = chain  # its FlowRuns, newest first
+        self.kept = kept  # by task key, in the order first recorded
+        self.parameters = parameters
 
     def give(self, node, recorder, flow_run_id: str) -> None:
         """Give `node` what the plan keeps of its task key (nothing: it runs), and record

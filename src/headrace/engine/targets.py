@@ -11,12 +11,14 @@ write     after a successful run, serialise the value and write it
 
 from __future__ import annotations
 
-from typing import Any
-
 from headrace.results import LocalStorage
 from headrace.results.persist import PICKLE, ResultRef
 from headrace.results.storage import StorageUnreachableError, check_reachable
 from headrace.states import Cached, Completed, Failed, State
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _TARGETS = LocalStorage()  # $HEADRACE_HOME/results, synced: a target is the user's file
 

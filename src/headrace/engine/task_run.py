@@ -21,20 +21,16 @@ from __future__ import annotations
 import contextvars
 import inspect
 import os
-import select
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from headrace import signals
 from headrace.engine import logs
 from headrace.engine.context import FlowRunContext, TaskRunContext, flow_run_var, task_run_var
-from headrace.errors import HeadraceError
+from headrace.errors import HeadraceError, StorageUnreachableError
 from headrace.executors.base import Shared
 from headrace.results.persist import persist
-from headrace.results.storage import StorageUnreachableError
 from headrace.states import (
     SUCCEEDED,
     Completed,
@@ -48,6 +44,10 @@ from headrace.states import (
 )
 from headrace.tasks import call_with_arguments
 from headrace.triggers import all_successful
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class TriggerFailedError(HeadraceError):
@@ -248,6 +248,8 @@ def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
     through a pipe. Used only where KILL_ON_TIMEOUT is set: a worker process
     whose only thread is the one running tasks, where forking is safe.
     """
+    import select
+
     import cloudpickle
 
     read_fd, write_fd = os.pipe()
@@ -302,6 +304,8 @@ def _call_in_killable_child(spec: TaskSpec, arguments: dict[str, Any]) -> Any:
 
 def _kill_group(pid: int) -> None:
     """SIGKILL the child and every process it started (its group)."""
+    import signal
+
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:  # the group was never made: the child alone

@@ -3,10 +3,12 @@ and results released once nothing needs them."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from headrace.errors import ResultReleasedError
 from headrace.states import ChildStates, MappedState, RemoteValue, State, StateType, _Released
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def value_of(state: State) -> Any:

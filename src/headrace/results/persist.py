@@ -21,17 +21,28 @@ from __future__ import annotations
 import binascii  # base64's own functions, without its module's cost
 import os
 from collections.abc import Callable
-from typing import Any
 
 from headrace.errors import ResultUnreadableError
 from headrace.results.serializers import PickleSerializer, Serializer, serializer_named
-from headrace.results.storage import LocalStorage, Storage, check_reachable, storage_at
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from headrace.results.storage import Storage
 
 INLINE_BYTES = 1024  # a serialised value up to this size is kept inline, not as a file
 
 CACHE_FOLDER = "cache"  # results of cache entries: <storage>/cache/<digest of the key>
 PICKLE = PickleSerializer()
-RESULTS = LocalStorage(fsync=False)  # $HEADRACE_HOME/results, read when first used
+
+
+def default_storage():
+    """$HEADRACE_HOME/results, unsynced (read when first used): where results larger than
+    INLINE_BYTES go. Storage is imported here, by the first run that writes a file."""
+    from headrace.results.storage import LocalStorage
+
+    return LocalStorage(fsync=False)
 
 
 class ResultRef:
@@ -69,6 +80,8 @@ class ResultRef:
             return cls(serializer, binascii.a2b_base64(rest))
         if kind != "file":
             raise ValueError(f"not a result reference: {text[:80]!r}")
+        from headrace.results.storage import storage_at
+
         storage, key = storage_at(rest)
         return cls(serializer, None, storage, key)
 
@@ -95,7 +108,9 @@ def persist(value: Any, serializer: Serializer | None, storage: Storage | None,
         data = serializer.dumps(value)
     if len(data) <= INLINE_BYTES:
         return ResultRef(serializer, data)
-    storage = storage or RESULTS
+    from headrace.results.storage import check_reachable
+
+    storage = storage or default_storage()
     check_reachable(storage, client_host)
     storage.write(key, data)
     return ResultRef(serializer, None, storage, key)
@@ -107,7 +122,7 @@ def remove_unowned(known: Callable[[str], bool], cached: set[str] = frozenset())
     no entry's `result_ref` in `cached` names; how many runs' results went."""
     import shutil
 
-    root = RESULTS.root
+    root = default_storage().root
     if not root.is_dir():
         return 0
     removed = 0
@@ -127,9 +142,10 @@ def remove_results_of(run_ids: list[str]) -> None:
     """Delete the persisted results (under the default storage) of these flow runs."""
     import shutil
 
+    root = default_storage().root
     for run_id in run_ids:
         if run_id and "/" not in run_id and run_id not in (".", "..", CACHE_FOLDER):
-            shutil.rmtree(RESULTS.root / run_id, ignore_errors=True)
+            shutil.rmtree(root / run_id, ignore_errors=True)
 
 
 _ON, _OFF = ("", "on", "true", "1", "yes"), ("off", "false", "0", "no")

@@ -18,11 +18,13 @@ workers, which write results themselves.
 from __future__ import annotations
 
 import io
-import json
 import pickle
-from typing import Any
 
 from headrace._optional import require
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Serializer:
@@ -72,6 +74,8 @@ class JSONSerializer(Serializer):
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
+        import json
+
         try:
             return json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
@@ -81,6 +85,8 @@ class JSONSerializer(Serializer):
             ) from None
 
     def loads(self, data: bytes) -> Any:
+        import json
+
         return json.loads(data)
 
 

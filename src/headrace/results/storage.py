@@ -31,11 +31,7 @@ from pathlib import Path
 
 from headrace._optional import require
 from headrace._pid import HOST
-from headrace.errors import HeadraceError
-
-
-class StorageUnreachableError(HeadraceError):
-    """A worker on another host than the flow run would write where the run cannot read."""
+from headrace.errors import StorageUnreachableError
 
 
 def check_reachable(storage: Storage, client_host: str | None) -> None:

@@ -16,9 +16,12 @@ import datetime
 import inspect
 import re
 import string
-from typing import Any
 
 from headrace.errors import HeadraceError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 FIELDS = ("parameters", "map_index", "task_name", "flow_name", "flow_run_id", "today")
 

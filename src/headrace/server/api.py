@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNS_PAGE, RUNS_LIMIT = 50, 500
 LOGS_PAGE, LOGS_LIMIT = 200, 5000
@@ -196,7 +198,7 @@ def maps(request: Request) -> JSONResponse:
     """Per mapped task: its children counted by state, first start, last end."""
     reader = request.app.state.reader()
     found = find(request)
-    return JSONResponse({"maps": [asdict(g) for g in reader.map_groups(found.id)]})
+    return JSONResponse({"maps": [g.to_dict() for g in reader.map_groups(found.id)]})
 
 
 def children(request: Request) -> JSONResponse:

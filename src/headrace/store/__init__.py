@@ -24,7 +24,6 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 
 from headrace.store.base import (
     NullRecorder,
@@ -35,16 +34,26 @@ from headrace.store.base import (
     StoreUnavailable,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+
 log = logging.getLogger("headrace.store")
 
 
+def _home() -> str:
+    return os.path.expanduser(os.environ.get("HEADRACE_HOME") or os.path.join("~", ".headrace"))
+
+
 def home() -> Path:
-    return Path(os.environ.get("HEADRACE_HOME") or Path.home() / ".headrace").expanduser()
+    from pathlib import Path
+
+    return Path(_home())
 
 
 def database_url() -> str:
     url = os.environ.get("HEADRACE_DATABASE_URL")
-    return url or f"sqlite:///{home() / 'headrace.db'}"
+    return url or f"sqlite:///{os.path.join(_home(), 'headrace.db')}"
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -25,9 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from headrace.store.sql import Dialect, OneConnection
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 CACHE_COLUMNS = ["key", "task_name", "result_ref", "parts", "flow_run_id", "task_run_id",
                  "created", "expires"]  # fmt: skip

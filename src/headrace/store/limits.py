@@ -35,10 +35,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from headrace._pid import HOST
 from headrace.store.sql import Dialect, OneConnection, placeholders
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCK_CLASS = 0x68726C6D  # "hrlm": the first key of every advisory lock of this module
 # A PostgreSQL server that restarted dropped every session's lock: until it has been up

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from headrace.store.base import StoreUnavailable
 from headrace.store.reader import SQLReader
 from headrace.store.sql import Dialect, SQLRecorder, StoreError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_LOCK = 0x68656164_72616365  # "headrace" as an advisory-lock key shared by every process
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from headrace._pid import HOST
 from headrace.store import sql as schema
@@ -38,6 +37,10 @@ from headrace.store.sql import (
     schema_version,
     task_run_record,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 FAILED_SHOWN = 3  # failed children a MapGroup names
 _TASK_RUN = ", ".join(TASK_RUN_COLUMNS)

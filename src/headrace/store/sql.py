@@ -32,19 +32,20 @@ executor's worker, say) would hang on its first connect.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from headrace._pid import HOST, alive
 from headrace.store.base import CRASHED_MESSAGE, Recorder, StoreError
 from headrace.store.records import ChildRuns, FlowRun, LogRecord, StateRecord, TaskRun
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 6
 APP = "headrace"
@@ -95,16 +96,31 @@ def _in_driver():
         yield
 
 
-@dataclass(frozen=True)
 class Dialect:
-    name: str
-    placeholder: str
-    real: str
-    serial_key: str
-    errors: tuple  # exception types of the driver
-    row_errors: tuple = ()  # of those, the ones that a row causes (the database is fine)
-    disconnects: tuple = ()  # of those, the ones of a lost connection (a server restart)
-    clustered: str = ""  # what makes a table its primary key's index (SQLite: WITHOUT ROWID)
+    """What differs between the SQL of two databases; never changed once made."""
+
+    __slots__ = ("name", "placeholder", "real", "serial_key", "errors", "row_errors",
+                 "disconnects", "clustered")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        placeholder: str,
+        real: str,
+        serial_key: str,
+        errors: tuple,  # exception types of the driver
+        row_errors: tuple = (),  # of those, the ones that a row causes (the database is fine)
+        disconnects: tuple = (),  # of those, the ones of a lost connection (a server restart)
+        clustered: str = "",  # what makes a table its primary key's index (SQLite: WITHOUT ROWID)
+    ):
+        self.name, self.placeholder, self.real, self.serial_key = (
+            name,
+            placeholder,
+            real,
+            serial_key,
+        )
+        self.errors, self.row_errors, self.disconnects = errors, row_errors, disconnects
+        self.clustered = clustered
 
 
 FLOW_RUN_COLUMNS = [
@@ -265,6 +281,10 @@ MIGRATIONS: dict[int, Callable[[Dialect], list[str]]] = {
 
 def truncate_parameters(parameters: dict[str, Any]) -> str:
     """JSON of the parameters; a value too large or not JSON is replaced by a marker."""
+    if not parameters:
+        return "{}"
+    import json  # here, not at the top: a run without parameters or tags needs no json
+
     out = {}
     for key, value in parameters.items():
         try:
@@ -314,6 +334,8 @@ def _ids_json(ids: list[str]) -> str:
         return _EMPTY
     joined = '","'.join(ids)
     if '"' in joined or "\\" in joined or not joined.isprintable():
+        import json
+
         return json.dumps(list(ids))
     return '["' + joined + '"]'
 
@@ -327,12 +349,19 @@ def flow_run_row(run: FlowRun, host: str, pid: int, now: float) -> tuple:
     )  # fmt: skip
 
 
+def _tags_json(tags: list[str]) -> str:
+    if not tags:
+        return _EMPTY
+    import json
+
+    return json.dumps(sorted(tags))
+
+
 def task_run_row(run: TaskRun) -> tuple:
-    tags = run.tags
     return (
         run.id, run.flow_run_id, run.task_name, run.name, run.task_key, run.map_index,
-        run.parent_task_run_id, _ids_json(run.upstream),
-        json.dumps(sorted(tags)) if tags else _EMPTY, run.state_type, run.state_name,
+        run.parent_task_run_id, _ids_json(run.upstream), _tags_json(run.tags),
+        run.state_type, run.state_name,
         run.state_message, run.start_time, run.end_time, run.run_count, run.cache_key,
         run.result_ref,
     )  # fmt: skip
@@ -369,6 +398,8 @@ def log_row(record: LogRecord) -> tuple:
 
 def flow_run_record(row: tuple) -> FlowRun:
     """A FlowRun from a row in FLOW_RUN_COLUMNS order (its heartbeat dropped)."""
+    import json
+
     values = dict(zip(FLOW_RUN_COLUMNS, row))
     values.pop("heartbeat", None)
     values["parameters"] = json.loads(values["parameters"] or "{}")
@@ -377,6 +408,8 @@ def flow_run_record(row: tuple) -> FlowRun:
 
 
 def task_run_record(row: tuple) -> TaskRun:
+    import json
+
     values = dict(zip(TASK_RUN_COLUMNS, row))
     values["upstream"] = json.loads(values["upstream"] or "[]")
     values["tags"] = json.loads(values["tags"] or "[]")

@@ -17,6 +17,10 @@ disk fills up, history turns off, and the writer deletes the reserve to make
 room for the ends of the runs still going: a run that finished is recorded
 as finished (its history marked incomplete), not found Crashed later. The
 next process with room writes the reserve again.
+
+The write side takes paths as strings (a run needs no pathlib); the reader
+and the cache's, schedules' and limits' sides are opened by less frequent
+callers and use `Path`.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import string
 import time
-from pathlib import Path
 
 from headrace.store.reader import SQLReader
 from headrace.store.sql import Dialect, SQLRecorder, StoreError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # name, placeholder, real, serial_key, errors
 DIALECT = Dialect(
@@ -40,7 +48,7 @@ RESERVE_BYTES = 256 * 1024  # room for the last writes on a full disk
 IMMUTABLE_TRIES = 3  # reads as immutable before an ordinary read-only connection is used
 
 
-def _refused(path: Path, conn: sqlite3.Connection, exc: sqlite3.DatabaseError) -> Exception:
+def _refused(path, conn: sqlite3.Connection, exc: sqlite3.DatabaseError) -> Exception:
     conn.close()
     if "not a database" in str(exc) or "malformed" in str(exc):
         return StoreError(
@@ -50,22 +58,40 @@ def _refused(path: Path, conn: sqlite3.Connection, exc: sqlite3.DatabaseError) -
     return exc
 
 
-def _private_file(path: Path) -> None:
+def _private_file(path: str) -> None:
     """Make the directories and the database file that are missing readable by their owner
     only (the history holds parameters and log lines). SQLite gives its -wal and -shm
     files the database file's mode."""
-    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
     for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    if not os.path.exists(path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def _reserve_path(path: Path) -> Path:
-    return path.with_name(path.name + "-reserve")
+_URI_SAFE = frozenset(string.ascii_letters + string.digits + "/-._~")
 
 
-def _reserve(path: Path) -> Path:
+def file_uri(path: str | os.PathLike) -> str:
+    """The file: URI SQLite opens `path` by (what `Path.as_uri` gives, without pathlib)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return "file://" + "".join(c if c in _URI_SAFE else _escaped(c) for c in absolute)
+
+
+def _escaped(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in os.fsencode(char))
+
+
+def _reserve_path(path: str) -> str:
+    return path + "-reserve"
+
+
+def _reserve(path: str) -> str:
     """Write the reserve file beside the database unless it is there; its path."""
     reserve = _reserve_path(path)
     try:
@@ -96,7 +122,7 @@ def _journal_to_wal(conn: sqlite3.Connection) -> str:
             time.sleep(0.05)
 
 
-def _connector(path: Path):
+def _connector(path: str):
     def connect(wal: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         try:
@@ -112,16 +138,16 @@ def _connector(path: Path):
     return connect
 
 
-def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
-    if _journal_to_wal(conn).lower() != "wal" and path.exists():
+def _use_wal(conn: sqlite3.Connection, path: str) -> None:
+    if _journal_to_wal(conn).lower() != "wal" and os.path.exists(path):
         conn.execute("PRAGMA journal_mode = DELETE")
 
 
-def _checked(path: Path, store: SQLRecorder, connect) -> sqlite3.Connection:
+def _checked(path: str, store: SQLRecorder, connect) -> sqlite3.Connection:
     """A connection in WAL mode to the file, its schema made or upgraded. A foreign or
     newer file is refused before WAL touches it; a new (empty) file is neither, and its
     schema is made in WAL mode, whose commit needs no fsync (11 ms here)."""
-    new = path.stat().st_size == 0
+    new = os.stat(path).st_size == 0
     conn = connect(wal=new)
     try:
         store._check_schema(conn)
@@ -133,22 +159,22 @@ def _checked(path: Path, store: SQLRecorder, connect) -> sqlite3.Connection:
     return conn
 
 
-def sqlite_recorder(path: str | Path, clock=None) -> SQLRecorder:
+def sqlite_recorder(path: str | os.PathLike, clock=None) -> SQLRecorder:
     """The write side on the file at `path`, not yet opened: nothing is checked or made.
     The writer process (`store.writer_process`) writes through one of these."""
-    path = Path(path)
+    path = os.fspath(path)
     reserve = _reserve_path(path)
 
     def make_room() -> None:
         with contextlib.suppress(OSError):  # gone already, or a read-only filesystem
             os.unlink(reserve)
 
-    return SQLRecorder(DIALECT, _connector(path), str(path), make_room, clock)
+    return SQLRecorder(DIALECT, _connector(path), path, make_room, clock)
 
 
-def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
+def open_sqlite(path: str | os.PathLike, clock=None) -> SQLRecorder:
     """The write side on the file at `path` (created, with its directory, when missing)."""
-    path = Path(path)
+    path = os.fspath(path)
     _private_file(path)
     store = sqlite_recorder(path, clock)
     conn = _checked(path, store, store._connect)
@@ -156,17 +182,20 @@ def open_sqlite(path: str | Path, clock=None) -> SQLRecorder:
     return store.open(checked=conn)
 
 
-def _schema_ready(path: Path):
+def _schema_ready(path: str | os.PathLike):
     """A connector to the file at `path`, once its schema is made or upgraded."""
+    path = os.fspath(path)
     _private_file(path)
     connect = _connector(path)
-    _checked(path, SQLRecorder(DIALECT, connect, str(path)), connect).close()
+    _checked(path, SQLRecorder(DIALECT, connect, path), connect).close()
     return connect
 
 
 def open_sqlite_cache(path: str | Path, clock=None):
     """The cache's entries in the file at `path` (its schema made or upgraded first); its
     claims are files in `<path>-locks/`."""
+    from pathlib import Path
+
     from headrace.store.cache import CacheStore, file_claims
 
     path = Path(path)
@@ -177,6 +206,8 @@ def open_sqlite_cache(path: str | Path, clock=None):
 
 def open_sqlite_ticks(path: str | Path):
     """Schedules and their ticks in the file at `path` (its schema made or upgraded first)."""
+    from pathlib import Path
+
     from headrace.store.schedules import TickStore
 
     path = Path(path)
@@ -186,6 +217,8 @@ def open_sqlite_ticks(path: str | Path):
 def open_sqlite_limits(path: str | Path):
     """Tag limits and their claims in the file at `path` (its schema made or upgraded
     first); each process's liveness is a locked file in `<path>-limits/`."""
+    from pathlib import Path
+
     from headrace.store.limits import FileLiveness, LimitStore
 
     path = Path(path)
@@ -198,7 +231,7 @@ class SQLiteReader(SQLReader):
 
     def __init__(self, path: Path):
         self.path = path
-        self._uri = path.resolve().as_uri() + "?mode=ro"
+        self._uri = file_uri(path.resolve()) + "?mode=ro"
         super().__init__(DIALECT, self._connect_ro, str(path))
 
     def _connect_ro(self, immutable: bool = False) -> sqlite3.Connection:
@@ -245,6 +278,8 @@ def open_sqlite_reader(path: str | Path, check: bool = True) -> SQLiteReader:
 
     `check=False` leaves the schema unchecked, to ask its `schema_version()`.
     """
+    from pathlib import Path
+
     from headrace.store.base import StoreMissing
 
     path = Path(path).expanduser()
