@@ -1,4 +1,4 @@
-"""What the engine tells the run history, as record dataclasses handed to a `Recorder`.
+"""What the engine tells the run history, as records (`store.records`) handed to a `Recorder`.
 
 Both runners call these four; none of them waits (the Recorder queues, its
 writer thread does the I/O). No SQL row is built here: rows are the store's

@@ -1,6 +1,6 @@
 """The run-history store as two small interfaces: a `Recorder` to write, a `Reader` to read.
 
-The engine holds a `Recorder` and hands it record dataclasses (`store.records`);
+The engine holds a `Recorder` and hands it records (`store.records`);
 it never builds SQL rows or waits for a database. `NullRecorder` is the
 recorder when history is off. The faces (the CLI, later the UI) hold a
 `Reader`: read-only, paged queries.

@@ -1,7 +1,7 @@
 """The run-history store on a SQL database: SQLite by default, PostgreSQL for teams.
 
 This module holds what both sides share (the schema, its migrations, the
-rows built from record dataclasses) and the write side, `SQLRecorder`.
+rows built from records) and the write side, `SQLRecorder`.
 The read side is `store.reader.SQLReader`.
 
 Writes never block the engine. Each `Recorder` method turns its record into
