@@ -35,14 +35,18 @@ INLINE_BYTES = 1024  # a serialised value up to this size is kept inline, not as
 
 CACHE_FOLDER = "cache"  # results of cache entries: <storage>/cache/<digest of the key>
 PICKLE = PickleSerializer()
+_RESULTS = None  # default_storage(), made by the first run that writes a file
 
 
 def default_storage():
     """$HEADRACE_HOME/results, unsynced (read when first used): where results larger than
-    INLINE_BYTES go. Storage is imported here, by the first run that writes a file."""
-    from headrace.results.storage import LocalStorage
+    INLINE_BYTES go: one instance, which every file result's ref shares."""
+    global _RESULTS
+    if _RESULTS is None:
+        from headrace.results.storage import LocalStorage
 
-    return LocalStorage(fsync=False)
+        _RESULTS = LocalStorage(fsync=False)
+    return _RESULTS
 
 
 class ResultRef:
