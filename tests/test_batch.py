@@ -1,15 +1,17 @@
 """A plain map's children in batches (engine.batch) and their compact history.
 
-On an inline executor the children of a map that runs alike go through one loop and
+On an inline executor the children of a map that runs alike go through one loop, and
+ThreadExecutor takes those of a short task as one call per batch (`batch.send`); both
 are recorded as `ChildRuns` (the store's task_run_children). Everything a user can see
 must be what the general path shows: each child's state and result, its context and
-log lines, and its record in the history, on SQLite and on PostgreSQL. ThreadExecutor
-runs the same flow through the general path, recorded row by row, so the two are
-compared field by field.
+log lines, and its record in the history, on SQLite and on PostgreSQL. A ThreadExecutor
+that takes no batches runs the same flow through the general path, recorded row by
+row, so the three are compared field by field.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -117,15 +119,36 @@ def compact_rows(reader, flow_run_id: str) -> int:
     )[0][0]
 
 
+class OneByOne(ThreadExecutor):
+    """A ThreadExecutor that takes every run alone: the general path."""
+
+    batches = False
+
+
+class Counted(ThreadExecutor):
+    """A ThreadExecutor that counts the children it was handed as one call."""
+
+    def __init__(self, workers: int):
+        super().__init__(workers)
+        self.sent: list[int] = []
+
+    def submit_runs(self, count, fn, *args):
+        self.sent.append(count)
+        return super().submit_runs(count, fn, *args)
+
+
 @pytest.mark.parametrize("style", [run_graph, run_function], ids=["graph", "function"])
 def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style, monkeypatch):
     batched = style(LocalExecutor())
+    pool = Counted(2)
+    sent = style(pool)
+    assert len(pool.sent) > 10 and max(pool.sent) > 1  # most children went in batches
     get_store().flush()
-    # The second run: each child through the pool, and recorded as a task_runs row each
+    # The third run: each child through the pool, and recorded as a task_runs row each
     # (the Recorder's own way of taking a ChildRuns).
     monkeypatch.setattr(SQLRecorder, "task_runs", Recorder.task_runs)
-    one_by_one = style(ThreadExecutor(2))
-    assert shown(batched) == shown(one_by_one)
+    one_by_one = style(OneByOne(2))
+    assert shown(batched) == shown(one_by_one) == shown(sent)
     assert [s.name for s in batched[5:12]] == [
         "Completed", "Completed", "Failed", "Skipped", "Completed", "Completed", "Completed",
     ]  # fmt: skip
@@ -133,12 +156,14 @@ def test_a_batched_map_shows_and_records_what_the_general_path_does(url, style, 
 
     get_store().flush()
     reader = open_reader(url)
-    second, first = reader.flow_runs(flow_name="batched")[:2]  # newest first
-    assert recorded(reader, first.id) == recorded(reader, second.id)
-    # The first run kept its plain children compactly; the second recorded each as a row.
+    third, second, first = reader.flow_runs(flow_name="batched")[:3]  # newest first
+    assert recorded(reader, first.id) == recorded(reader, third.id)
+    assert recorded(reader, second.id) == recorded(reader, third.id)
+    # The first two kept their plain children compactly; the third recorded each as a row.
     plain = sum(1 for i in range(N) if i % 100 not in (7, 8, 9, 11))  # (10 loops, then ends)
     assert compact_rows(reader, first.id) == plain
-    assert compact_rows(reader, second.id) == 0
+    assert plain - 2 * 64 <= compact_rows(reader, second.id) <= plain  # (the first went alone)
+    assert compact_rows(reader, third.id) == 0
     child = next(t for t in reader.task_runs(first.id) if t.name == "step[5]")
     finished = ["Finished in state Completed()"] if style is run_function else []
     lines = [r.message for _, r in reader.logs(first.id, task_run_id=child.id)]
@@ -202,6 +227,41 @@ def test_ctrl_c_in_a_batch_keeps_the_children_that_finished(url):
     assert [t.map_index for t in children] == list(range(300))
     assert {t.state_name for t in children} == {"Completed"}
     assert ResultRef.parse(children[299].result_ref).load() == 299
+
+
+@pytest.mark.parametrize("pool", [Counted, OneByOne], ids=["batches", "one-by-one"])
+def test_ctrl_c_keeps_the_children_a_pool_ran(url, pool):
+    def ctrl_c(task, state):  # a failure's hook runs in the core's loop, as Ctrl-C lands
+        if isinstance(state.exception, ValueError):
+            raise KeyboardInterrupt
+
+    @task(on_failure=[ctrl_c])
+    def fails_at_1500(x):
+        if x == 1500:
+            raise ValueError("1500")
+        return x
+
+    pool = pool(1)  # one worker: the children run in index order
+    with Flow("interrupted") as f:
+        total(fails_at_1500.map(list(range(3000))))
+    with pytest.raises(KeyboardInterrupt):
+        f.run(executor=pool)
+    for thread in threading.enumerate():  # the pool's, as at exit: what ran on is handled
+        if thread.name.startswith("headrace_"):
+            thread.join(timeout=60)
+    assert not isinstance(pool, Counted) or max(pool.sent) > 1
+    get_store().flush()
+    reader = open_reader(url)
+    run = reader.flow_runs(flow_name="interrupted")[0]
+    assert run.state_name == "Cancelled"
+    children = reader.task_runs(run.id, children=True)
+    indices = [t.map_index for t in children]
+    # Every child that ran is kept (in a batch, those after 1500 too); only the one the
+    # interrupt landed in has no record, and none is recorded that never ran.
+    assert indices == [i for i in range(indices[-1] + 1) if i != 1500]
+    assert 1500 < indices[-1] < 3000
+    assert {t.state_name for t in children} == {"Completed"}
+    assert [ResultRef.parse(t.result_ref).load() for t in children] == indices
 
 
 def test_pruning_a_run_deletes_its_compact_children(url):

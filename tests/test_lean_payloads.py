@@ -79,6 +79,9 @@ def test_the_batcher_holds_only_runs_of_a_kind_known_to_be_short():
     batcher.timed(short, 0.0001)
     batcher.timed(slow, 0.5)
     assert not batcher.hold(slow, "slow")
+    # A map's children as one call: as many as make 2 ms, within the caller's cap.
+    assert (batcher.batch_size(short, 16), batcher.batch_size(short, 100)) == (16, 20)
+    assert batcher.batch_size(slow, 16) == batcher.batch_size(TaskSpec(total), 16) == 0
     for i in range(10):
         assert batcher.hold(short, i)
     batches = batcher.take()
@@ -89,7 +92,7 @@ def test_the_batcher_holds_only_runs_of_a_kind_known_to_be_short():
     assert batcher.take() == []
     batcher.timed(short, 0.5)  # it slowed down: the average moves over the line
     batcher.timed(short, 0.5)
-    assert not batcher.hold(short, "now slow")
+    assert not batcher.hold(short, "now slow") and batcher.batch_size(short, 16) == 0
     for _ in range(Batcher.PACES):  # an executor kept up across runs meets new specs
         batcher.timed(TaskSpec(double), 0.0001)
     assert len(batcher._pace) <= Batcher.PACES  # forgotten, to be timed again
@@ -101,8 +104,8 @@ def test_short_runs_travel_in_batches_and_each_keeps_its_own_state(kind, home):
     executor = ProcessExecutor(2) if kind == "process" else ThreadExecutor(4)
     send = executor._send
 
-    def counted(*args):
-        jobs.append(len(args[-1]))
+    def counted(*args):  # a thread's run may be a map's children as one call: its count
+        jobs.append(sum(run[-1] for run in args[-1]) if kind == "thread" else len(args[-1]))
         send(*args)
 
     executor._send = counted

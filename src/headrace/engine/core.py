@@ -34,9 +34,10 @@ Node fields (state)
     given_children  a partly finished Mapped state to reuse child by child.
     unexpandable an element-wise upstream that finished without expanding.
     preset/reused  the state was known before the run (task_states, NotRun).
-    batch        a mapped node's `engine.batch` plan (False: none). On an inline
-                 executor the children of a map that runs alike leave the ready
-                 stack up to `batch.CHILDREN` at a time and run in one loop,
+    batch        a mapped node's `engine.batch` plan (False: none). The children
+                 of a map that runs alike leave the ready stack up to
+                 `batch.CHILDREN` at a time and run in one loop (inline), or as
+                 one call on a pool's worker (a short task, `batch.send`),
                  recorded as one `ChildRuns`; an outcome other than a Completed
                  result kept inline goes through `handle`.
 
@@ -402,8 +403,9 @@ class Core:
                 return attempt
             self.handle((attempt, run_task(*self._payload(attempt)), None))
         ready, inline = self.ready, self.executor.inline
+        batches = inline or self.executor.batches
         while ready and self.in_flight < self.limit:
-            if inline and self._batched():
+            if batches and self._batched():
                 continue
             attempt = self._start(*ready.pop_unit())
             if attempt is not None:
@@ -415,15 +417,20 @@ class Core:
         return None
 
     def _batched(self) -> bool:
-        """Run the next children of the span on top of the ready stack as one batch, when
-        its map qualifies (`engine.batch`); False when they go one by one."""
+        """Run the next children of the span on top of the ready stack as one batch (or
+        hand them to the executor as one call), when its map qualifies (`engine.batch`);
+        False when they go one by one."""
         span = self.ready.top_span()
         if span is None:
             return False
         node = span.node
         if node.batch is None:
             node.batch = batch.plan(self, node) or False
-        return node.batch is not False and batch.run(self, node, node.batch, span)
+        if node.batch is False:
+            return False
+        if self.executor.inline:
+            return batch.run(self, node, node.batch, span)
+        return batch.send(self, node, node.batch, span)
 
     def _start(self, node: Node, index: int | None) -> Attempt | None:
         """The attempt that runs a ready unit: its due retry, or a new one (None when it
@@ -478,6 +485,10 @@ class Core:
         if node.owner is None:
             self.in_flight -= 1
         if future is not None:
+            if future.cancelled() and self.stopped:  # an interrupt: it never ran, so unrun
+                if self.throttle:
+                    self._free_slots(node, index)
+                return
             state = outcome(future, attempt.run_count, node.spec.retries)
         if self.throttle:
             self._free_slots_after_body(node, index, state)

@@ -69,6 +69,12 @@ class Batcher:
             self._held.append((kind, run))
         return True
 
+    def batch_size(self, kind, cap: int) -> int:
+        """How many runs of `kind` make about BATCH seconds (at most `cap`); 0 unless its
+        runs are known to be short."""
+        pace = self._pace.get(kind, self.SHORT)
+        return 0 if pace >= self.SHORT else min(cap, int(self.BATCH / max(pace, 1e-6)))
+
     def take(self) -> list[list]:
         """What was held, in batches."""
         if not self._held:
@@ -95,6 +101,7 @@ class Batcher:
 
 class Executor(ABC):
     inline: bool = False
+    batches: bool = False  # takes several runs of a short task as one call (`batch_size`)
     remote_results: bool = False  # results stay where they ran (`RemoteValue`s)
 
     @property
@@ -126,6 +133,16 @@ class Executor(ABC):
     @abstractmethod
     def submit(self, fn, *args) -> Future:
         """Run `fn(*args)` and return a future of its result."""
+
+    def batch_size(self, kind) -> int:
+        """How many runs of `kind` (a payload's first `Shared` part) the core may hand over
+        as one `submit_runs` call; 0 (the default) while each run should go alone."""
+        return 0
+
+    def submit_runs(self, count: int, fn, *args) -> Future:
+        """`submit` for a call that performs `count` runs of the kind of `args[0]`, which
+        the executor times as `count` runs (see `batch_size`)."""
+        return self.submit(fn, *args)
 
     def flush(self) -> None:
         """The core has submitted what it can for now: send what `submit` held back to

@@ -2,7 +2,8 @@
 
 Good for I/O-bound tasks (HTTP, databases). Timeouts abandon the thread
 rather than kill it (see `engine.task_run`). Runs of a task that take under a
-millisecond go to the pool in batches (see `Batcher`).
+millisecond go to the pool in batches (see `Batcher`); children of a map of
+such a task go as one call per batch (`batch_size`, `engine.batch.send`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from headrace.executors.futures import RunFuture
 
 
 class ThreadExecutor(PoolExecutor):
+    batches = True
+
     def __init__(self, max_workers: int | None = None):
         super().__init__(max_workers, min(32, (os.cpu_count() or 1) + 4))
         self._batcher = Batcher(self.max_workers)
@@ -25,7 +28,7 @@ class ThreadExecutor(PoolExecutor):
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="headrace")
 
     def shutdown(self) -> None:
-        for outer, _, _, _ in self._batcher.drop():  # held, never sent
+        for outer, *_ in self._batcher.drop():  # held, never sent
             outer.cancel()
         if self._pool is not None:
             # Abandoned (timed-out) threads must not hold up the caller.
@@ -39,9 +42,18 @@ class ThreadExecutor(PoolExecutor):
     def submit(self, fn, *args) -> Future:
         pool = self._started_pool()
         outer = RunFuture()
-        run = (outer, fn, args, Batcher.kind_of(args))
+        run = (outer, fn, args, Batcher.kind_of(args), 1)
         if not self._batcher.hold(run[3], run):
             self._send(pool, [run])
+        return outer
+
+    def batch_size(self, kind) -> int:
+        # A few batches per worker in flight: none waits for the core to bind the next.
+        return self._batcher.batch_size(kind, self.max_in_flight // (2 * self.max_workers))
+
+    def submit_runs(self, count: int, fn, *args) -> Future:
+        outer = RunFuture()
+        self._send(self._started_pool(), [(outer, fn, args, Batcher.kind_of(args), count)])
         return outer
 
     def flush(self) -> None:
@@ -55,7 +67,7 @@ class ThreadExecutor(PoolExecutor):
         job.add_done_callback(lambda job: job.cancelled() and [run[0].cancel() for run in runs])
 
     def _run_batch(self, runs: list) -> None:
-        for outer, fn, args, kind in runs:
+        for outer, fn, args, kind, count in runs:
             if not outer.set_running_or_notify_cancel():
                 continue
             began = time.perf_counter()
@@ -63,7 +75,7 @@ class ThreadExecutor(PoolExecutor):
                 outer.set_result(fn(*args))
             except BaseException as exc:
                 outer.set_exception(exc)
-            self._batcher.timed(kind, time.perf_counter() - began)
+            self._batcher.timed(kind, (time.perf_counter() - began) / count)
 
     def __repr__(self) -> str:
         return f"ThreadExecutor(max_workers={self.max_workers})"
