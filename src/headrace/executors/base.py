@@ -9,7 +9,10 @@ payloads, so executors that cross a process boundary never see Task
 objects.
 
 `inline` executors run `fn` in the calling thread before `submit` returns;
-the core then calls `fn` directly and skips the future.
+the core then calls `fn` directly and skips the future. Executors that take
+`batches` (threads of this process: the call holds the core's plan of a map,
+which is not sent anywhere) are handed a short task's map children as one
+`submit_runs` call.
 `max_in_flight` bounds how many runs are submitted and unfinished at once,
 which keeps chained maps depth-first and memory flat.
 
