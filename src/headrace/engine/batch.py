@@ -157,11 +157,11 @@ def send(core, node: Node, plan: Plan, span) -> bool:
         return False
     size = min(size, core.limit - core.in_flight)  # (at least one: the loop's bound)
     try:
-        arguments(core, node, plan, span.next)
+        first = arguments(core, node, plan, span.next)
     except ResultReleasedError:
         return False
     indices = core.ready.take(span, size)
-    bounds = [arguments(core, node, plan, i) for i in indices]
+    bounds = [first, *(arguments(core, node, plan, i) for i in indices[1:])]
     keep_bytes = _keep_bytes(core, node, plan)
     core.running += 1  # one call on the executor, holding len(indices) of its slots
     core.in_flight += len(indices)
@@ -197,9 +197,7 @@ def sent_ran(event: tuple) -> None:
         return
     try:
         ran = future.result()
-    except Exception:
-        ran = None
-    if ran is None:
+    except Exception:  # the executor failed, not the tasks
         for i, bound in zip(indices, bounds):
             core.running += 1
             core.in_flight += 1
@@ -211,10 +209,9 @@ def sent_ran(event: tuple) -> None:
     try:
         for i, bound, child in rest:
             _child_ran(core, node, plan, i, bound, child, recording)
-    except BaseException:  # Ctrl-C landed here: the children that ran are kept all the same
+    finally:  # (none left unless Ctrl-C landed above: the children that ran are kept)
         for i, bound, child in rest:
             _child_ran(core, node, plan, i, bound, child, recording)
-        raise
     if core.stopped:  # ran on after an interrupt: what finished is recorded all the same
         core.flush_child_record(node)
 

@@ -113,12 +113,8 @@ class Dialect:
         disconnects: tuple = (),  # of those, the ones of a lost connection (a server restart)
         clustered: str = "",  # what makes a table its primary key's index (SQLite: WITHOUT ROWID)
     ):
-        self.name, self.placeholder, self.real, self.serial_key = (
-            name,
-            placeholder,
-            real,
-            serial_key,
-        )
+        self.name, self.placeholder = name, placeholder
+        self.real, self.serial_key = real, serial_key
         self.errors, self.row_errors, self.disconnects = errors, row_errors, disconnects
         self.clustered = clustered
 
