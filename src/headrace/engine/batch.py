@@ -193,7 +193,7 @@ def sent_ran(event: tuple) -> None:
     (core, node, plan, indices, bounds), future = event
     core.running -= 1
     core.in_flight -= len(indices)
-    if future.cancelled():  # an interrupt cancelled it before it ran: these stay unrun
+    if future.cancelled() and core.stopped:  # an interrupt: they never ran, so stay unrun
         return
     try:
         ran = future.result()
